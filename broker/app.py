@@ -1,0 +1,78 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from broker.errors import install_error_handlers
+from broker.jobs import AsyncJobStore, JobEvents
+from broker.routes import api_router
+from broker.services import BrokerServices
+from shared.config import load_catalog
+from shared.jobs import JobKeys
+from shared.queue import create_celery
+from shared.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Build the API. Loads servers.json and models.json now, so a bad file stops the start.
+
+    ``redis_url`` overrides ``settings.redis_url`` (the embedded Redis passes its own).
+    """
+    url = redis_url or settings.redis_url
+    if url is None:
+        raise ValueError("create_app needs a Redis URL: set MODEL_PROXY_REDIS_URL")
+    catalog = load_catalog(
+        settings.servers_file, settings.models_file, os.environ if environ is None else environ
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        keys = JobKeys()
+        events = JobEvents(client, keys.events)
+        celery = create_celery(settings, url)
+        app.state.services = BrokerServices(
+            settings=settings,
+            catalog=catalog,
+            jobs=AsyncJobStore(client, settings.job_ttl_seconds, keys),
+            events=events,
+            celery=celery,
+        )
+        await events.start()
+        try:
+            yield
+        finally:
+            await events.stop()
+            await client.aclose()
+            celery.close()
+
+    app = FastAPI(
+        title="model-proxy",
+        summary="Inference broker between DICOMweb PACS servers, DICOM viewers and model APIs",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "OPTIONS"],
+        allow_headers=["*"],
+        max_age=600,
+    )
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app

@@ -1,0 +1,89 @@
+"""The one place where errors become HTTP answers: ``{"message": ..., "code": ...}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import (
+    ConfigError,
+    InvalidRequest,
+    InvalidUid,
+    ModelProxyError,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+__all__ = ["error_response", "install_error_handlers", "status_for"]
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class in an error's MRO that is listed here decides.
+_STATUS: dict[type[ModelProxyError], int] = {
+    InvalidUid: 422,
+    InvalidRequest: 400,
+    NotFound: 404,
+    UpstreamError: 502,
+    UpstreamTimeout: 504,
+    ServiceUnavailable: 503,
+    ConfigError: 500,
+    ModelProxyError: 500,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def status_for(error: ModelProxyError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def error_response(error: ModelProxyError, **extra: str) -> JSONResponse:
+    return JSONResponse(
+        {"message": error.message, "code": error.code, **extra}, status_code=status_for(error)
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_model_proxy_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ModelProxyError)
+        return error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        ]
+        return JSONResponse(
+            {"message": "; ".join(problems) or "invalid request", "code": "invalid_request"},
+            status_code=422,
+        )
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        message = "Not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(
+            {"message": message, "code": _HTTP_CODES.get(exc.status_code, "http_error")},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while answering a request", exc_info=exc)
+        return JSONResponse(
+            {"message": "internal error; see the server log", "code": "internal_error"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(ModelProxyError, on_model_proxy_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

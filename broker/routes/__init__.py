@@ -1,0 +1,11 @@
+"""The API's routers, one module per resource, gathered here."""
+
+from fastapi import APIRouter
+
+from broker.routes import health, inference
+
+__all__ = ["api_router"]
+
+api_router = APIRouter()
+api_router.include_router(inference.router)
+api_router.include_router(health.router)

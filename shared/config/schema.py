@@ -1,0 +1,128 @@
+"""The shapes of servers.json and models.json, field for field as the original proxy reads them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "AuthType",
+    "DataFilterSpec",
+    "Level",
+    "ModelConfig",
+    "ServerConfig",
+    "Task",
+]
+
+
+class _CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Task(StrEnum):
+    SEGMENTATION = "segmentation"
+    ANNOTATION = "annotation"
+    PREDICTION = "prediction"
+
+    @property
+    def route_prefix(self) -> str:
+        """The viewer's route for this task: ``segmentation`` is served at ``/segmentations``."""
+        return f"{self.value}s"
+
+
+class Level(StrEnum):
+    """The levels a model ``supports``, spelt as in models.json."""
+
+    STUDY = "/studies"
+    SERIES = "/studies/series"
+    INSTANCE = "/studies/series/instances"
+
+
+class AuthType(StrEnum):
+    NONE = ""
+    BASIC = "basicAuth"
+    TOKEN = "token"
+    ZHIVA = "zhivaAuth"
+
+
+class DataFilterSpec(_CamelModel):
+    """One input a model declares: a series (at study level) or an instance (at series level)."""
+
+    data_key: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    title: str = ""
+    description: str | None = None
+    data_filter: tuple[DataFilterSpec, ...] = ()
+
+
+class ModelConfig(_CamelModel):
+    """One entry of models.json."""
+
+    uri: str = Field(pattern=r"^https?://")
+    task: Task
+    supports: tuple[Level, ...] = Field(min_length=1)
+    status_uri: str | None = Field(default=None, pattern=r"^https?://")
+    data_filter: tuple[DataFilterSpec, ...] = ()
+
+
+class ServerConfig(_CamelModel):
+    """One entry of servers.json: a DICOMweb PACS and how to sign in to it."""
+
+    uri: str = Field(pattern=r"^https?://")
+    is_default: bool = False
+    status_uri: str | None = Field(default=None, pattern=r"^https?://")
+    auth_type: AuthType = AuthType.NONE
+    login: str | None = None
+    password: SecretStr | None = None
+    auth_token: SecretStr | None = None
+    sign_in_server: str | None = Field(default=None, pattern=r"^https?://")
+    sign_in_token_server: str | None = Field(default=None, pattern=r"^https?://")
+    refresh_server: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_is_auth_token(cls, data: object) -> object:
+        """The original's schema block calls the field ``token``; its examples say ``authToken``."""
+        if isinstance(data, dict) and "token" in data:
+            data = dict(data)
+            token = data.pop("token")
+            data.setdefault("authToken", token)
+        return data
+
+    @model_validator(mode="after")
+    def _auth_fields_present(self) -> ServerConfig:
+        missing: list[str] = []
+        if self.auth_type is AuthType.BASIC:
+            missing = [f for f in ("login", "password") if getattr(self, f) is None]
+        elif self.auth_type is AuthType.TOKEN:
+            missing = [
+                name
+                for name, value in (
+                    ("authToken", self.auth_token),
+                    ("signInTokenServer", self.sign_in_token_server),
+                )
+                if value is None
+            ]
+        elif self.auth_type is AuthType.ZHIVA:
+            if self.sign_in_token_server is None:
+                missing.append("signInTokenServer")
+            if self.auth_token is None:
+                missing += [
+                    name
+                    for name, value in (
+                        ("login", self.login),
+                        ("password", self.password),
+                        ("signInServer", self.sign_in_server),
+                    )
+                    if value is None
+                ]
+        if missing:
+            raise ValueError(f"authType {self.auth_type.value!r} needs {', '.join(missing)}")
+        return self
+
+    @property
+    def dicomweb_root(self) -> str:
+        return self.uri.rstrip("/")

@@ -1,0 +1,110 @@
+"""Reading ``data-filters`` from a query string, in every form a viewer may send it.
+
+Accepted (contract gap G1), all normalised to a tuple of :class:`DataFilter`:
+
+* ``data-filters=[{"dataKey": "a", "uuid": "1.2"}, ...]`` (one JSON array);
+* ``data-filters={"dataKey": "a", ...}`` repeated, also as ``data-filters[]=`` (axios);
+* qs brackets: ``data-filters[0][dataKey]=a&data-filters[0][uuid]=1.2``, nested as
+  ``data-filters[0][dataFilter][0][dataKey]=b``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from shared.errors import InvalidDataFilter
+from shared.request import DataFilter
+from shared.uids import check_uid
+
+__all__ = ["PARAMETER", "parse_data_filters"]
+
+PARAMETER = "data-filters"
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+_MAX_FILTERS = 256
+
+
+def parse_data_filters(query: Iterable[tuple[str, str]]) -> tuple[DataFilter, ...]:
+    """Collect the data filters from all ``(name, value)`` pairs of a query string."""
+    items: list[Any] = []
+    nested: dict[str, Any] = {}
+    for name, value in query:
+        if name in (PARAMETER, PARAMETER + "[]"):
+            items.extend(_json_items(value))
+        elif name.startswith(PARAMETER + "["):
+            path = _bracket_path(name)
+            _assign(nested, path, value)
+    if nested:
+        items.extend(_ordered_values(nested))
+    if len(items) > _MAX_FILTERS:
+        raise InvalidDataFilter(f"{PARAMETER}: at most {_MAX_FILTERS} filters")
+    return tuple(_to_filter(item, f"{PARAMETER}[{i}]") for i, item in enumerate(items))
+
+
+def _json_items(value: str) -> list[Any]:
+    if value.strip() == "":
+        return []
+    try:
+        document = json.loads(value)
+    except json.JSONDecodeError:
+        raise InvalidDataFilter(
+            f"{PARAMETER} must be a JSON array or object of {{dataKey, uuid}}"
+        ) from None
+    return document if isinstance(document, list) else [document]
+
+
+def _bracket_path(name: str) -> list[str]:
+    rest = name[len(PARAMETER) :]
+    keys = _BRACKETS.findall(rest)
+    if "".join(f"[{k}]" for k in keys) != rest or not keys:
+        raise InvalidDataFilter(f"query parameter {name!r} is not a valid {PARAMETER} key")
+    return keys
+
+
+def _assign(tree: dict[str, Any], path: list[str], value: str) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InvalidDataFilter(f"{PARAMETER}: conflicting keys at {key!r}")
+        node = child
+    if isinstance(node.get(path[-1]), dict):
+        raise InvalidDataFilter(f"{PARAMETER}: conflicting keys at {path[-1]!r}")
+    node[path[-1]] = value
+
+
+def _ordered_values(tree: dict[str, Any]) -> list[Any]:
+    """A bracket tree keyed by indices becomes a list in index order (``[]`` appends)."""
+
+    def index(key: str) -> int:
+        if not key.isdigit():
+            raise InvalidDataFilter(f"{PARAMETER}: expected a list index, got {key!r}")
+        return int(key)
+
+    return [tree[k] for k in sorted(tree, key=index)]
+
+
+def _to_filter(item: Any, where: str) -> DataFilter:
+    if not isinstance(item, dict):
+        raise InvalidDataFilter(f"{where} must be an object with dataKey and uuid")
+    data_key = item.get("dataKey")
+    uid = item.get("uuid")
+    if not isinstance(data_key, str) or not data_key:
+        raise InvalidDataFilter(f"{where}.dataKey is missing")
+    if not isinstance(uid, str) or not uid:
+        raise InvalidDataFilter(f"{where}.uuid is missing")
+    check_uid(uid, f"{where}.uuid")
+    children = item.get("dataFilter", [])
+    if isinstance(children, dict):  # from the bracket form: keyed by index
+        children = _ordered_values(children)
+    if not isinstance(children, list):
+        raise InvalidDataFilter(f"{where}.dataFilter must be a list")
+    return DataFilter(
+        data_key=data_key,
+        uuid=uid,
+        data_filter=tuple(
+            _to_filter(child, f"{where}.dataFilter[{i}]") for i, child in enumerate(children)
+        ),
+    )

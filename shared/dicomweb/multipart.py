@@ -1,0 +1,129 @@
+"""An incremental reader of ``multipart/related`` bodies (RFC 2046), free of I/O.
+
+Feed it the chunks of a WADO-RS response as they arrive; it hands back each part's body as soon as
+the part is complete, so a series is never held in memory whole. It tolerates what PACS servers
+send in practice: unquoted or quoted boundaries, a missing closing delimiter when the server
+closes the connection (Orthanc frames streamed answers that way), and transport padding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+__all__ = ["MultipartError", "MultipartReader", "boundary_from_content_type", "iter_parts"]
+
+
+class MultipartError(ValueError):
+    """The body is not the multipart/related document its Content-Type announced."""
+
+
+_BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]+)"|([^;,\s]+))', re.IGNORECASE)
+
+
+def boundary_from_content_type(content_type: str) -> bytes:
+    if not content_type.lower().lstrip().startswith("multipart/"):
+        raise MultipartError(f"expected a multipart response, got {content_type or 'none'!r}")
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise MultipartError("multipart response without a boundary")
+    return (match.group(1) or match.group(2)).encode("latin-1")
+
+
+class MultipartReader:
+    """Feed bytes with :meth:`feed`; each call returns the part bodies completed by that chunk."""
+
+    def __init__(self, boundary: bytes) -> None:
+        self._dash_boundary = b"--" + boundary
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = bytearray()
+        self._scan_from = 0
+        self._state = "preamble"  # -> "headers" -> "body" -> ... -> "done"
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._state == "done":
+            return []
+        self._buffer += chunk
+        parts: list[bytes] = []
+        while self._step(parts):
+            pass
+        return parts
+
+    def close(self) -> list[bytes]:
+        """End of stream: a final part without its closing delimiter is still a part."""
+        parts: list[bytes] = []
+        if self._state == "body":
+            body = bytes(self._buffer)
+            if body.endswith(b"\r\n"):
+                body = body[:-2]
+            if body:
+                parts.append(body)
+        elif self._state == "preamble" and self._buffer.strip():
+            raise MultipartError("no multipart boundary found in the response body")
+        self._buffer.clear()
+        self._state = "done"
+        return parts
+
+    def _step(self, parts: list[bytes]) -> bool:
+        buf = self._buffer
+        if self._state == "preamble":
+            at = buf.find(self._dash_boundary)
+            if at < 0:
+                # keep only what could be the start of the boundary
+                keep = len(self._dash_boundary) - 1
+                if len(buf) > keep:
+                    del buf[: len(buf) - keep]
+                return False
+            del buf[: at + len(self._dash_boundary)]
+            self._state = "after_boundary"
+            return True
+        if self._state == "after_boundary":
+            if len(buf) < 2:
+                return False
+            if buf[:2] == b"--":
+                self._state = "done"
+                buf.clear()
+                return False
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                return False
+            del buf[: line_end + 2]  # transport padding, then CRLF
+            self._state = "headers"
+            return True
+        if self._state == "headers":
+            if buf[:2] == b"\r\n":  # a part without headers
+                del buf[:2]
+                self._state = "body"
+                self._scan_from = 0
+                return True
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            del buf[: end + 4]
+            self._state = "body"
+            self._scan_from = 0
+            return True
+        if self._state == "body":
+            at = buf.find(self._delimiter, self._scan_from)
+            if at < 0:
+                self._scan_from = max(0, len(buf) - len(self._delimiter) + 1)
+                return False
+            parts.append(bytes(buf[:at]))
+            del buf[: at + len(self._delimiter)]
+            self._state = "after_boundary"
+            return True
+        return False
+
+
+def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
+    """Yield each part body of a multipart stream as soon as it is complete."""
+    reader = MultipartReader(boundary)
+    for chunk in chunks:
+        yield from reader.feed(chunk)
+        if reader.done:
+            return
+    yield from reader.close()

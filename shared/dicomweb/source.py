@@ -1,0 +1,159 @@
+"""WADO-RS retrieval from one DICOMweb PACS, streamed instance by instance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+
+from shared.dicomweb.auth import PacsAuth
+from shared.dicomweb.multipart import MultipartError, boundary_from_content_type, iter_parts
+from shared.errors import (
+    DicomNotFound,
+    PacsAuthFailed,
+    PacsFailed,
+    PacsTimeout,
+    PacsUnreachable,
+)
+from shared.http import Timeouts
+
+__all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
+
+log = logging.getLogger(__name__)
+
+RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"'
+_CHUNK = 1 << 20
+
+
+class InstanceStream:
+    """The instances of one retrieve, yielded as Part-10 bytes while the response streams in.
+
+    The first instance is read when the stream is opened, so an empty answer fails before the
+    model is called. Close it (or use it as a context manager) to release the connection.
+    """
+
+    def __init__(self, source: DicomWebSource, response: requests.Response, what: str) -> None:
+        self._source = source
+        self._response = response
+        self._what = what
+        self.bytes_read = 0
+        self.count = 0
+        self._parts = self._read_parts()
+        try:
+            self._first: bytes | None = next(self._parts)
+        except StopIteration:
+            self.close()
+            raise DicomNotFound(
+                f"the {what} has no instances on server {source.server_id}"
+            ) from None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+        yield from self._parts
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> InstanceStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _read_parts(self) -> Iterator[bytes]:
+        try:
+            boundary = boundary_from_content_type(self._response.headers.get("Content-Type", ""))
+        except MultipartError as exc:
+            raise PacsFailed(
+                f"server {self._source.server_id} did not answer with DICOM: {exc}"
+            ) from None
+        with self._source.translate_errors():
+            try:
+                for part in iter_parts(self._chunks(), boundary):
+                    self.count += 1
+                    yield part
+            except MultipartError as exc:
+                raise PacsFailed(
+                    f"server {self._source.server_id} sent a malformed multipart body: {exc}"
+                ) from None
+
+    def _chunks(self) -> Iterator[bytes]:
+        # Orthanc streams without Content-Length and closes the connection: read to EOF.
+        for chunk in self._response.iter_content(chunk_size=_CHUNK):
+            self.bytes_read += len(chunk)
+            yield chunk
+
+
+class DicomWebSource:
+    """One configured PACS: its DICOMweb root, an authenticated session and timeouts."""
+
+    def __init__(
+        self,
+        server_id: str,
+        root: str,
+        session: requests.Session,
+        auth: PacsAuth,
+        timeouts: Timeouts,
+    ) -> None:
+        self.server_id = server_id
+        self._root = root.rstrip("/")
+        self._session = session
+        self._auth = auth
+        self._timeouts = timeouts
+
+    def retrieve(
+        self, study_uid: str, series_uid: str | None = None, instance_uid: str | None = None
+    ) -> InstanceStream:
+        """Open a WADO-RS retrieve of a study, a series or one instance."""
+        path = f"/studies/{study_uid}"
+        what = "study"
+        if series_uid is not None:
+            path += f"/series/{series_uid}"
+            what = "series"
+            if instance_uid is not None:
+                path += f"/instances/{instance_uid}"
+                what = "instance"
+        headers = {"Accept": RETRIEVE_ACCEPT, **self._auth.headers()}
+        with self.translate_errors():
+            response = self._session.get(
+                self._root + path,
+                headers=headers,
+                stream=True,
+                timeout=self._timeouts.as_requests(),
+            )
+        if response.status_code != 200:
+            response.close()
+            raise self._status_error(response.status_code, what)
+        return InstanceStream(self, response, what)
+
+    def _status_error(self, status: int, what: str) -> Exception:
+        if status == 404:
+            return DicomNotFound(f"the {what} was not found on server {self.server_id}")
+        if status in (401, 403):
+            return PacsAuthFailed(
+                f"server {self.server_id} refused access (HTTP {status}); "
+                "check its authType and credentials in servers.json"
+            )
+        return PacsFailed(f"server {self.server_id} answered HTTP {status}")
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn requests' exceptions into ours, naming the server and nothing secret."""
+        try:
+            yield
+        except requests.exceptions.SSLError:
+            raise PacsUnreachable(
+                f"server {self.server_id}: TLS handshake failed (certificate not trusted?)"
+            ) from None
+        except (requests.exceptions.Timeout, TimeoutError):
+            raise PacsTimeout(f"server {self.server_id} did not answer in time") from None
+        except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc).lower():
+                raise PacsTimeout(f"server {self.server_id} did not answer in time") from None
+            raise PacsUnreachable(f"server {self.server_id} cannot be reached") from None
+        except requests.exceptions.RequestException:
+            raise PacsFailed(f"server {self.server_id}: the transfer failed") from None

@@ -1,0 +1,178 @@
+"""The one error tree of model-proxy.
+
+Every error that can reach a user carries a stable ``code`` and a ``message`` that is safe to
+show: it names servers and models by their key, never their credentials, tokens or patient data.
+Clients translate foreign exceptions (requests, redis, pydicom) into these at the boundary.
+The broker maps each class to an HTTP status; workers store ``code`` and ``message`` in the job
+record, and :func:`error_from_code` rebuilds the error on the other side.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BadModelResponse",
+    "ConfigError",
+    "DicomNotFound",
+    "InternalError",
+    "InvalidDataFilter",
+    "InvalidRequest",
+    "InvalidUid",
+    "JobWaitTimeout",
+    "LevelNotSupported",
+    "ModelFailed",
+    "ModelProxyError",
+    "ModelTimeout",
+    "ModelUnreachable",
+    "NotFound",
+    "PacsAuthFailed",
+    "PacsFailed",
+    "PacsTimeout",
+    "PacsUnreachable",
+    "QueueUnavailable",
+    "ServiceUnavailable",
+    "UnknownModel",
+    "UnknownServer",
+    "UnsupportedAuth",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "error_from_code",
+]
+
+
+class ModelProxyError(Exception):
+    """Base of every error model-proxy raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(ModelProxyError):
+    """A configuration file or setting is invalid; raised at start-up."""
+
+    code = "invalid_config"
+
+
+class InternalError(ModelProxyError):
+    """Something unexpected failed; details are in the log, not in the message."""
+
+    code = "internal_error"
+
+
+# --- the request itself is wrong -------------------------------------------------------------
+
+
+class InvalidRequest(ModelProxyError):
+    code = "invalid_request"
+
+
+class InvalidUid(InvalidRequest):
+    code = "invalid_uid"
+
+
+class InvalidDataFilter(InvalidRequest):
+    code = "invalid_data_filter"
+
+
+# --- something the request names does not exist ----------------------------------------------
+
+
+class NotFound(ModelProxyError):
+    code = "not_found"
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
+class UnknownServer(NotFound):
+    code = "unknown_server"
+
+
+class LevelNotSupported(NotFound):
+    code = "level_not_supported"
+
+
+class DicomNotFound(NotFound):
+    code = "dicom_not_found"
+
+
+# --- a PACS, token server or model failed ----------------------------------------------------
+
+
+class UpstreamError(ModelProxyError):
+    code = "upstream_error"
+
+
+class PacsFailed(UpstreamError):
+    code = "pacs_error"
+
+
+class PacsAuthFailed(PacsFailed):
+    code = "pacs_auth_failed"
+
+
+class PacsUnreachable(PacsFailed):
+    code = "pacs_unreachable"
+
+
+class UnsupportedAuth(PacsFailed):
+    code = "auth_type_unsupported"
+
+
+class ModelFailed(UpstreamError):
+    code = "model_error"
+
+
+class ModelUnreachable(ModelFailed):
+    code = "model_unreachable"
+
+
+class BadModelResponse(ModelFailed):
+    code = "model_bad_response"
+
+
+class UpstreamTimeout(ModelProxyError):
+    code = "upstream_timeout"
+
+
+class PacsTimeout(UpstreamTimeout):
+    code = "pacs_timeout"
+
+
+class ModelTimeout(UpstreamTimeout):
+    code = "model_timeout"
+
+
+class JobWaitTimeout(UpstreamTimeout):
+    code = "job_wait_timeout"
+
+
+# --- model-proxy's own infrastructure ---------------------------------------------------------
+
+
+class ServiceUnavailable(ModelProxyError):
+    code = "service_unavailable"
+
+
+class QueueUnavailable(ServiceUnavailable):
+    code = "redis_unavailable"
+
+
+def _all_subclasses(cls: type[ModelProxyError]) -> list[type[ModelProxyError]]:
+    found: list[type[ModelProxyError]] = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_code(code: str, message: str) -> ModelProxyError:
+    """Rebuild the error a worker recorded, so the broker can map it to its HTTP status."""
+    for cls in _all_subclasses(ModelProxyError):
+        if cls.code == code:
+            return cls(message)
+    return InternalError(message)

@@ -1,0 +1,97 @@
+"""Which DICOM data a model receives, and in which shape (the model contract, section 2.2).
+
+:func:`plan_inputs` turns a request and the model's declared ``dataFilter`` into a tree of
+:class:`InstanceList`, :class:`SingleInstance` and :class:`Keyed` nodes. The broker builds it to
+reject a request early; the worker builds it again to fetch and encode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config.schema import DataFilterSpec, Level, ModelConfig
+from shared.errors import InvalidDataFilter
+from shared.request import DataFilter, InferenceRequest
+
+__all__ = ["InputPlan", "InstanceList", "Keyed", "SingleInstance", "plan_inputs"]
+
+
+@dataclass(frozen=True)
+class InstanceList:
+    """Every instance of a study (``series_uid`` None) or of a series: a JSON array of strings."""
+
+    study_uid: str
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class SingleInstance:
+    """One instance: a single JSON string."""
+
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """``{"<dataKey>": {"data": <input>}, ...}`` in the order the model declares its keys."""
+
+    entries: tuple[tuple[str, InputPlan], ...]
+
+
+InputPlan = InstanceList | SingleInstance | Keyed
+
+
+def plan_inputs(request: InferenceRequest, model: ModelConfig) -> InputPlan:
+    study = request.study_uid
+    if request.level is Level.INSTANCE:
+        assert request.series_uid is not None and request.instance_uid is not None
+        return SingleInstance(study, request.series_uid, request.instance_uid)
+    if request.level is Level.SERIES:
+        assert request.series_uid is not None
+        series = request.series_uid
+        if not model.data_filter:
+            return InstanceList(study, series)
+        chosen = _match(model.data_filter, request.data_filters, "data-filters")
+        return Keyed(
+            tuple(
+                (spec.data_key, SingleInstance(study, series, choice.uuid))
+                for spec, choice in chosen
+            )
+        )
+    if not model.data_filter:
+        return InstanceList(study)
+    entries: list[tuple[str, InputPlan]] = []
+    for spec, choice in _match(model.data_filter, request.data_filters, "data-filters"):
+        if spec.data_filter:
+            where = f"data-filters {spec.data_key!r} dataFilter"
+            nested = _match(spec.data_filter, choice.data_filter, where)
+            entries.append(
+                (
+                    spec.data_key,
+                    Keyed(
+                        tuple(
+                            (inner.data_key, SingleInstance(study, choice.uuid, pick.uuid))
+                            for inner, pick in nested
+                        )
+                    ),
+                )
+            )
+        else:
+            entries.append((spec.data_key, InstanceList(study, choice.uuid)))
+    return Keyed(tuple(entries))
+
+
+def _match(
+    specs: tuple[DataFilterSpec, ...], given: tuple[DataFilter, ...], where: str
+) -> list[tuple[DataFilterSpec, DataFilter]]:
+    """Pair each declared key with the viewer's choice; undeclared keys are ignored."""
+    by_key = {choice.data_key: choice for choice in given}
+    missing = [spec.data_key for spec in specs if spec.data_key not in by_key]
+    if missing:
+        raise InvalidDataFilter(
+            f"this model needs {where} for the keys {', '.join(missing)}; "
+            f'each as {{"dataKey": ..., "uuid": <UID>}}'
+        )
+    return [(spec, by_key[spec.data_key]) for spec in specs]

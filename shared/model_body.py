@@ -1,0 +1,91 @@
+"""The request body a model receives, produced as a stream of JSON chunks.
+
+The body follows the shape of an :class:`~shared.inputs.InputPlan`. Every retrieve it needs is
+opened (and its first instance read) before the first byte is produced, so a missing series or a
+refused login fails before the model is called; the instances then flow from the PACS through the
+encoder to the model one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from shared.dicomweb.source import DicomWebSource, InstanceStream
+from shared.encoding import encode_instance_string
+from shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
+
+__all__ = ["ModelBody", "open_model_body"]
+
+
+@dataclass
+class ModelBody:
+    """An iterable of JSON byte chunks; iterate once, then :meth:`close`."""
+
+    plan: InputPlan
+    streams: list[InstanceStream] = field(default_factory=list)
+    instances_sent: int = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending = iter(self.streams)  # one stream per leaf, in the order the body needs them
+        try:
+            yield from self._emit(self.plan, pending)
+        finally:
+            self.close()
+
+    @property
+    def bytes_fetched(self) -> int:
+        return sum(stream.bytes_read for stream in self.streams)
+
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.close()
+
+    def _emit(self, plan: InputPlan, pending: Iterator[InstanceStream]) -> Iterator[bytes]:
+        if isinstance(plan, Keyed):
+            yield b"{"
+            for index, (key, inner) in enumerate(plan.entries):
+                prefix = b"," if index else b""
+                yield prefix + json.dumps(key).encode() + b':{"data":'
+                yield from self._emit(inner, pending)
+                yield b"}"
+            yield b"}"
+            return
+        stream = next(pending)
+        if isinstance(plan, SingleInstance):
+            for data in stream:  # exactly one part
+                self.instances_sent += 1
+                yield encode_instance_string(data)
+                break
+            return
+        yield b"["
+        for index, data in enumerate(stream):
+            self.instances_sent += 1
+            chunk = encode_instance_string(data)
+            yield b"," + chunk if index else chunk
+        yield b"]"
+
+
+def open_model_body(plan: InputPlan, source: DicomWebSource) -> ModelBody:
+    """Open every retrieve the plan needs; raise our errors (not found, auth) before any byte."""
+    body = ModelBody(plan)
+    try:
+        for leaf in _leaves(plan):
+            if isinstance(leaf, SingleInstance):
+                stream = source.retrieve(leaf.study_uid, leaf.series_uid, leaf.instance_uid)
+            else:
+                stream = source.retrieve(leaf.study_uid, leaf.series_uid)
+            body.streams.append(stream)
+    except BaseException:
+        body.close()
+        raise
+    return body
+
+
+def _leaves(plan: InputPlan) -> Iterator[InstanceList | SingleInstance]:
+    if isinstance(plan, Keyed):
+        for _, inner in plan.entries:
+            yield from _leaves(inner)
+    else:
+        yield plan

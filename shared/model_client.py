@@ -1,0 +1,81 @@
+"""Calling a model's inference API: POST the streamed body to its ``uri`` verbatim."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+import requests
+
+from shared.errors import BadModelResponse, ModelFailed, ModelTimeout, ModelUnreachable
+from shared.http import Timeouts
+
+__all__ = ["ModelClient", "unwrap_model_json"]
+
+
+def unwrap_model_json(body: bytes) -> bytes:
+    """The model's JSON document, as bytes, ready for the viewer.
+
+    zhiva's reference models answer with their document encoded once more as a JSON string
+    (``"{\\"1.2.3\\": ...}"``); such an answer is unwrapped once. Any other JSON passes as it is.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadModelResponse("the model did not answer with JSON") from None
+    if isinstance(document, str):
+        inner = document.encode()
+        try:
+            if isinstance(orjson.loads(inner), dict):
+                return inner
+        except orjson.JSONDecodeError:
+            pass
+    return body
+
+
+class ModelClient:
+    """POSTs model bodies over one pooled session, with connect and read timeouts."""
+
+    def __init__(self, session: requests.Session, timeouts: Timeouts) -> None:
+        self._session = session
+        self._timeouts = timeouts
+
+    def infer(self, model_id: str, uri: str, body: Iterable[bytes] | bytes) -> bytes:
+        """Send ``body`` (chunked when it is an iterable) and return the unwrapped JSON document."""
+        try:
+            response = self._session.post(
+                uri,
+                data=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=self._timeouts.as_requests(),
+            )
+        except requests.exceptions.Timeout:
+            raise ModelTimeout(f"model {model_id} did not answer in time") from None
+        except requests.exceptions.ConnectionError as exc:
+            if "timed out" in str(exc).lower():
+                raise ModelTimeout(f"model {model_id} did not answer in time") from None
+            raise ModelUnreachable(f"model {model_id} cannot be reached") from None
+        except requests.exceptions.RequestException:
+            raise ModelUnreachable(f"model {model_id}: the request failed") from None
+        if not 200 <= response.status_code < 300:
+            raise ModelFailed(
+                f"model {model_id} answered HTTP {response.status_code}" + _detail(response.content)
+            )
+        try:
+            return unwrap_model_json(response.content)
+        except BadModelResponse:
+            raise BadModelResponse(f"model {model_id} did not answer with JSON") from None
+
+
+def _detail(content: bytes) -> str:
+    """A model's own short error text (``detail`` or ``message``), never an echo of its input."""
+    try:
+        document = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(document, dict):
+        for key in ("message", "detail"):
+            text = document.get(key)
+            if isinstance(text, str) and text:
+                return f": {text[:200]}"
+    return ""

@@ -1,0 +1,60 @@
+"""Settings of model-proxy, read from the environment (prefix ``MODEL_PROXY_``) and nothing else.
+
+Only this module reads ``os.environ`` for settings; entry points call :func:`get_settings` and pass
+the object on. ``${NAME}`` references inside servers.json and models.json are resolved by the
+config loader, which receives the environment from the entry point.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything that can be set from the environment, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="MODEL_PROXY_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for jobs, results and tokens. Unset: `serve` starts an embedded Redis.",
+    )
+    servers_file: Path = Path("servers.json")
+    models_file: Path = Path("models.json")
+    data_dir: Path = Field(
+        default=Path("model-proxy-data"),
+        description="Where the embedded Redis keeps its data.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=["*"], description="Origins allowed to call the API: comma-separated, or *."
+    )
+    queue_name: str = "inference"
+    job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    sync_wait_seconds: float = Field(
+        default=900.0, gt=0, description="How long a viewer's GET waits for its job."
+    )
+    pacs_connect_timeout: float = Field(default=10.0, gt=0)
+    pacs_read_timeout: float = Field(default=120.0, gt=0)
+    model_connect_timeout: float = Field(default=10.0, gt=0)
+    model_read_timeout: float = Field(default=600.0, gt=0)
+    worker_concurrency: int = Field(default=4, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Real parts for the tests: Orthanc, Redis, the example model, workers, generated DICOM."""

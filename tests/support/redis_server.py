@@ -1,0 +1,45 @@
+"""A real redis-server on a free loopback port, data in its own directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from tests.support.processes import ManagedProcess, free_port, require_binary, wait_until
+
+__all__ = ["RedisServer"]
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        binary = require_binary("/usr/bin/redis-server", "redis-server")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if appendonly else "no",
+        ]
+        self.process = ManagedProcess("redis", argv, workdir / "redis.log")
+        client = redis.Redis.from_url(self.url)
+        wait_until(
+            lambda: bool(client.ping()), 15, "redis-server", alive=lambda: self.process.alive
+        )
+        client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def stop(self) -> None:
+        self.process.stop()
