@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -88,6 +89,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     embedded = None
     worker = None
     redis_url = settings.redis_url
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that the
+    # embedded worker and Redis below are stopped too.
+    signal.signal(signal.SIGTERM, _exit_gracefully)
     # Check the configuration before starting anything.
     load_catalog(settings.servers_file, settings.models_file, os.environ)
     try:
@@ -114,6 +118,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _exit_gracefully(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

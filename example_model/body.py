@@ -1,0 +1,93 @@
+"""The request body of the model contract, decoded into DICOM file bytes. No I/O here.
+
+A model receives one of three JSON shapes (zhiva contract §2.2):
+
+* ``"array"``: a list of instance strings (the study or series level);
+* ``"string"``: a single instance string (the instance level);
+* ``"keyed"``: an object of data filters, ``{"<dataKey>": {"data": <array | string | object>}}``,
+  nested to any depth.
+
+Each *instance string* holds the JSON text of the DICOM Part-10 file's byte values, for example
+``"[0,0,1,255]"``. Other fields beside ``"data"`` in a filter entry are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+from example_model.errors import InvalidInput
+
+__all__ = ["BodyShape", "EncodedInstance", "ModelInput", "decode_instance", "parse_body"]
+
+BodyShape = Literal["array", "string", "keyed"]
+
+
+@dataclass(frozen=True)
+class EncodedInstance:
+    """One DICOM file of the body and where it was found, e.g. ``$["series-one"].data[2]``."""
+
+    location: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a request body holds: its shape, its top-level keys and its files in body order."""
+
+    shape: BodyShape
+    keys: tuple[str, ...]
+    instances: tuple[EncodedInstance, ...]
+
+
+def parse_body(raw: bytes) -> ModelInput:
+    """Decode a request body; raise :class:`InvalidInput` saying what is wrong and where."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+    found: list[EncodedInstance] = []
+    _collect(document, "$", found)
+    if not found:
+        raise InvalidInput("the body holds no instances")
+    if isinstance(document, dict):
+        return ModelInput("keyed", tuple(document), tuple(found))
+    return ModelInput("array" if isinstance(document, list) else "string", (), tuple(found))
+
+
+def decode_instance(text: str, location: str = "$") -> bytes:
+    """The file bytes of one instance string: ``"[0,1,255]"`` becomes ``b"\\x00\\x01\\xff"``."""
+    try:
+        values = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(f"{location} is not the JSON text of a byte array") from None
+    if not isinstance(values, list) or not values:
+        raise InvalidInput(f"{location} is not the JSON text of a non-empty byte array")
+    try:
+        return bytes(values)  # checks that every value is an int in 0-255
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{location} holds something other than byte values 0-255") from None
+
+
+def _collect(node: object, location: str, found: list[EncodedInstance]) -> None:
+    if isinstance(node, str):
+        found.append(EncodedInstance(location, decode_instance(node, location)))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            where = f"{location}[{index}]"
+            if not isinstance(item, str):
+                raise InvalidInput(f"{where} is not an instance string")
+            found.append(EncodedInstance(where, decode_instance(item, where)))
+    elif isinstance(node, dict):
+        for key, entry in node.items():
+            where = f"{location}[{orjson.dumps(key).decode()}]"
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise InvalidInput(f'{where} is not an object with a "data" field')
+            _collect(entry["data"], f"{where}.data", found)
+    else:
+        raise InvalidInput(
+            f"{location} is neither an instance string, a list of them, nor an object of "
+            '{"<dataKey>": {"data": ...}} entries'
+        )

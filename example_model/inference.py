@@ -1,0 +1,53 @@
+"""One request, start to end, as plain functions: read the body, then compute the answer.
+
+Both steps are CPU work (JSON decoding, DICOM parsing, pixel maths, serialising masks); the
+routes run them in a worker thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from example_model.analysis import analyse
+from example_model.body import ModelInput, parse_body
+from example_model.documents import Task, build_document
+from example_model.instances import Instance, read_instance
+from example_model.settings import ExampleModelSettings
+
+__all__ = ["ReceivedBody", "answer", "receive"]
+
+
+@dataclass(frozen=True)
+class ReceivedBody:
+    """A decoded request body and its instances, read with pydicom, in body order."""
+
+    model_input: ModelInput
+    instances: tuple[Instance, ...]
+
+
+def receive(raw: bytes) -> ReceivedBody:
+    """Decode the body and read every DICOM file in it; raise ``InvalidInput`` if it cannot."""
+    model_input = parse_body(raw)
+    return ReceivedBody(model_input, tuple(read_instance(i) for i in model_input.instances))
+
+
+def answer(
+    task: Task,
+    instances: Sequence[Instance],
+    settings: ExampleModelSettings,
+    *,
+    threshold: float | None = None,
+    wrap: bool = False,
+) -> bytes:
+    """The JSON answer of ``task`` for ``instances``.
+
+    With ``wrap`` the document is encoded once more as a JSON string, the way zhiva's reference
+    models answer (zhiva contract §8); model-proxy unwraps it.
+    """
+    findings = [analyse(instance, threshold) for instance in instances]
+    document = build_document(task, findings, color=settings.color, class_name=settings.class_name)
+    content = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(content.decode()) if wrap else content

@@ -1,0 +1,120 @@
+"""``POST /segmentation``, ``POST /annotation`` and ``POST /prediction``: the model contract.
+
+model-proxy POSTs to the ``uri`` of models.json verbatim, so the query parameters below can be
+written into that ``uri`` (e.g. ``http://127.0.0.1:8011/segmentation?wrap=true``):
+
+* ``threshold`` — mark values above this (modality units) instead of each instance's mean;
+* ``delay`` — seconds to wait before answering, to test slow models;
+* ``wrap`` — answer with the document encoded once more as a JSON string (zhiva contract §8);
+* ``fail`` — answer with this HTTP status (400-599) and ``{"detail": "simulated failure"}``.
+
+The body is read raw and decoded by :mod:`example_model.body`, so every shape of the contract is
+accepted; a malformed body is answered with 422 and ``{"detail": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from example_model.deps import ReceivedLogDep, SettingsDep
+from example_model.documents import Task
+from example_model.inference import answer, receive
+from example_model.received import ReceivedLog
+from example_model.settings import ExampleModelSettings
+
+__all__ = ["PredictOptions", "router"]
+
+router = APIRouter(tags=["model"])
+
+_JSON = "application/json"
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "A JSON array of instance strings, one instance string, or an object of data "
+            'filters {"<dataKey>": {"data": ...}}. An instance string is the JSON text of the '
+            'DICOM Part-10 file\'s byte values, e.g. "[0,0,1,255]".'
+        ),
+        "content": {_JSON: {"schema": {}}},
+    }
+}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    threshold: float | None
+    delay: float
+    wrap: bool
+    fail: int | None
+
+
+def predict_options(
+    threshold: Annotated[
+        float | None,
+        Query(allow_inf_nan=False, description="Mark values above this, not above the mean."),
+    ] = None,
+    delay: Annotated[
+        float, Query(ge=0, le=3600, description="Seconds to wait before answering.")
+    ] = 0.0,
+    wrap: Annotated[bool, Query(description="Answer with the JSON encoded as a string.")] = False,
+    fail: Annotated[
+        int | None, Query(ge=400, le=599, description="Answer with this HTTP status.")
+    ] = None,
+) -> PredictOptions:
+    return PredictOptions(threshold=threshold, delay=delay, wrap=wrap, fail=fail)
+
+
+OptionsDep = Annotated[PredictOptions, Depends(predict_options)]
+
+
+@router.post("/segmentation", openapi_extra=_BODY_DOC)
+async def segmentation(
+    request: Request, options: OptionsDep, settings: SettingsDep, log: ReceivedLogDep
+) -> Response:
+    """A segment per instance whose ``points`` are its Rows x Columns mask of marked pixels."""
+    return await _predict(Task.SEGMENTATION, request, options, settings, log)
+
+
+@router.post("/annotation", openapi_extra=_BODY_DOC)
+async def annotation(
+    request: Request, options: OptionsDep, settings: SettingsDep, log: ReceivedLogDep
+) -> Response:
+    """A region of interest per instance: the convex hull of its marked pixels."""
+    return await _predict(Task.ANNOTATION, request, options, settings, log)
+
+
+@router.post("/prediction", openapi_extra=_BODY_DOC)
+async def prediction(
+    request: Request, options: OptionsDep, settings: SettingsDep, log: ReceivedLogDep
+) -> Response:
+    """The number of marked voxels per instance; their volume and share per series."""
+    return await _predict(Task.PREDICTION, request, options, settings, log)
+
+
+async def _predict(
+    task: Task,
+    request: Request,
+    options: PredictOptions,
+    settings: ExampleModelSettings,
+    log: ReceivedLog,
+) -> Response:
+    received = await run_in_threadpool(receive, await request.body())
+    log.record(request.url.path, received)
+    if options.delay:
+        await asyncio.sleep(options.delay)
+    if options.fail is not None:
+        return Response(b'{"detail":"simulated failure"}', options.fail, media_type=_JSON)
+    content = await run_in_threadpool(
+        answer,
+        task,
+        received.instances,
+        settings,
+        threshold=options.threshold,
+        wrap=options.wrap,
+    )
+    return Response(content, media_type=_JSON)

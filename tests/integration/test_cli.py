@@ -1,0 +1,111 @@
+"""The ``model-proxy`` command as a user runs it: start-up errors, and everything in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests.integration.conftest import Deployment, Ids, PacsData
+from tests.support.processes import ManagedProcess, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "model_proxy", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_PROXY_")}
+    return {**env, **extra}
+
+
+@pytest.fixture()
+def configs(tmp_path: Path) -> Path:
+    (tmp_path / "models.json").write_text(json.dumps({
+        Ids.SEGMENTATION: {"uri": "http://127.0.0.1:9/x", "task": "segmentation",
+                           "supports": ["/studies"]}}))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("servers", "expected"),
+    [
+        ({Ids.PACS: {"isDefault": True}}, f'server "{Ids.PACS}": field "uri": Field required'),
+        ({Ids.PACS: {"uri": "http://a/dicom-web", "isDefault": True},
+          Ids.PACS_SLOW: {"uri": "http://b/dicom-web", "isDefault": True}},
+         "more than one server has isDefault true"),
+        ({Ids.PACS: {"uri": "http://a", "authType": "basicAuth", "login": "u",
+                     "password": "${MP_TEST_UNSET_VARIABLE}"}},
+         f'server "{Ids.PACS}": field "password": environment variable MP_TEST_UNSET_VARIABLE'),
+        ({"not-a-uuid": {"uri": "http://a"}}, 'server "not-a-uuid": the key must be a UUID'),
+        ({Ids.PACS: {"uri": "http://a", "authType": "basicAuth", "login": "u"}},
+         "authType 'basicAuth' needs password"),
+    ],
+)
+def test_an_invalid_servers_json_stops_the_start_naming_file_key_and_field(
+    configs: Path, servers: dict[str, object], expected: str
+) -> None:
+    (configs / "servers.json").write_text(json.dumps(servers))
+
+    result = run_cli("serve", "--port", str(free_port()), cwd=configs, env=clean_env())
+
+    assert result.returncode == 2
+    assert "servers.json" in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_config_file_is_named(configs: Path) -> None:
+    result = run_cli("serve", cwd=configs, env=clean_env())
+    assert result.returncode == 2
+    assert "servers.json: file not found" in result.stderr
+
+
+def test_worker_without_a_redis_url_says_what_to_do(configs: Path) -> None:
+    result = run_cli("worker", cwd=configs, env=clean_env())
+    assert result.returncode == 2
+    assert "MODEL_PROXY_REDIS_URL" in result.stderr
+
+
+def test_serve_without_a_redis_url_runs_everything_in_one_process(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData
+) -> None:
+    """The quickstart: embedded Redis, in-process worker, a viewer request answered."""
+    for name in ("servers.json", "models.json"):
+        (tmp_path / name).write_text((deployment.workdir / name).read_text())
+    port = free_port()
+    env = clean_env(MP_TEST_PACS_PASSWORD=pacs.orthanc.password)
+    process = ManagedProcess("serve", [sys.executable, "-m", "model_proxy", "serve", "--port",
+                                       str(port)], tmp_path / "serve.log", env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 60, "serve",
+                   alive=lambda: process.alive)
+        item = pacs.series_b[0]
+        response = requests.get(
+            f"{base}/segmentations/{Ids.SEGMENTATION}/studies/{item.study_uid}"
+            f"/series/{item.series_uid}", timeout=60)
+
+        assert response.status_code == 200, response.text
+        frames = response.json()[item.study_uid][item.series_uid]
+        assert {k for k in frames if k != "metadata"} == {i.sop_uid for i in pacs.series_b}
+        mask = np.array(frames[item.sop_uid]["segments"][0]["points"])
+        assert mask.shape == (item.rows, item.columns)
+        assert "embedded Redis" in process.log_text()
+        assert (tmp_path / "model-proxy-data").is_dir()
+    finally:
+        process.stop()
+    assert process.process.returncode == 0, process.log_text()[-2000:]
+    redis_log = (tmp_path / "model-proxy-data" / "redis.log").read_text()
+    assert "ready to exit" in redis_log.lower() or "bye" in redis_log.lower()
