@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run example-model test test-unit lint typecheck check clean
+.PHONY: setup demo run example-model test test-unit lint typecheck check clean
 
 $(BIN)/model-proxy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ servers.json models.json:
 # One command, one machine: embedded Redis, an in-process worker, the API on :8002 and the
 # example model on :8011 (see README "Quickstart").
 run: setup servers.json models.json
-	$(BIN)/model-proxy example-model --port 8011 & \
-	  trap 'kill $$!' EXIT INT TERM; \
+	$(BIN)/model-proxy example-model --port 8011 & model=$$!; \
+	  trap 'kill $$model' EXIT INT TERM; \
+	  $(BIN)/model-proxy serve --port 8002
+
+# The quickstart: a demo Orthanc PACS with sample data on :8042, the example model on :8011 and
+# model-proxy on :8002 with the example configs, all stopped together with Ctrl+C.
+demo: setup servers.json models.json
+	./scripts/install-system-packages.sh
+	export DEMO_PACS_PASSWORD=$${DEMO_PACS_PASSWORD:-demo-only}; \
+	  $(BIN)/python scripts/demo_pacs.py --port 8042 & pacs=$$!; \
+	  $(BIN)/model-proxy example-model --port 8011 & model=$$!; \
+	  trap 'kill $$pacs $$model' EXIT INT TERM; \
 	  $(BIN)/model-proxy serve --port 8002
 
 example-model: setup
@@ -38,7 +48,7 @@ test-unit: setup
 	$(BIN)/pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check shared broker workers model_proxy example_model tests
+	$(BIN)/ruff check shared broker workers model_proxy example_model tests scripts
 
 typecheck: setup
 	$(BIN)/mypy

@@ -52,7 +52,9 @@ def test_a_level_the_model_does_not_support_is_404_naming_the_supported_ones(
     assert "/studies/series" in body["message"]
 
 
-@pytest.mark.parametrize("bad_uid", ["1.2.abc", "1.2..3", "1" * 65, "...", "..%5Csystem", "1.2;rm", "1.2 3", "-1.2"])
+@pytest.mark.parametrize(
+    "bad_uid", ["1.2.abc", "1.2..3", "1" * 65, "...", "..%5Csystem", "1.2;rm", "1.2 3", "-1.2"]
+)
 def test_a_uid_that_is_not_a_dicom_uid_is_422(api: TestClient, bad_uid: str) -> None:
     response = api.get(f"/segmentations/{Ids.SEGMENTATION}/studies/1.2.3/series/{bad_uid}")
     assert_error(response, 422, "invalid_uid")
