@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AuthTokenNeeded",
     "BadModelResponse",
     "ConfigError",
     "DicomNotFound",
@@ -34,7 +35,6 @@ __all__ = [
     "ServiceUnavailable",
     "UnknownModel",
     "UnknownServer",
-    "UnsupportedAuth",
     "UpstreamError",
     "UpstreamTimeout",
     "error_from_code",
@@ -120,8 +120,10 @@ class PacsUnreachable(PacsFailed):
     code = "pacs_unreachable"
 
 
-class UnsupportedAuth(PacsFailed):
-    code = "auth_type_unsupported"
+class AuthTokenNeeded(PacsAuthFailed):
+    """A ``token`` server's tokens expired for good: servers.json needs a new authToken."""
+
+    code = "auth_token_needed"
 
 
 class ModelFailed(UpstreamError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
-__all__ = ["Timeouts", "new_session"]
+__all__ = ["Timeouts", "new_session", "tls_advice"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,15 @@ class Timeouts:
 
     def as_requests(self) -> tuple[float, float]:
         return (self.connect, self.read)
+
+
+def tls_advice(server_id: str, what: str) -> str:
+    """The message for a certificate that failed verification, saying which setting to use."""
+    return (
+        f"server {server_id}: TLS certificate verification of its {what} failed; in "
+        'servers.json set "caBundle" to the CA file that signed it, or "tlsVerify": false '
+        "for a self-signed local PACS"
+    )
 
 
 def new_session(pool_size: int, user_agent: str = "model-proxy") -> requests.Session:

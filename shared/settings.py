@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)
     model_read_timeout: float = Field(default=600.0, gt=0)
+    token_refresh_margin: float = Field(
+        default=60.0, ge=0, description="Refresh an access token this many seconds before exp."
+    )
+    token_lock_timeout: float = Field(
+        default=30.0, gt=0, description="A token-server call holds the server's lock at most this."
+    )
     worker_concurrency: int = Field(default=4, gt=0)
     log_level: str = "INFO"
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import redis
 import requests
 
+from shared.auth.token_store import TokenStore
 from shared.config import Catalog, load_catalog
 from shared.dicomweb.auth import auth_for_server
 from shared.dicomweb.source import DicomWebSource
@@ -25,21 +27,31 @@ class PacsSources:
     """One :class:`DicomWebSource` per configured server, each with its own pooled session."""
 
     catalog: Catalog
+    token_store: TokenStore
     timeouts: Timeouts
     pool_size: int
+    refresh_margin: float
     _sources: dict[str, DicomWebSource] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def source_for(self, server_id: str) -> DicomWebSource:
-        if server_id not in self._sources:
-            key, server = self.catalog.server(server_id)
-            self._sources[key] = DicomWebSource(
-                key,
-                server.dicomweb_root,
-                new_session(self.pool_size),
-                auth_for_server(key, server),
-                self.timeouts,
-            )
-        return self._sources[server_id]
+        with self._lock:
+            if server_id not in self._sources:
+                key, server = self.catalog.server(server_id)
+                session = new_session(self.pool_size)
+                session.verify = server.tls_verification
+                auth = auth_for_server(
+                    key,
+                    server,
+                    session=session,
+                    token_store=self.token_store,
+                    timeouts=self.timeouts,
+                    refresh_margin=self.refresh_margin,
+                )
+                self._sources[key] = DicomWebSource(
+                    key, server.dicomweb_root, session, auth, self.timeouts
+                )
+            return self._sources[server_id]
 
 
 @dataclass
@@ -63,8 +75,14 @@ def build_context(
         store=JobStore(client, settings.job_ttl_seconds),
         sources=PacsSources(
             catalog,
+            TokenStore(
+                client,
+                lock_timeout=settings.token_lock_timeout,
+                wait_timeout=settings.token_lock_timeout + 5,
+            ),
             Timeouts(settings.pacs_connect_timeout, settings.pacs_read_timeout),
             settings.worker_concurrency,
+            settings.token_refresh_margin,
         ),
         model_client=ModelClient(
             model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
@@ -81,6 +82,8 @@ class ServerConfig(_CamelModel):
     sign_in_server: str | None = Field(default=None, pattern=r"^https?://")
     sign_in_token_server: str | None = Field(default=None, pattern=r"^https?://")
     refresh_server: str | None = Field(default=None, pattern=r"^https?://")
+    tls_verify: bool = True
+    ca_bundle: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +97,8 @@ class ServerConfig(_CamelModel):
 
     @model_validator(mode="after")
     def _auth_fields_present(self) -> ServerConfig:
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ValueError(f"caBundle {self.ca_bundle!r} is not a readable file")
         missing: list[str] = []
         if self.auth_type is AuthType.BASIC:
             missing = [f for f in ("login", "password") if getattr(self, f) is None]
@@ -126,3 +131,8 @@ class ServerConfig(_CamelModel):
     @property
     def dicomweb_root(self) -> str:
         return self.uri.rstrip("/")
+
+    @property
+    def tls_verification(self) -> bool | str:
+        """What requests' ``verify`` takes: a CA bundle path, or whether to verify at all."""
+        return self.ca_bundle if self.ca_bundle and self.tls_verify else self.tls_verify

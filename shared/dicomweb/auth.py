@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Protocol
 
+import requests
+
+from shared.auth.token_auth import TokenAuth
+from shared.auth.token_server import TokenServerClient
+from shared.auth.token_store import TokenStore
 from shared.config.schema import AuthType, ServerConfig
-from shared.errors import UnsupportedAuth
+from shared.http import Timeouts
 
 __all__ = ["BasicAuth", "NoAuth", "PacsAuth", "auth_for_server"]
 
@@ -16,10 +22,17 @@ class PacsAuth(Protocol):
         """The headers to add to every request to this PACS."""
         ...
 
+    def renew(self, rejected: Mapping[str, str]) -> bool:
+        """The PACS refused a request sent with ``rejected``: True if a retry may succeed."""
+        ...
+
 
 class NoAuth:
     def headers(self) -> dict[str, str]:
         return {}
+
+    def renew(self, rejected: Mapping[str, str]) -> bool:
+        return False
 
 
 class BasicAuth:
@@ -32,16 +45,31 @@ class BasicAuth:
     def headers(self) -> dict[str, str]:
         return {"Authorization": self._header}
 
+    def renew(self, rejected: Mapping[str, str]) -> bool:
+        return False  # the same credentials would be refused again
+
     def __repr__(self) -> str:
         return "BasicAuth(***)"
 
 
-def auth_for_server(server_id: str, server: ServerConfig) -> PacsAuth:
+def auth_for_server(
+    server_id: str,
+    server: ServerConfig,
+    *,
+    session: requests.Session,
+    token_store: TokenStore,
+    timeouts: Timeouts,
+    refresh_margin: float,
+) -> PacsAuth:
     if server.auth_type is AuthType.NONE:
         return NoAuth()
     if server.auth_type is AuthType.BASIC:
         assert server.login is not None and server.password is not None
         return BasicAuth(server.login, server.password.get_secret_value())
-    raise UnsupportedAuth(
-        f"server {server_id}: authType {server.auth_type.value!r} is not supported yet"
+    return TokenAuth(
+        server_id,
+        server,
+        token_store,
+        TokenServerClient(server_id, session, timeouts),
+        refresh_margin,
     )

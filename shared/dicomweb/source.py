@@ -17,7 +17,7 @@ from shared.errors import (
     PacsTimeout,
     PacsUnreachable,
 )
-from shared.http import Timeouts
+from shared.http import Timeouts, tls_advice
 
 __all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
 
@@ -117,18 +117,23 @@ class DicomWebSource:
             if instance_uid is not None:
                 path += f"/instances/{instance_uid}"
                 what = "instance"
-        headers = {"Accept": RETRIEVE_ACCEPT, **self._auth.headers()}
-        with self.translate_errors():
-            response = self._session.get(
-                self._root + path,
-                headers=headers,
-                stream=True,
-                timeout=self._timeouts.as_requests(),
-            )
+        response = self._get(self._root + path)
+        if response.status_code in (401, 403):
+            rejected = response.request.headers
+            response.close()
+            if self._auth.renew(rejected):  # a refreshed token: retry once
+                response = self._get(self._root + path)
         if response.status_code != 200:
             response.close()
             raise self._status_error(response.status_code, what)
         return InstanceStream(self, response, what)
+
+    def _get(self, url: str) -> requests.Response:
+        headers = {"Accept": RETRIEVE_ACCEPT, **self._auth.headers()}
+        with self.translate_errors():
+            return self._session.get(
+                url, headers=headers, stream=True, timeout=self._timeouts.as_requests()
+            )
 
     def _status_error(self, status: int, what: str) -> Exception:
         if status == 404:
@@ -146,9 +151,7 @@ class DicomWebSource:
         try:
             yield
         except requests.exceptions.SSLError:
-            raise PacsUnreachable(
-                f"server {self.server_id}: TLS handshake failed (certificate not trusted?)"
-            ) from None
+            raise PacsUnreachable(tls_advice(self.server_id, "DICOMweb endpoint")) from None
         except (requests.exceptions.Timeout, TimeoutError):
             raise PacsTimeout(f"server {self.server_id} did not answer in time") from None
         except requests.exceptions.ConnectionError as exc:
