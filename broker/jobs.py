@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from shared.errors import ModelProxyError, QueueUnavailable
-from shared.jobs import Job, JobError, JobKeys, JobState, job_from_fields, job_to_fields
+from shared.jobs import (
+    UPDATE_IF_EXISTS,
+    Job,
+    JobError,
+    JobKeys,
+    JobState,
+    job_from_fields,
+    job_to_fields,
+    update_arguments,
+)
 
 __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
 
@@ -48,17 +56,14 @@ class AsyncJobStore:
         return await _call(read)
 
     async def fail(self, job_id: str, error: ModelProxyError) -> None:
-        fields: dict[Any, Any] = {
+        fields = {
             "state": JobState.FAILED.value,
             "error": JobError(code=error.code, message=error.message).model_dump_json(),
-            "updated_at": repr(time.time()),
         }
+        args = update_arguments(job_id, fields, self._ttl, self.keys)
 
         async def write() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.job(job_id), mapping=fields)
-                pipe.publish(self.keys.events, job_id)
-                await pipe.execute()
+            await self._redis.eval(UPDATE_IF_EXISTS, 1, *args)
 
         await _call(write)
 

@@ -23,6 +23,7 @@ __all__ = ["PARAMETER", "parse_data_filters"]
 
 PARAMETER = "data-filters"
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+_INDEX = re.compile(r"[0-9]{1,4}")
 _MAX_FILTERS = 256
 
 
@@ -48,7 +49,7 @@ def _json_items(value: str) -> list[Any]:
         return []
     try:
         document = json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise InvalidDataFilter(
             f"{PARAMETER} must be a JSON array or object of {{dataKey, uuid}}"
         ) from None
@@ -76,10 +77,10 @@ def _assign(tree: dict[str, Any], path: list[str], value: str) -> None:
 
 
 def _ordered_values(tree: dict[str, Any]) -> list[Any]:
-    """A bracket tree keyed by indices becomes a list in index order (``[]`` appends)."""
+    """A bracket tree keyed by indices (``[0]``, ``[1]``, ...) becomes a list in index order."""
 
     def index(key: str) -> int:
-        if not key.isdigit():
+        if not _INDEX.fullmatch(key):
             raise InvalidDataFilter(f"{PARAMETER}: expected a list index, got {key!r}")
         return int(key)
 

@@ -174,7 +174,7 @@ def _all_subclasses(cls: type[ModelProxyError]) -> list[type[ModelProxyError]]:
 
 def error_from_code(code: str, message: str) -> ModelProxyError:
     """Rebuild the error a worker recorded, so the broker can map it to its HTTP status."""
-    for cls in _all_subclasses(ModelProxyError):
+    for cls in _all_subclasses(ModelProxyError)[1:]:  # the base class is never recorded
         if cls.code == code:
             return cls(message)
     return InternalError(message)

@@ -25,6 +25,7 @@ from shared.errors import ModelProxyError, QueueUnavailable
 from shared.request import InferenceRequest
 
 __all__ = [
+    "UPDATE_IF_EXISTS",
     "Job",
     "JobError",
     "JobKeys",
@@ -33,6 +34,7 @@ __all__ = [
     "job_from_fields",
     "job_to_fields",
     "new_job",
+    "update_arguments",
 ]
 
 _T = TypeVar("_T")
@@ -125,6 +127,26 @@ def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
     )
 
 
+# Changes fields of a job record only while it exists, so that a write after the record
+# expired cannot leave half a record behind; then renews its expiry and announces the change.
+# KEYS[1]: the job hash. ARGV: ttl, events channel, job id, announce (1/0), field, value, ...
+UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+"""
+
+
+def update_arguments(
+    job_id: str, fields: dict[str, str], ttl: int, keys: JobKeys, announce: bool = True
+) -> list[str]:
+    """The KEYS and ARGV of :data:`UPDATE_IF_EXISTS` (``updated_at`` is added)."""
+    pairs = [item for pair in {**fields, "updated_at": repr(time.time())}.items() for item in pair]
+    return [keys.job(job_id), str(ttl), keys.events, job_id, "1" if announce else "0", *pairs]
+
+
 class JobStore:
     """Synchronous job records for the workers."""
 
@@ -155,18 +177,10 @@ class JobStore:
         )
 
     def succeed(self, job_id: str, result: bytes) -> None:
-        def write() -> None:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.result(job_id), result, ex=self._ttl)
-                pipe.hset(
-                    self.keys.job(job_id),
-                    mapping={"state": JobState.SUCCEEDED.value, "updated_at": repr(time.time())},
-                )
-                pipe.expire(self.keys.job(job_id), self._ttl)
-                pipe.publish(self.keys.events, job_id)
-                pipe.execute()
-
-        self._call(write)
+        """Store the result, then mark the job succeeded (so waiters find the result)."""
+        self._call(lambda: self._redis.set(self.keys.result(job_id), result, ex=self._ttl))
+        if not self._update(job_id, {"state": JobState.SUCCEEDED.value}):
+            self._call(lambda: self._redis.delete(self.keys.result(job_id)))
 
     def fail(self, job_id: str, error: ModelProxyError) -> None:
         self._update(
@@ -177,18 +191,10 @@ class JobStore:
             },
         )
 
-    def _update(self, job_id: str, fields: dict[Any, Any], announce: bool = True) -> None:
-        def write() -> None:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    self.keys.job(job_id), mapping={**fields, "updated_at": repr(time.time())}
-                )
-                pipe.expire(self.keys.job(job_id), self._ttl)
-                if announce:
-                    pipe.publish(self.keys.events, job_id)
-                pipe.execute()
-
-        self._call(write)
+    def _update(self, job_id: str, fields: dict[str, str], announce: bool = True) -> bool:
+        """Change fields of an existing record; False (and no change) if it has expired."""
+        args = update_arguments(job_id, fields, self._ttl, self.keys, announce)
+        return bool(self._call(lambda: self._redis.eval(UPDATE_IF_EXISTS, 1, *args)))
 
     def _call(self, operation: Callable[[], _T]) -> _T:
         with _redis_errors():

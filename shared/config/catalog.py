@@ -24,7 +24,8 @@ __all__ = ["Catalog", "load_catalog"]
 
 log = logging.getLogger(__name__)
 
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME} is replaced by the variable NAME; $${NAME} stands for a literal ${NAME}.
+_ENV_REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _Entry = TypeVar("_Entry", bound=BaseModel)
 
 
@@ -85,11 +86,13 @@ def _load_entries(
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f'{path}: the key "{exc.key}" appears twice in one object') from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: must be a JSON object keyed by {kind} UUIDs")
 
@@ -112,12 +115,30 @@ def _load_entries(
     return entries
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys; a config file must not lose the first."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(key)
+        document[key] = value
+    return document
+
+
 def _resolve_env(value: Any, environ: Mapping[str, str], where: str, field: str = "") -> Any:
-    """Replace ``${NAME}`` in every string value with the environment variable NAME."""
+    """Replace ``${NAME}`` in every string value with the variable NAME (``$${NAME}``: literal)."""
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
+            escaped, name = match.group(1), match.group(2)
+            if escaped:
+                return "${" + name + "}"
             if name not in environ:
                 raise ConfigError(
                     f'{where}: field "{field}": environment variable {name} is not set'

@@ -39,6 +39,7 @@ class MultipartReader:
         self._buffer = bytearray()
         self._scan_from = 0
         self._state = "preamble"  # -> "headers" -> "body" -> ... -> "done"
+        self._preamble_text = False  # non-blank bytes seen before the first boundary
 
     @property
     def done(self) -> bool:
@@ -62,7 +63,7 @@ class MultipartReader:
                 body = body[:-2]
             if body:
                 parts.append(body)
-        elif self._state == "preamble" and self._buffer.strip():
+        elif self._state == "preamble" and (self._preamble_text or self._buffer.strip()):
             raise MultipartError("no multipart boundary found in the response body")
         self._buffer.clear()
         self._state = "done"
@@ -76,6 +77,9 @@ class MultipartReader:
                 # keep only what could be the start of the boundary
                 keep = len(self._dash_boundary) - 1
                 if len(buf) > keep:
+                    self._preamble_text = self._preamble_text or bool(
+                        buf[: len(buf) - keep].strip()
+                    )
                     del buf[: len(buf) - keep]
                 return False
             del buf[: at + len(self._dash_boundary)]

@@ -13,11 +13,16 @@ __all__ = ["RedisServer"]
 
 class RedisServer:
     def __init__(self, workdir: Path, appendonly: bool = False) -> None:
-        binary = require_binary("/usr/bin/redis-server", "redis-server")
+        self._binary = require_binary("/usr/bin/redis-server", "redis-server")
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._start()
+
+    def _start(self) -> None:
+        binary, workdir, appendonly = self._binary, self.workdir, self.appendonly
         argv = [
             binary,
             "--bind",
@@ -43,3 +48,8 @@ class RedisServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def restart(self) -> None:
+        """Stop (Redis writes its append-only file) and start again on the same port and data."""
+        self.stop()
+        self._start()
