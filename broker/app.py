@@ -69,7 +69,8 @@ def create_app(
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "OPTIONS"],
+        allow_methods=["GET", "DELETE", "OPTIONS"],
+        expose_headers=["Location", "Retry-After", "X-Job-Id"],
         allow_headers=["*"],
         max_age=600,
     )

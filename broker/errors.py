@@ -13,8 +13,11 @@ from shared.errors import (
     ConfigError,
     InvalidRequest,
     InvalidUid,
+    JobConflict,
+    JobGone,
     ModelProxyError,
     NotFound,
+    QueueFull,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
@@ -29,6 +32,9 @@ _STATUS: dict[type[ModelProxyError], int] = {
     InvalidUid: 422,
     InvalidRequest: 400,
     NotFound: 404,
+    JobConflict: 409,
+    JobGone: 410,
+    QueueFull: 429,
     UpstreamError: 502,
     UpstreamTimeout: 504,
     ServiceUnavailable: 503,
@@ -47,8 +53,11 @@ def status_for(error: ModelProxyError) -> int:
 
 
 def error_response(error: ModelProxyError, **extra: str) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else None
     return JSONResponse(
-        {"message": error.message, "code": error.code, **extra}, status_code=status_for(error)
+        {"message": error.message, "code": error.code, **extra},
+        status_code=status_for(error),
+        headers=headers,
     )
 
 

@@ -5,24 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from shared.errors import ModelProxyError, QueueUnavailable
-from shared.jobs import (
-    UPDATE_IF_EXISTS,
-    Job,
-    JobError,
-    JobKeys,
-    JobState,
-    job_from_fields,
-    job_to_fields,
-    update_arguments,
-)
+from shared.jobs import Job, JobError, JobKeys, JobState, job_from_fields, job_to_fields, scripts
 
 __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
 
@@ -36,36 +29,50 @@ class AsyncJobStore:
         self._redis = client
         self._ttl = ttl_seconds
         self.keys = keys
-
-    async def create(self, job: Job) -> None:
-        async def write() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.job(job.id), mapping=job_to_fields(job))
-                pipe.expire(self.keys.job(job.id), self._ttl)
-                await pipe.execute()
-
-        await _call(write)
+        self._scripts: dict[str, AsyncScript] = {}
 
     async def ping(self) -> None:
         await _call(self._redis.ping)
+
+    async def create_or_attach(self, job: Job) -> str:
+        """Record ``job``, or return the id of the unfinished identical job if there is one."""
+        keys = self.keys
+        fields = job_to_fields(job)
+        value = await self._eval(
+            scripts.CREATE_OR_ATTACH,
+            [
+                keys.job(job.id),
+                keys.active(job.fingerprint),
+                keys.index,
+                keys.queued(job.request.model_id),
+            ],
+            [
+                job.id,
+                self._ttl,
+                repr(job.created_at),
+                keys.job(""),
+                *[item for pair in fields.items() for item in pair],
+            ],
+        )
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def cached(self, fingerprint: str) -> tuple[Job, bytes] | None:
+        """The succeeded job of identical requests and its result, while both last."""
+        job_id = await _call(lambda: self._redis.get(self.keys.cached(fingerprint)))
+        if job_id is None:
+            return None
+        job_id = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
+        job = await self.get(job_id)
+        result = await self.get_result(job_id)
+        if job is None or job.state is not JobState.SUCCEEDED or result is None:
+            return None
+        return job, result
 
     async def get(self, job_id: str) -> Job | None:
         async def read() -> Job | None:
             return job_from_fields(await self._redis.hgetall(self.keys.job(job_id)))
 
         return await _call(read)
-
-    async def fail(self, job_id: str, error: ModelProxyError) -> None:
-        fields = {
-            "state": JobState.FAILED.value,
-            "error": JobError(code=error.code, message=error.message).model_dump_json(),
-        }
-        args = update_arguments(job_id, fields, self._ttl, self.keys)
-
-        async def write() -> None:
-            await self._redis.eval(UPDATE_IF_EXISTS, 1, *args)
-
-        await _call(write)
 
     async def get_result(self, job_id: str) -> bytes | None:
         async def read() -> bytes | None:
@@ -74,6 +81,74 @@ class AsyncJobStore:
             return value
 
         return await _call(read)
+
+    async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> str:
+        """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
+        queued. Returns ``missing``, ``finished`` or the state set."""
+        keys = self.keys
+        value = await self._eval(
+            scripts.TERMINATE,
+            [
+                keys.job(job.id),
+                keys.running,
+                keys.queued(job.request.model_id),
+                keys.active(job.fingerprint),
+            ],
+            [
+                repr(time.time()),
+                keys.events,
+                job.id,
+                state.value,
+                JobError(code=error.code, message=error.message).model_dump_json(),
+            ],
+        )
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def queued_count(self, model_id: str) -> int:
+        """Jobs of this model waiting for a worker (entries older than the TTL are dropped)."""
+        key = self.keys.queued(model_id)
+
+        async def count() -> int:
+            await self._redis.zremrangebyscore(key, "-inf", time.time() - self._ttl)
+            return int(await self._redis.zcard(key))
+
+        return await _call(count)
+
+    async def recent(self, limit: int, state: JobState | None = None) -> list[Job]:
+        """The newest jobs first, optionally only those in ``state``."""
+        index = self.keys.index
+
+        async def read() -> list[Job]:
+            await self._redis.zremrangebyscore(index, "-inf", time.time() - self._ttl)
+            found: list[Job] = []
+            start = 0
+            batch = max(limit, 50)
+            while len(found) < limit:
+                ids = await self._redis.zrevrange(index, start, start + batch - 1)
+                if not ids:
+                    break
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hgetall(self.keys.job(_text(job_id)))
+                    records = await pipe.execute()
+                for record in records:
+                    job = job_from_fields(record)
+                    if job is not None and (state is None or job.state is state):
+                        found.append(job)
+                start += batch
+            return found[:limit]
+
+        return await _call(read)
+
+    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        if script not in self._scripts:
+            self._scripts[script] = self._redis.register_script(script)
+        runner = self._scripts[script]
+        return await _call(lambda: runner(keys=keys, args=args))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _call(operation: Callable[[], Awaitable[_T]]) -> _T:

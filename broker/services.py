@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from broker.jobs import AsyncJobStore, JobEvents
 from shared.config import Catalog
 from shared.errors import QueueUnavailable
+from shared.jobs import Job
 from shared.settings import Settings
 from shared.tasks import RUN_INFERENCE
 
@@ -31,14 +32,14 @@ class BrokerServices:
     events: JobEvents
     celery: Celery
 
-    async def enqueue(self, job_id: str) -> None:
-        """Queue the job's task by name; the job record must already exist."""
+    async def enqueue(self, job: Job) -> None:
+        """Queue the job's task by name on its model's queue; the record must already exist."""
 
         def send() -> None:
             self.celery.send_task(
                 RUN_INFERENCE,
-                args=[job_id],
-                queue=self.settings.queue_name,
+                args=[job.id],
+                queue=job.queue,
                 retry=True,
                 retry_policy=_PUBLISH_RETRY,
             )

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
         default="threads",
         help="Celery pool; jobs wait mostly on I/O, so threads suit them (default %(default)s)",
     )
+    worker.add_argument(
+        "--queues",
+        help="comma-separated queues to consume (default: every queue of models.json)",
+    )
     worker.set_defaults(run=_worker)
 
     example = commands.add_parser("example-model", help="run the example model API")
@@ -93,7 +97,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # embedded worker and Redis below are stopped too.
     signal.signal(signal.SIGTERM, _exit_gracefully)
     # Check the configuration before starting anything.
-    load_catalog(settings.servers_file, settings.models_file, os.environ)
+    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
     try:
         if redis_url is None:
             from model_proxy.embedded_redis import EmbeddedRedis
@@ -105,7 +109,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log.info("no MODEL_PROXY_REDIS_URL: embedded Redis and an in-process worker")
             worker = InProcessWorker(
                 create_worker_app(settings, redis_url),
-                settings.queue_name,
+                catalog.queues(settings.queue_name),
                 settings.worker_concurrency,
             )
             worker.start()
@@ -132,7 +136,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "model-proxy worker needs MODEL_PROXY_REDIS_URL (the Redis the API uses); "
             "without it, `model-proxy serve` runs a worker of its own"
         )
-    load_catalog(settings.servers_file, settings.models_file, os.environ)
+    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    queues = args.queues or ",".join(catalog.queues(settings.queue_name))
     app = create_worker_app(settings, settings.redis_url)
     concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
@@ -141,7 +146,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             f"--loglevel={settings.log_level.upper()}",
             f"--concurrency={concurrency}",
             f"--pool={args.pool}",
-            f"--queues={settings.queue_name}",
+            f"--queues={queues}",
             "--without-mingle",
             "--without-gossip",
         ]

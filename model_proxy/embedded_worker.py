@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class InProcessWorker:
-    """Consumes the queue from a background thread with a pool of worker threads."""
+    """Consumes the queues from a background thread with a pool of worker threads."""
 
-    def __init__(self, app: Celery, queue: str, concurrency: int) -> None:
+    def __init__(self, app: Celery, queues: list[str], concurrency: int) -> None:
         self._app = app
-        self._queue = queue
+        self._queues = queues
         self._concurrency = concurrency
         self._controller: Any = None
         self._thread: threading.Thread | None = None
@@ -28,7 +28,7 @@ class InProcessWorker:
             app=self._app,
             pool_cls="threads",
             concurrency=self._concurrency,
-            queues=[self._queue],
+            queues=self._queues,
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,

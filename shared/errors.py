@@ -20,7 +20,10 @@ __all__ = [
     "InvalidDataFilter",
     "InvalidRequest",
     "InvalidUid",
-    "JobWaitTimeout",
+    "JobCancelled",
+    "JobConflict",
+    "JobFinished",
+    "JobGone",
     "LevelNotSupported",
     "ModelFailed",
     "ModelProxyError",
@@ -31,8 +34,11 @@ __all__ = [
     "PacsFailed",
     "PacsTimeout",
     "PacsUnreachable",
+    "QueueFull",
     "QueueUnavailable",
+    "ResultExpired",
     "ServiceUnavailable",
+    "UnknownJob",
     "UnknownModel",
     "UnknownServer",
     "UpstreamError",
@@ -83,6 +89,10 @@ class InvalidDataFilter(InvalidRequest):
 
 class NotFound(ModelProxyError):
     code = "not_found"
+
+
+class UnknownJob(NotFound):
+    code = "unknown_job"
 
 
 class UnknownModel(NotFound):
@@ -150,8 +160,31 @@ class ModelTimeout(UpstreamTimeout):
     code = "model_timeout"
 
 
-class JobWaitTimeout(UpstreamTimeout):
-    code = "job_wait_timeout"
+# --- the state of a job -----------------------------------------------------------------------
+
+
+class JobConflict(ModelProxyError):
+    """The job is not in a state that allows what was asked."""
+
+    code = "job_conflict"
+
+
+class JobFinished(JobConflict):
+    code = "job_finished"
+
+
+class JobGone(ModelProxyError):
+    """What was asked for existed once and is gone for good."""
+
+    code = "gone"
+
+
+class JobCancelled(JobGone):
+    code = "job_cancelled"
+
+
+class ResultExpired(JobGone):
+    code = "result_expired"
 
 
 # --- model-proxy's own infrastructure ---------------------------------------------------------
@@ -163,6 +196,16 @@ class ServiceUnavailable(ModelProxyError):
 
 class QueueUnavailable(ServiceUnavailable):
     code = "redis_unavailable"
+
+
+class QueueFull(ModelProxyError):
+    """Too many jobs of this model are waiting; ``retry_after`` says when to try again."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _all_subclasses(cls: type[ModelProxyError]) -> list[type[ModelProxyError]]:

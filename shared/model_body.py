@@ -9,7 +9,7 @@ encoder to the model one at a time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from shared.dicomweb.source import DicomWebSource, InstanceStream
@@ -26,6 +26,8 @@ class ModelBody:
     plan: InputPlan
     streams: list[InstanceStream] = field(default_factory=list)
     instances_sent: int = 0
+    # called after each instance with (instances sent, bytes fetched); may raise to stop
+    on_instance: Callable[[int, int], None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         pending = iter(self.streams)  # one stream per leaf, in the order the body needs them
@@ -42,6 +44,11 @@ class ModelBody:
         for stream in self.streams:
             stream.close()
 
+    def _sent(self) -> None:
+        self.instances_sent += 1
+        if self.on_instance is not None:
+            self.on_instance(self.instances_sent, self.bytes_fetched)
+
     def _emit(self, plan: InputPlan, pending: Iterator[InstanceStream]) -> Iterator[bytes]:
         if isinstance(plan, Keyed):
             yield b"{"
@@ -55,13 +62,13 @@ class ModelBody:
         stream = next(pending)
         if isinstance(plan, SingleInstance):
             for data in stream:  # exactly one part
-                self.instances_sent += 1
+                self._sent()
                 yield encode_instance_string(data)
                 break
             return
         yield b"["
         for index, data in enumerate(stream):
-            self.instances_sent += 1
+            self._sent()
             chunk = encode_instance_string(data)
             yield b"," + chunk if index else chunk
         yield b"]"

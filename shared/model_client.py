@@ -40,14 +40,24 @@ class ModelClient:
         self._session = session
         self._timeouts = timeouts
 
-    def infer(self, model_id: str, uri: str, body: Iterable[bytes] | bytes) -> bytes:
-        """Send ``body`` (chunked when it is an iterable) and return the unwrapped JSON document."""
+    def infer(
+        self,
+        model_id: str,
+        uri: str,
+        body: Iterable[bytes] | bytes,
+        time_left: float | None = None,
+    ) -> bytes:
+        """Send ``body`` (chunked when it is an iterable) and return the unwrapped JSON document.
+
+        ``time_left`` shortens the read timeout to what remains of the job's time limit.
+        """
+        read = self._timeouts.read if time_left is None else min(self._timeouts.read, time_left)
         try:
             response = self._session.post(
                 uri,
                 data=body,
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
-                timeout=self._timeouts.as_requests(),
+                timeout=(self._timeouts.connect, read),
             )
         except requests.exceptions.Timeout:
             raise ModelTimeout(f"model {model_id} did not answer in time") from None

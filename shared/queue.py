@@ -13,7 +13,9 @@ __all__ = ["create_celery"]
 def create_celery(settings: Settings, redis_url: str) -> Celery:
     """A Celery app on ``redis_url``: JSON only, late acknowledgement, explicit queues.
 
-    Celery's result backend is not used: the job record in Redis is the public status.
+    Celery's result backend is not used: the job record in Redis is the public status. A job
+    whose worker dies is queued again by the reaper within about a minute; Redis's own
+    redelivery (after the visibility timeout, longer than any job may run) is the backstop.
     """
     app = Celery("model_proxy", broker=redis_url, set_as_current=False)
     app.conf.update(
@@ -29,9 +31,7 @@ def create_celery(settings: Settings, redis_url: str) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             # must exceed the longest job, or Redis hands a running job to a second worker
-            "visibility_timeout": int(
-                settings.model_read_timeout + settings.pacs_read_timeout + 300
-            ),
+            "visibility_timeout": int(2 * settings.job_time_limit + 300),
             "socket_connect_timeout": 5,
         },
         worker_hijack_root_logger=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from shared.config.schema import Level, Task
 
@@ -14,7 +15,7 @@ __all__ = ["DataFilter", "InferenceRequest"]
 class DataFilter(BaseModel):
     """A viewer's choice for one declared model input: ``uuid`` is a Series or SOP Instance UID."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
 
     data_key: str
     uuid: str

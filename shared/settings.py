@@ -38,8 +38,26 @@ class Settings(BaseSettings):
     queue_name: str = "inference"
     job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     sync_wait_seconds: float = Field(
-        default=900.0, gt=0, description="How long a viewer's GET waits for its job."
+        default=60.0,
+        ge=0,
+        description="How long a viewer's GET waits for its job before answering 202.",
     )
+    job_time_limit: float = Field(
+        default=900.0, gt=0, description="Longest a job may run; models.json timeLimit overrides."
+    )
+    queue_full_retry_after: int = Field(
+        default=5, gt=0, description="Seconds a 429 answer asks the client to wait."
+    )
+    max_queued_per_model: int = Field(
+        default=200, gt=0, description="Queued jobs per model before 429; models.json maxQueued."
+    )
+    job_lease_seconds: float = Field(
+        default=20.0, gt=0, description="A worker renews its job's lease; a dead one lets it lapse."
+    )
+    reaper_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often workers look for jobs of dead workers."
+    )
+    max_attempts: int = Field(default=3, gt=0, description="Runs of a job whose workers died.")
     pacs_connect_timeout: float = Field(default=10.0, gt=0)
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)

@@ -1,19 +1,23 @@
-"""The workers' Celery app: the shared configuration plus the tasks."""
+"""The workers' Celery app: the shared configuration, the task, and the reaper."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from shared.queue import create_celery
 from shared.settings import Settings
 from shared.tasks import RUN_INFERENCE
 from workers.context import WorkerContext, build_context
-from workers.pipeline import run_job
+from workers.pipeline import Outcome, run_job
+from workers.reaper import Reaper
 
 __all__ = ["create_worker_app"]
+
+_DEFERRED_RETRY_SECONDS = 1.0
 
 
 class _LazyContext:
@@ -36,14 +40,48 @@ class _LazyContext:
         self._context = None
 
 
+def _sent_by(sender: Any, app: Celery) -> bool:
+    """Signals are process-wide: is this one about a worker of ``app``?"""
+    return getattr(sender, "app", None) is app
+
+
 def create_worker_app(settings: Settings, redis_url: str) -> Celery:
-    app = create_celery(settings, redis_url)
+    app: Celery = create_celery(settings, redis_url)
     context = _LazyContext(settings, redis_url)
     worker_process_init.connect(context.reset, weak=False)
 
-    @app.task(name=RUN_INFERENCE, acks_late=True)
-    def run_inference(job_id: str) -> None:
+    @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None)
+    def run_inference(self: Task, job_id: str) -> None:
         """Thin: the job id in; the pipeline does the work and records the outcome."""
-        run_job(job_id, context.get())
+        if run_job(job_id, context.get()) is Outcome.DEFERRED:
+            # the model is at its concurrency limit: back to the queue, not blocking a thread
+            raise self.retry(countdown=_DEFERRED_RETRY_SECONDS)
 
+    reapers: list[Reaper] = []
+    celery_app = app
+
+    def start_reaper(sender: Any = None, **_: object) -> None:
+        if not _sent_by(sender, celery_app):
+            return
+        ctx = context.get()
+
+        def enqueue(job_id: str, queue: str) -> None:
+            celery_app.send_task(RUN_INFERENCE, args=[job_id], queue=queue or settings.queue_name)
+
+        reaper = Reaper(
+            ctx.store,
+            ctx.redis,
+            interval=settings.reaper_interval_seconds,
+            max_attempts=settings.max_attempts,
+            enqueue=enqueue,
+        )
+        reaper.start()
+        reapers.append(reaper)
+
+    def stop_reapers(**_: object) -> None:
+        for reaper in reapers:
+            reaper.stop()
+
+    worker_ready.connect(start_reaper, weak=False)
+    worker_shutdown.connect(stop_reapers, weak=False)
     return app

@@ -56,6 +56,8 @@ class PacsSources:
 
 @dataclass
 class WorkerContext:
+    settings: Settings
+    redis: redis.Redis
     catalog: Catalog
     store: JobStore
     sources: PacsSources
@@ -71,6 +73,8 @@ def build_context(
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
     model_session: requests.Session = new_session(settings.worker_concurrency)
     return WorkerContext(
+        settings=settings,
+        redis=client,
         catalog=catalog,
         store=JobStore(client, settings.job_ttl_seconds),
         sources=PacsSources(

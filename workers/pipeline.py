@@ -1,65 +1,202 @@
-"""One inference job from start to end: fetch from the PACS, encode, call the model, store."""
+"""One inference job from start to end: claim it, fetch from the PACS, call the model, record.
+
+A job is claimed with a lease that a heartbeat renews while the worker lives; a worker that
+dies lets it lapse and the reaper (:mod:`workers.reaper`) queues the job again. Progress is
+written as instances arrive; every write tells whether the job was cancelled meanwhile, and the
+run stops there.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from contextlib import closing
+from dataclasses import dataclass, field
+from enum import Enum
 
-from shared.errors import InternalError, ModelProxyError
-from shared.inputs import plan_inputs
-from shared.jobs import JobState
+from shared.config import ModelConfig
+from shared.dicomweb.source import DicomWebSource
+from shared.errors import InternalError, ModelProxyError, ModelTimeout
+from shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
+from shared.jobs import Claim, Job, JobState, JobStore, Written
 from shared.model_body import open_model_body
 from workers.context import WorkerContext
 
-__all__ = ["run_job"]
+__all__ = ["Outcome", "run_job"]
 
 log = logging.getLogger(__name__)
 
+_PROGRESS_EVERY = 0.25  # seconds between progress writes
 
-def run_job(job_id: str, context: WorkerContext) -> None:
-    """Run the job ``job_id`` unless it is unknown or already finished (a redelivery)."""
+
+class Outcome(Enum):
+    DONE = "done"  # finished, failed, stopped, or nothing to do
+    DEFERRED = "deferred"  # the model has no free place: try again shortly
+
+
+class JobStopped(Exception):
+    """The job was cancelled, or its lease went to another worker: stop without writing."""
+
+    def __init__(self, written: Written) -> None:
+        super().__init__(written.value)
+        self.written = written
+
+
+@dataclass
+class _Run:
+    """A claimed job: its writes, throttled progress and the lease heartbeat."""
+
+    store: JobStore
+    job: Job
+    token: str
+    lease_seconds: float
+    deadline: float
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+    _stop_heartbeat: threading.Event = field(default_factory=threading.Event)
+    _last_progress: float = 0.0
+
+    def write(self, fields: dict[str, str], announce: bool = True) -> None:
+        written = self.store.update(self.job.id, self.token, fields, announce)
+        if written is not Written.DONE:
+            raise JobStopped(written)
+
+    def check(self) -> None:
+        if self.lease_lost.is_set():
+            raise JobStopped(Written.LOST)
+        if time.monotonic() > self.deadline:
+            raise ModelTimeout("the job ran past its time limit")
+
+    def progress(self, instances: int, fetched: int) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < _PROGRESS_EVERY:
+            return
+        self._last_progress = now
+        self.check()
+        self.write(
+            {"instances_fetched": str(instances), "bytes_fetched": str(fetched)}, announce=False
+        )
+
+    def heartbeat(self, renew_slot: bool) -> None:
+        interval = self.lease_seconds / 3
+        while not self._stop_heartbeat.wait(interval):
+            try:
+                alive = self.store.renew_lease(self.job.id, self.token, self.lease_seconds)
+                if renew_slot:
+                    model = self.job.request.model_id
+                    self.store.renew_slot(model, self.job.id, self.lease_seconds)
+            except ModelProxyError:
+                continue  # Redis away for a moment: the lease outlasts a few misses
+            if not alive:
+                self.lease_lost.set()
+                return
+
+    def stop_heartbeat(self) -> None:
+        self._stop_heartbeat.set()
+
+
+def run_job(job_id: str, context: WorkerContext) -> Outcome:
+    """Run the job unless it is unknown, finished, or held by another worker."""
     store = context.store
     job = store.get(job_id)
-    if job is None:
-        log.warning("job %s: no record (expired?); nothing to do", job_id)
-        return
-    if job.state.finished:
-        log.info("job %s: already %s; nothing to do", job_id, job.state.value)
-        return
-    request = job.request
-    started = time.perf_counter()
-    log.info("job %s: started (%s)", job_id, request.describe())
+    if job is None or job.state.finished:
+        log.info("job %s: %s; nothing to do", job_id, "no record" if job is None else job.state)
+        return Outcome.DONE
+    model_id = job.request.model_id
     try:
-        model = context.catalog.model(request.model_id)
-        source = context.sources.source_for(request.server_id)
-        plan = plan_inputs(request, model)
-        store.set_state(job_id, JobState.FETCHING)
-        body = open_model_body(plan, source)
-        store.set_state(job_id, JobState.INFERRING)
-        with closing(body):
-            result = context.model_client.infer(request.model_id, model.uri, body)
-        store.set_progress(job_id, body.instances_sent, body.bytes_fetched)
-        store.succeed(job_id, result)
+        model = context.catalog.model(model_id)
+    except ModelProxyError:
+        model = None
+    if model is not None and model.max_concurrency is not None:
+        hold = context.settings.job_lease_seconds
+        if not store.acquire_slot(model_id, job.id, model.max_concurrency, hold):
+            return Outcome.DEFERRED
+    try:
+        _run_claimed(job, model, context)
+    finally:
+        if model is not None and model.max_concurrency is not None:
+            store.release_slot(model_id, job.id)
+    return Outcome.DONE
+
+
+def _run_claimed(job: Job, model: ModelConfig | None, context: WorkerContext) -> None:
+    settings = context.settings
+    token = uuid.uuid4().hex
+    claim = context.store.claim(job, token, settings.job_lease_seconds)
+    if claim is not Claim.CLAIMED:
+        log.info("job %s: %s; not running it", job.id, claim.value)
+        return
+    time_limit = model.time_limit if model and model.time_limit else settings.job_time_limit
+    run = _Run(context.store, job, token, settings.job_lease_seconds, time.monotonic() + time_limit)
+    heartbeat = threading.Thread(
+        target=run.heartbeat,
+        args=(model is not None and model.max_concurrency is not None,),
+        name=f"lease-{job.id[:8]}",
+        daemon=True,
+    )
+    heartbeat.start()
+    started = time.perf_counter()
+    log.info("job %s: started, attempt %d (%s)", job.id, job.attempts + 1, job.request.describe())
+    try:
+        result = _infer(job, run, context)
+        written = context.store.succeed(job, token, result)
+        log.info(
+            "job %s: %s after %.2f s (%d bytes of result)",
+            job.id,
+            "succeeded" if written is Written.DONE else f"result dropped ({written.value})",
+            time.perf_counter() - started,
+            len(result),
+        )
+    except JobStopped as stopped:
+        log.info("job %s: stopped (%s)", job.id, stopped.written.value)
     except ModelProxyError as error:
         log.warning(
             "job %s: failed after %.2f s: %s (%s)",
-            job_id,
+            job.id,
             time.perf_counter() - started,
             error.code,
             error.message,
         )
-        store.fail(job_id, error)
-        return
+        context.store.fail(job, token, error)
     except Exception:
-        log.exception("job %s: unexpected failure", job_id)
-        store.fail(job_id, InternalError("the inference failed unexpectedly; see the worker log"))
-        return
-    log.info(
-        "job %s: succeeded in %.2f s (%d instances, %d bytes fetched, %d bytes of result)",
-        job_id,
-        time.perf_counter() - started,
-        body.instances_sent,
-        body.bytes_fetched,
-        len(result),
+        log.exception("job %s: unexpected failure", job.id)
+        unexpected = InternalError("the inference failed unexpectedly; see the worker log")
+        context.store.fail(job, token, unexpected)
+    finally:
+        run.stop_heartbeat()
+        context.store.release_lease(job.id, token)
+
+
+def _infer(job: Job, run: _Run, context: WorkerContext) -> bytes:
+    request = job.request
+    model = context.catalog.model(request.model_id)
+    source = context.sources.source_for(request.server_id)
+    plan = plan_inputs(request, model)
+    total = _count_instances(plan, source)
+    if total is not None:
+        run.write({"instances_total": str(total)}, announce=False)
+    body = open_model_body(plan, source)
+    with closing(body):
+        body.on_instance = run.progress
+        run.check()
+        run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
+        remaining = max(run.deadline - time.monotonic(), 1.0)
+        result = context.model_client.infer(request.model_id, model.uri, body, remaining)
+    run.write(
+        {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)},
+        announce=False,
     )
+    run.check()
+    return result
+
+
+def _count_instances(plan: InputPlan, source: DicomWebSource) -> int | None:
+    """The instances the plan will send, when the PACS says how many a series has."""
+    if isinstance(plan, SingleInstance):
+        return 1
+    if isinstance(plan, InstanceList):
+        return source.count_instances(plan.study_uid, plan.series_uid)
+    assert isinstance(plan, Keyed)
+    counts = [_count_instances(inner, source) for _, inner in plan.entries]
+    return None if None in counts else sum(c for c in counts if c is not None)

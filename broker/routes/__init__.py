@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from broker.routes import health, inference
+from broker.routes import health, inference, jobs
 
 __all__ = ["api_router"]
 
 api_router = APIRouter()
 api_router.include_router(inference.router)
+api_router.include_router(jobs.router)
 api_router.include_router(health.router)

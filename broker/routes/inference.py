@@ -11,10 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from broker.jobs import wait_for_job
+from broker.outcomes import job_outcome
+from broker.schemas import JobResource
 from broker.services import BrokerServices
 from broker.validation import build_request
 from shared.config import Task
-from shared.errors import JobWaitTimeout, ModelProxyError, error_from_code
+from shared.errors import ModelProxyError, QueueFull, UnknownJob
 from shared.jobs import JobState, new_job
 
 __all__ = ["router"]
@@ -32,6 +34,12 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         ),
         (422, "A UID that is not a DICOM UID", {"message": "...", "code": "invalid_uid"}),
         (502, "The PACS or the model failed", {"message": "...", "code": "model_error"}),
+        (410, "The job was cancelled", {"message": "...", "code": "job_cancelled"}),
+        (
+            429,
+            "Too many jobs of this model are waiting (see Retry-After)",
+            {"message": "...", "code": "queue_full"},
+        ),
         (503, "Redis cannot be reached", {"message": "...", "code": "redis_unavailable"}),
         (
             504,
@@ -41,7 +49,12 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     ]
 }
 _OK: dict[int | str, dict[str, object]] = {
-    200: {"description": "The model's JSON document", "content": {"application/json": {}}}
+    200: {"description": "The model's JSON document", "content": {"application/json": {}}},
+    202: {
+        "description": "Still running (past the wait limit, or asked with `Prefer: "
+        "respond-async` or `?async=true`): poll the job at `Location`",
+        "model": JobResource,
+    },
 }
 ServerParam = Annotated[
     str | None, Query(description="Key of a server in servers.json; the default server if absent")
@@ -58,6 +71,7 @@ async def _infer(
     server: str | None,
 ) -> Response:
     services: BrokerServices = request.app.state.services
+    settings = services.settings
     inference = build_request(
         services.catalog,
         task=task,
@@ -68,30 +82,47 @@ async def _infer(
         instance_uid=instance,
         query=request.query_params.multi_items(),
     )
-    job = new_job(inference)
-    await services.jobs.create(job)
-    try:
-        await services.enqueue(job.id)
-    except ModelProxyError as error:
-        await services.jobs.fail(job.id, error)
-        raise
-    return await _outcome(services, job.id)
+    config = services.catalog.model(inference.model_id)
+    if not _asks_fresh(request):
+        cached = await services.jobs.cached(inference.fingerprint())
+        if cached is not None:
+            job, result = cached
+            return Response(result, media_type="application/json", headers={"X-Job-Id": job.id})
+    limit = config.max_queued or settings.max_queued_per_model
+    if await services.jobs.queued_count(inference.model_id) >= limit:
+        raise QueueFull(
+            f"model {inference.model_id} has {limit} jobs waiting; try again shortly",
+            retry_after=settings.queue_full_retry_after,
+        )
+    job = new_job(inference, queue=config.queue or settings.queue_name)
+    job_id = await services.jobs.create_or_attach(job)
+    if job_id == job.id:
+        try:
+            await services.enqueue(job)
+        except ModelProxyError as error:
+            await services.jobs.terminate(job, JobState.FAILED, error)
+            raise
+    wait = 0.0 if _asks_async(request) else settings.sync_wait_seconds
+    current = await wait_for_job(services.jobs, services.events, job_id, wait)
+    if current is None:
+        raise UnknownJob(f"job {job_id} has expired")
+    return await job_outcome(services.jobs, current)
 
 
-async def _outcome(services: BrokerServices, job_id: str) -> Response:
-    job = await wait_for_job(
-        services.jobs, services.events, job_id, services.settings.sync_wait_seconds
-    )
-    if job is None:
-        raise JobWaitTimeout(f"job {job_id} expired before it finished")
-    if job.state is JobState.SUCCEEDED:
-        result = await services.jobs.get_result(job_id)
-        if result is not None:
-            return Response(result, media_type="application/json")
-        raise JobWaitTimeout(f"the result of job {job_id} has expired")
-    if job.state is JobState.FAILED and job.error is not None:
-        raise error_from_code(job.error.code, job.error.message)
-    raise JobWaitTimeout(f"job {job_id} is still {job.state.value}")
+def _asks_async(request: Request) -> bool:
+    """``Prefer: respond-async`` (RFC 7240) or ``?async=true``: answer 202 at once."""
+    prefer = request.headers.get("prefer", "").lower()
+    preferences = {
+        token.split("=")[0].strip() for item in prefer.split(",") for token in item.split(";")
+    }
+    flag = request.query_params.get("async", "").lower()
+    return "respond-async" in preferences or flag in ("true", "1", "yes")
+
+
+def _asks_fresh(request: Request) -> bool:
+    """``Cache-Control: no-cache``: run the model again instead of answering from the cache."""
+    directives = request.headers.get("cache-control", "").lower()
+    return any(d.strip() in ("no-cache", "no-store") for d in directives.split(","))
 
 
 def _add_routes(task: Task) -> None:

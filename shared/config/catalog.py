@@ -46,6 +46,10 @@ class Catalog:
             raise UnknownServer(f"Not found: no server {server_id!r} in servers.json")
         return key, self.servers[key]
 
+    def queues(self, default: str) -> list[str]:
+        """Every queue jobs go to: the default and those models.json names."""
+        return sorted({default, *(m.queue for m in self.models.values() if m.queue)})
+
     def model(self, model_id: str) -> ModelConfig:
         try:
             return self.models[model_id.lower()]

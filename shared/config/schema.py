@@ -67,6 +67,11 @@ class ModelConfig(_CamelModel):
     supports: tuple[Level, ...] = Field(min_length=1)
     status_uri: str | None = Field(default=None, pattern=r"^https?://")
     data_filter: tuple[DataFilterSpec, ...] = ()
+    # model-proxy's own, all optional: scheduling of this model's jobs
+    queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    max_concurrency: int | None = Field(default=None, gt=0)
+    time_limit: float | None = Field(default=None, gt=0)
+    max_queued: int | None = Field(default=None, gt=0)
 
 
 class ServerConfig(_CamelModel):

@@ -12,6 +12,7 @@ from shared.dicomweb.auth import PacsAuth
 from shared.dicomweb.multipart import MultipartError, boundary_from_content_type, iter_parts
 from shared.errors import (
     DicomNotFound,
+    ModelProxyError,
     PacsAuthFailed,
     PacsFailed,
     PacsTimeout,
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"'
 _CHUNK = 1 << 20
+_STUDY_INSTANCES = "00201208"  # Number of Study Related Instances
+_SERIES_INSTANCES = "00201209"  # Number of Series Related Instances
 
 
 class InstanceStream:
@@ -117,22 +120,58 @@ class DicomWebSource:
             if instance_uid is not None:
                 path += f"/instances/{instance_uid}"
                 what = "instance"
-        response = self._get(self._root + path)
-        if response.status_code in (401, 403):
-            rejected = response.request.headers
-            response.close()
-            if self._auth.renew(rejected):  # a refreshed token: retry once
-                response = self._get(self._root + path)
+        response = self._get(self._root + path, RETRIEVE_ACCEPT, stream=True)
         if response.status_code != 200:
             response.close()
             raise self._status_error(response.status_code, what)
         return InstanceStream(self, response, what)
 
-    def _get(self, url: str) -> requests.Response:
-        headers = {"Accept": RETRIEVE_ACCEPT, **self._auth.headers()}
+    def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:
+        """How many instances a study or series has, from QIDO-RS; None when unknown."""
+        if series_uid is None:
+            url = f"{self._root}/studies"
+            query = {"StudyInstanceUID": study_uid, "includefield": _STUDY_INSTANCES}
+            tag = _STUDY_INSTANCES
+        else:
+            url = f"{self._root}/studies/{study_uid}/series"
+            query = {"SeriesInstanceUID": series_uid, "includefield": _SERIES_INSTANCES}
+            tag = _SERIES_INSTANCES
+        try:
+            response = self._get(url, "application/dicom+json", params=query)
+            matches = response.json() if response.status_code == 200 else []
+            return int(matches[0][tag]["Value"][0]) if len(matches) == 1 else None
+        except (ModelProxyError, ValueError, LookupError, TypeError):
+            return None
+
+    def _get(
+        self,
+        url: str,
+        accept: str,
+        *,
+        params: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """GET with this server's auth; refused (401/403) with a token that can be renewed, the
+        request is sent once more with the new one."""
+        response = self._send(url, accept, params, stream)
+        if response.status_code in (401, 403):
+            rejected = response.request.headers
+            response.close()
+            if self._auth.renew(rejected):
+                response = self._send(url, accept, params, stream)
+        return response
+
+    def _send(
+        self, url: str, accept: str, params: dict[str, str] | None, stream: bool
+    ) -> requests.Response:
+        headers = {"Accept": accept, **self._auth.headers()}
         with self.translate_errors():
             return self._session.get(
-                url, headers=headers, stream=True, timeout=self._timeouts.as_requests()
+                url,
+                params=params,
+                headers=headers,
+                stream=stream,
+                timeout=self._timeouts.as_requests(),
             )
 
     def _status_error(self, status: int, what: str) -> Exception:

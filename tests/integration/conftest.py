@@ -281,11 +281,16 @@ def deployment(
     return Deployment(settings, environ, workdir, example_model, redis_server)
 
 
-def start_worker(deployment: Deployment, name: str, concurrency: int = 4) -> ManagedProcess:
-    """A real ``model-proxy worker`` process; returns once it consumes the queue."""
+def start_worker(
+    deployment: Deployment, name: str, concurrency: int = 4, queues: str | None = None
+) -> ManagedProcess:
+    """A real ``model-proxy worker`` process; returns once it consumes its queues."""
+    argv = [sys.executable, "-m", "model_proxy", "worker", "--concurrency", str(concurrency)]
+    if queues:
+        argv.append(f"--queues={queues}")
     process = ManagedProcess(
         name,
-        [sys.executable, "-m", "model_proxy.cli", "worker", "--concurrency", str(concurrency)],
+        argv,
         deployment.workdir / f"{name}.log",
         env={**deployment.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -302,8 +307,9 @@ def worker(deployment: Deployment) -> Iterator[ManagedProcess]:
 
 @pytest.fixture(scope="session")
 def api(deployment: Deployment, worker: ManagedProcess) -> Iterator[TestClient]:
+    """A viewer that asks for a fresh run each time, so each test sees its own model call."""
     app = create_app(deployment.settings, environ=deployment.environ)
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
         yield client
 
 

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.integration
 def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "model_proxy", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -32,9 +37,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture()
 def configs(tmp_path: Path) -> Path:
-    (tmp_path / "models.json").write_text(json.dumps({
-        Ids.SEGMENTATION: {"uri": "http://127.0.0.1:9/x", "task": "segmentation",
-                           "supports": ["/studies"]}}))
+    (tmp_path / "models.json").write_text(
+        json.dumps(
+            {
+                Ids.SEGMENTATION: {
+                    "uri": "http://127.0.0.1:9/x",
+                    "task": "segmentation",
+                    "supports": ["/studies"],
+                }
+            }
+        )
+    )
     return tmp_path
 
 
@@ -42,15 +55,29 @@ def configs(tmp_path: Path) -> Path:
     ("servers", "expected"),
     [
         ({Ids.PACS: {"isDefault": True}}, f'server "{Ids.PACS}": field "uri": Field required'),
-        ({Ids.PACS: {"uri": "http://a/dicom-web", "isDefault": True},
-          Ids.PACS_SLOW: {"uri": "http://b/dicom-web", "isDefault": True}},
-         "more than one server has isDefault true"),
-        ({Ids.PACS: {"uri": "http://a", "authType": "basicAuth", "login": "u",
-                     "password": "${MP_TEST_UNSET_VARIABLE}"}},
-         f'server "{Ids.PACS}": field "password": environment variable MP_TEST_UNSET_VARIABLE'),
+        (
+            {
+                Ids.PACS: {"uri": "http://a/dicom-web", "isDefault": True},
+                Ids.PACS_SLOW: {"uri": "http://b/dicom-web", "isDefault": True},
+            },
+            "more than one server has isDefault true",
+        ),
+        (
+            {
+                Ids.PACS: {
+                    "uri": "http://a",
+                    "authType": "basicAuth",
+                    "login": "u",
+                    "password": "${MP_TEST_UNSET_VARIABLE}",
+                }
+            },
+            f'server "{Ids.PACS}": field "password": environment variable MP_TEST_UNSET_VARIABLE',
+        ),
         ({"not-a-uuid": {"uri": "http://a"}}, 'server "not-a-uuid": the key must be a UUID'),
-        ({Ids.PACS: {"uri": "http://a", "authType": "basicAuth", "login": "u"}},
-         "authType 'basicAuth' needs password"),
+        (
+            {Ids.PACS: {"uri": "http://a", "authType": "basicAuth", "login": "u"}},
+            "authType 'basicAuth' needs password",
+        ),
     ],
 )
 def test_an_invalid_servers_json_stops_the_start_naming_file_key_and_field(
@@ -86,16 +113,27 @@ def test_serve_without_a_redis_url_runs_everything_in_one_process(
         (tmp_path / name).write_text((deployment.workdir / name).read_text())
     port = free_port()
     env = clean_env(MP_TEST_PACS_PASSWORD=pacs.orthanc.password)
-    process = ManagedProcess("serve", [sys.executable, "-m", "model_proxy", "serve", "--port",
-                                       str(port)], tmp_path / "serve.log", env=env, cwd=tmp_path)
+    process = ManagedProcess(
+        "serve",
+        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
+        tmp_path / "serve.log",
+        env=env,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: requests.get(f"{base}/healthz", timeout=1).ok, 60, "serve",
-                   alive=lambda: process.alive)
+        wait_until(
+            lambda: requests.get(f"{base}/healthz", timeout=1).ok,
+            60,
+            "serve",
+            alive=lambda: process.alive,
+        )
         item = pacs.series_b[0]
         response = requests.get(
             f"{base}/segmentations/{Ids.SEGMENTATION}/studies/{item.study_uid}"
-            f"/series/{item.series_uid}", timeout=60)
+            f"/series/{item.series_uid}",
+            timeout=60,
+        )
 
         assert response.status_code == 200, response.text
         frames = response.json()[item.study_uid][item.series_uid]

@@ -87,7 +87,8 @@ def third_party(
         deployment.redis,
     )
     worker = start_worker(local, "third-party-worker", concurrency=2)
-    with TestClient(create_app(local.settings, environ=environ)) as client:
+    app = create_app(local.settings, environ=environ)
+    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
         yield client
     worker.stop()
 
@@ -135,4 +136,3 @@ def test_instance_model_with_a_string_body(third_party: TestClient, pacs: PacsDa
     )
     assert response.status_code == 200, response.text
     assert rows_by_instance(response.json()) == {item.sop_uid: item.rows}
-

@@ -84,7 +84,8 @@ def tls_api(
     )
     local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
     worker = start_worker(local, "tls-worker", concurrency=2)
-    with TestClient(create_app(settings, environ=environ)) as client:
+    app = create_app(settings, environ=environ)
+    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
         yield client
     worker.stop()
 

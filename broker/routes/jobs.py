@@ -1,0 +1,91 @@
+"""``/jobs``: the status, result and cancellation of inference jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from broker.errors import error_response
+from broker.outcomes import job_outcome
+from broker.schemas import ErrorBody, JobList, JobResource
+from broker.services import BrokerServices
+from shared.errors import JobCancelled, JobFinished, UnknownJob
+from shared.jobs import Job, JobState
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorBody, "description": "No such job (or it has expired)"}
+}
+
+
+async def _job(request: Request, job_id: str) -> Job:
+    services: BrokerServices = request.app.state.services
+    job = await services.jobs.get(job_id)
+    if job is None:
+        raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
+    return job
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    """Recent jobs, newest first."""
+    services: BrokerServices = request.app.state.services
+    jobs = await services.jobs.recent(limit, state)
+    return JobList(jobs=[JobResource.from_job(job) for job in jobs])
+
+
+@router.get("/{job_id}", response_model=JobResource, responses=_NOT_FOUND)
+async def get_job(request: Request, job_id: str) -> JobResource:
+    """A job's state, request, progress, stage times and error."""
+    return JobResource.from_job(await _job(request, job_id))
+
+
+@router.get(
+    "/{job_id}/result",
+    responses={
+        200: {"description": "The model's JSON document", "content": {"application/json": {}}},
+        202: {"model": JobResource, "description": "Not finished yet; try again"},
+        410: {"model": ErrorBody, "description": "Cancelled, or the result has expired"},
+        502: {"model": ErrorBody, "description": "The job failed: the error it recorded"},
+        **_NOT_FOUND,
+    },
+)
+async def get_result(request: Request, job_id: str) -> Response:
+    """The model's JSON once the job succeeded; otherwise what became of it."""
+    services: BrokerServices = request.app.state.services
+    return await job_outcome(services.jobs, await _job(request, job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobResource,
+    responses={
+        409: {"model": ErrorBody, "description": "The job had already finished"},
+        **_NOT_FOUND,
+    },
+)
+async def cancel_job(request: Request, job_id: str) -> Response:
+    """Cancel a queued or running job; a running one stops at its next step, and its model
+    call is not made if it has not started."""
+    services: BrokerServices = request.app.state.services
+    job = await _job(request, job_id)
+    outcome = await services.jobs.terminate(
+        job, JobState.CANCELLED, JobCancelled("cancelled by a client")
+    )
+    if outcome == "finished":
+        return error_response(JobFinished(f"job {job_id} had already finished"), jobId=job_id)
+    if outcome == "missing":
+        raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
+    current = await _job(request, job_id)
+    return Response(
+        JobResource.from_job(current).model_dump_json(by_alias=True),
+        media_type="application/json",
+    )

@@ -1,0 +1,110 @@
+"""The shapes of the API's own JSON answers, for clients and the OpenAPI document."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from shared.jobs import Job, JobState
+
+__all__ = ["ErrorBody", "JobList", "JobResource"]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorBody(_Camel):
+    message: str = Field(description="What went wrong, for a person; no secrets, no patient data")
+    code: str = Field(description="A stable code for programs, e.g. `unknown_model`")
+    job_id: str | None = Field(default=None, description="The job, when one was made")
+
+
+class JobRequestView(_Camel):
+    task: str
+    model: str
+    server: str
+    level: str
+    study: str
+    series: str | None
+    instance: str | None
+    data_filters: list[dict[str, Any]]
+
+
+class JobProgress(_Camel):
+    instances_fetched: int
+    instances_total: int | None = Field(description="Known when the PACS says how many")
+    bytes_fetched: int
+    bytes_total: int | None = Field(description="Unknown: PACS stream without a length")
+
+
+class JobErrorView(_Camel):
+    code: str
+    message: str
+
+
+class JobLinks(_Camel):
+    self_: str = Field(alias="self")
+    result: str
+
+
+class JobResource(_Camel):
+    id: str
+    state: JobState
+    request: JobRequestView
+    progress: JobProgress
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    inferring_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+    attempts: int = Field(description="Runs started; more than one when a worker died")
+    error: JobErrorView | None
+    links: JobLinks
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobResource:
+        request = job.request
+        url = f"/jobs/{job.id}"
+        return cls(
+            id=job.id,
+            state=job.state,
+            request=JobRequestView(
+                task=request.task.value,
+                model=request.model_id,
+                server=request.server_id,
+                level=request.level.value,
+                study=request.study_uid,
+                series=request.series_uid,
+                instance=request.instance_uid,
+                data_filters=[f.model_dump(by_alias=True) for f in request.data_filters],
+            ),
+            progress=JobProgress(
+                instances_fetched=job.instances_fetched,
+                instances_total=job.instances_total,
+                bytes_fetched=job.bytes_fetched,
+                bytes_total=None,
+            ),
+            created_at=_moment(job.created_at),
+            started_at=_moment(job.started_at),
+            inferring_at=_moment(job.inferring_at),
+            finished_at=_moment(job.finished_at),
+            updated_at=_moment(job.updated_at),
+            attempts=job.attempts,
+            error=JobErrorView(**job.error.model_dump()) if job.error else None,
+            links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class JobList(_Camel):
+    jobs: list[JobResource]
+
+
+def _moment(timestamp: float | None) -> Any:
+    return None if timestamp is None else dt.datetime.fromtimestamp(timestamp, dt.UTC)

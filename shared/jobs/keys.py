@@ -1,0 +1,40 @@
+"""The Redis keys of jobs, all under one prefix."""
+
+from __future__ import annotations
+
+__all__ = ["JobKeys"]
+
+
+class JobKeys:
+    def __init__(self, prefix: str = "model-proxy") -> None:
+        self.prefix = prefix
+        self.events = f"{prefix}:job-events"  # channel: the id of every job that changed
+        self.index = f"{prefix}:jobs"  # sorted set: every job by creation time
+        self.running = f"{prefix}:running"  # sorted set: jobs a worker has claimed
+        self.reaper_lock = f"{prefix}:reaper"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:result:{job_id}"
+
+    def lease(self, job_id: str) -> str:
+        """Held by the worker running the job, renewed while it lives."""
+        return f"{self.prefix}:lease:{job_id}"
+
+    def active(self, fingerprint: str) -> str:
+        """The unfinished job of these identical requests."""
+        return f"{self.prefix}:active:{fingerprint}"
+
+    def cached(self, fingerprint: str) -> str:
+        """The succeeded job of these identical requests, while its result lasts."""
+        return f"{self.prefix}:cached:{fingerprint}"
+
+    def queued(self, model_id: str) -> str:
+        """Sorted set: the model's jobs waiting for a worker."""
+        return f"{self.prefix}:queued:{model_id}"
+
+    def model_slots(self, model_id: str) -> str:
+        """Sorted set: the model's jobs calling it now, scored by when their slot expires."""
+        return f"{self.prefix}:slots:{model_id}"

@@ -1,0 +1,112 @@
+"""A job: the public record of one inference request, and how it is kept in a Redis hash."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared.request import InferenceRequest
+
+__all__ = ["Job", "JobError", "JobState", "job_from_fields", "job_to_fields", "new_job"]
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    FETCHING = "fetching"
+    INFERRING = "inferring"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    state: JobState
+    request: InferenceRequest
+    queue: str
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    inferring_at: float | None = None
+    finished_at: float | None = None
+    error: JobError | None = None
+    instances_fetched: int = 0
+    instances_total: int | None = None
+    bytes_fetched: int = 0
+    attempts: int = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return self.request.fingerprint()
+
+
+def new_job(request: InferenceRequest, queue: str) -> Job:
+    now = time.time()
+    return Job(
+        id=uuid.uuid4().hex,
+        state=JobState.QUEUED,
+        request=request,
+        queue=queue,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+_FLOATS = ("created_at", "updated_at", "started_at", "inferring_at", "finished_at")
+_INTS = ("instances_fetched", "instances_total", "bytes_fetched", "attempts")
+
+
+def job_to_fields(job: Job) -> dict[str, str]:
+    """The hash fields of a new job record; absent values are left out."""
+    fields = {
+        "id": job.id,
+        "state": job.state.value,
+        "request": job.request.model_dump_json(),
+        "queue": job.queue,
+        "model": job.request.model_id,
+    }
+    for name in (*_FLOATS, *_INTS):
+        value = getattr(job, name)
+        if value is not None:
+            fields[name] = repr(value) if isinstance(value, float) else str(value)
+    if job.error is not None:
+        fields["error"] = job.error.model_dump_json()
+    return fields
+
+
+def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
+    """A job from its hash, or None when the hash is gone or incomplete."""
+    text = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
+    if "id" not in text or "request" not in text:
+        return None
+    values: dict[str, Any] = {name: float(text[name]) for name in _FLOATS if text.get(name)} | {
+        name: int(text[name]) for name in _INTS if text.get(name)
+    }
+    return Job(
+        id=text["id"],
+        state=JobState(text["state"]),
+        request=InferenceRequest.model_validate_json(text["request"]),
+        queue=text.get("queue", ""),
+        error=JobError.model_validate_json(text["error"]) if text.get("error") else None,
+        **values,
+    )

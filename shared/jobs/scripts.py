@@ -1,0 +1,147 @@
+"""The atomic steps of a job's life, as Redis Lua scripts.
+
+Every change of a job record goes through one of these, so that no two processes can both
+claim a job, a cancelled or finished job never comes back to life, a worker that lost its lease
+cannot write, and a write after a record expired leaves nothing behind. Each script publishes
+the job id on the events channel when the job changed visibly.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACQUIRE_SLOT",
+    "CLAIM",
+    "CREATE_OR_ATTACH",
+    "FINISH",
+    "RELEASE_LEASE",
+    "RENEW_LEASE",
+    "REQUEUE_IF_ABANDONED",
+    "TERMINATE",
+    "UPDATE",
+]
+
+_FINISHED = "(state == 'succeeded' or state == 'failed' or state == 'cancelled')"
+
+# KEYS: job, active, index, queued.  ARGV: id, ttl, now, job-key prefix, field, value, ...
+# Returns the id of the unfinished identical job if there is one, else creates this one.
+CREATE_OR_ATTACH = f"""
+local existing = redis.call('GET', KEYS[2])
+if existing then
+  local state = redis.call('HGET', ARGV[4] .. existing, 'state')
+  if state and not {_FINISHED} then return existing end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return ARGV[1]
+"""
+
+# KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id
+CLAIM = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if {_FINISHED} then return 'finished' end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'busy' end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'state', 'fetching', 'started_at', ARGV[3], 'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 'claimed'
+"""
+
+# KEYS: job, lease.  ARGV: ttl, channel, id, token, announce (1/0), field, value, ...
+# Returns 1, 0 (record gone), -1 (finished or cancelled meanwhile), -2 (lease lost).
+UPDATE = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if {_FINISHED} then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -2 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[5] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+"""
+
+# KEYS: job, lease, running, active, cached.
+# ARGV: ttl, channel, id, token, final state, field, value, ...   Returns as UPDATE.
+FINISH = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if {_FINISHED} then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -2 end
+redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+if ARGV[5] == 'succeeded' then redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[1]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+# Ends a job from outside its worker (cancel, or a failed enqueue).
+# KEYS: job, running, queued, active.  ARGV: now, channel, id, final state, error json
+TERMINATE = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if {_FINISHED} then return 'finished' end
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[1], 'updated_at', ARGV[1],
+           'error', ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return ARGV[4]
+"""
+
+# KEYS: lease.  ARGV: token, lease ms.
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: lease, running.  ARGV: token, id.
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+# A claimed job whose lease expired (its worker died): back to the queue, or failed for good
+# after too many attempts.  KEYS: job, lease, running, queued, active.
+# ARGV: now, channel, id, max attempts, error json.  Returns 1 requeued, -1 failed, 0 nothing.
+REQUEUE_IF_ABANDONED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+redis.call('ZREM', KEYS[3], ARGV[3])
+if state ~= 'fetching' and state ~= 'inferring' then return 0 end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if attempts >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[5], 'finished_at', ARGV[1],
+             'updated_at', ARGV[1])
+  if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return -1
+end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'updated_at', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+# A place among a model's concurrent calls.  KEYS: slots.  ARGV: now, expires at, limit, id.
+ACQUIRE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"""
