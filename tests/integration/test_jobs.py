@@ -28,6 +28,7 @@ FAST = "a0000000-0000-4000-8000-000000000002"
 UNCONSUMED = "a0000000-0000-4000-8000-000000000003"  # on a queue no worker reads
 KILLABLE = "a0000000-0000-4000-8000-000000000004"  # on the queue of the worker we kill
 ONE_AT_A_TIME = "a0000000-0000-4000-8000-000000000005"  # maxConcurrency 1, 1 s each
+TIME_LIMITED = "a0000000-0000-4000-8000-000000000006"  # timeLimit 1.5 s, answers after 5 s
 
 
 class Jobs:
@@ -103,6 +104,7 @@ def setup(
             UNCONSUMED: entry("", queue="jobs-unconsumed", maxQueued=2),
             KILLABLE: entry("?delay=4", queue="jobs-killable"),
             ONE_AT_A_TIME: entry("?delay=1", maxConcurrency=1),
+            TIME_LIMITED: entry("?delay=5", timeLimit=1.5),
         }
     )
     (here / "models.json").write_text(json.dumps(models))
@@ -319,3 +321,18 @@ def test_a_model_limited_to_one_call_runs_its_jobs_one_after_the_other(
         [(first["inferringAt"], first["finishedAt"]), (second["inferringAt"], second["finishedAt"])]
     )
     assert spans[0][1] <= spans[1][0]
+
+
+def test_a_job_past_its_models_time_limit_fails_with_a_timeout(jobs: Jobs, pacs: PacsData) -> None:
+    response = jobs.client.get(
+        jobs.url(TIME_LIMITED, pacs.ct_small), headers={"Cache-Control": "no-cache"}
+    )
+    job_id = response.json().get("id") or response.json()["jobId"]
+
+    done = jobs.wait(job_id, finished)
+
+    assert done["state"] == "failed"
+    assert done["error"]["code"] == "model_timeout"
+    result = jobs.client.get(f"/jobs/{job_id}/result")
+    assert result.status_code == 504
+    assert result.json()["jobId"] == job_id

@@ -382,6 +382,7 @@ def test_restarting_api_workers_and_redis_keeps_the_tokens(
     for server in (ZHIVA, TOKEN):
         assert_masks(stack.get(series_path(pacs), server=server), pacs)
     token_server.reset()
+    before = requests.get(f"{stack.url}/jobs", timeout=10).json()["jobs"]
 
     stack.stop()
     stack.redis.restart()
@@ -391,6 +392,15 @@ def test_restarting_api_workers_and_redis_keeps_the_tokens(
         assert_masks(stack.get(series_path(pacs), server=server), pacs)
     counters = token_server.counters()
     assert (counters["sign_in"], counters["exchange"], counters["refresh"]) == (0, 0, 0)
+    # the jobs, and the results of those that succeeded, outlived the restart of Redis too
+    assert before
+    for job in before:
+        again = requests.get(f"{stack.url}/jobs/{job['id']}", timeout=10)
+        assert again.status_code == 200
+        assert again.json()["state"] == job["state"]
+    succeeded = next(job for job in before if job["state"] == "succeeded")
+    result = requests.get(f"{stack.url}{succeeded['links']['result']}", timeout=10)
+    assert result.status_code == 200
 
 
 def test_a_wrong_password_is_a_502_naming_the_server_without_secrets(

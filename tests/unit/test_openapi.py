@@ -1,0 +1,94 @@
+"""The OpenAPI document describes every route and the answers a client can get."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.app import create_app
+from shared.settings import Settings
+
+SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
+MODEL = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    here: Path = tmp_path_factory.mktemp("openapi")
+    (here / "servers.json").write_text(json.dumps({SERVER: {"uri": "http://pacs/dicom-web"}}))
+    (here / "models.json").write_text(
+        json.dumps(
+            {
+                MODEL: {
+                    "uri": "http://model/predict",
+                    "task": "segmentation",
+                    "supports": ["/studies"],
+                }
+            }
+        )
+    )
+    settings = Settings(servers_file=here / "servers.json", models_file=here / "models.json")
+    app = create_app(settings, redis_url="redis://127.0.0.1:1/0", environ={})
+    schema: dict[str, Any] = app.openapi()
+    return schema
+
+
+def viewer_paths() -> list[str]:
+    paths = []
+    for prefix in ("segmentations", "annotations", "predictions"):
+        base = f"/{prefix}/{{model}}/studies/{{study}}"
+        paths += [
+            base,
+            f"{base}/series/{{series}}",
+            f"{base}/series/{{series}}/instances/{{instance}}",
+        ]
+    return paths
+
+
+@pytest.mark.parametrize("path", viewer_paths())
+def test_each_viewer_route_documents_every_answer(document: dict[str, Any], path: str) -> None:
+    operation = document["paths"][path]["get"]
+    assert set(operation["responses"]) >= {
+        "200",
+        "202",
+        "400",
+        "404",
+        "410",
+        "422",
+        "429",
+        "502",
+        "503",
+        "504",
+    }
+    parameters = {p["name"] for p in operation["parameters"]}
+    assert {"model", "study", "server"} <= parameters
+
+
+def test_the_job_routes_are_documented(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    assert set(paths["/jobs/{job_id}"]) == {"get", "delete"}
+    assert {"200", "404"} <= set(paths["/jobs/{job_id}"]["get"]["responses"])
+    assert {"200", "404", "409"} <= set(paths["/jobs/{job_id}"]["delete"]["responses"])
+    assert {"200", "202", "404", "410", "502"} <= set(
+        paths["/jobs/{job_id}/result"]["get"]["responses"]
+    )
+    assert {p["name"] for p in paths["/jobs"]["get"]["parameters"]} == {"state", "limit"}
+    job = document["components"]["schemas"]["JobResource"]
+    assert {"id", "state", "request", "progress", "createdAt", "error", "links"} <= set(
+        job["properties"]
+    )
+
+
+def test_every_route_of_the_app_is_in_the_document(document: dict[str, Any]) -> None:
+    documented = set(document["paths"])
+    assert documented >= {
+        *viewer_paths(),
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/result",
+        "/healthz",
+        "/readyz",
+    }
