@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from broker.errors import install_error_handlers
 from broker.jobs import AsyncJobStore, JobEvents
+from broker.metrics import AsyncMetrics
 from broker.routes import api_router
 from broker.services import BrokerServices
 from shared.config import load_catalog
@@ -51,6 +52,7 @@ def create_app(
             jobs=AsyncJobStore(client, settings.job_ttl_seconds, keys),
             events=events,
             celery=celery,
+            metrics=AsyncMetrics(client, keys.prefix),
         )
         await events.start()
         try:

@@ -31,6 +31,10 @@ class AsyncJobStore:
         self.keys = keys
         self._scripts: dict[str, AsyncScript] = {}
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self._redis
+
     async def ping(self) -> None:
         await _call(self._redis.ping)
 

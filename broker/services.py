@@ -8,6 +8,7 @@ from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from broker.jobs import AsyncJobStore, JobEvents
+from broker.metrics import AsyncMetrics
 from shared.config import Catalog
 from shared.errors import QueueUnavailable
 from shared.jobs import Job
@@ -31,6 +32,7 @@ class BrokerServices:
     jobs: AsyncJobStore
     events: JobEvents
     celery: Celery
+    metrics: AsyncMetrics
 
     async def enqueue(self, job: Job) -> None:
         """Queue the job's task by name on its model's queue; the record must already exist."""

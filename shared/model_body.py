@@ -9,6 +9,7 @@ encoder to the model one at a time.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class ModelBody:
     plan: InputPlan
     streams: list[InstanceStream] = field(default_factory=list)
     instances_sent: int = 0
+    encode_seconds: float = 0.0
     # called after each instance with (instances sent, bytes fetched); may raise to stop
     on_instance: Callable[[int, int], None] | None = None
 
@@ -39,6 +41,16 @@ class ModelBody:
     @property
     def bytes_fetched(self) -> int:
         return sum(stream.bytes_read for stream in self.streams)
+
+    @property
+    def fetch_seconds(self) -> float:
+        return sum(stream.read_seconds for stream in self.streams)
+
+    def _encode(self, data: bytes) -> bytes:
+        started = time.perf_counter()
+        encoded = encode_instance_string(data)
+        self.encode_seconds += time.perf_counter() - started
+        return encoded
 
     def close(self) -> None:
         for stream in self.streams:
@@ -63,13 +75,13 @@ class ModelBody:
         if isinstance(plan, SingleInstance):
             for data in stream:  # exactly one part
                 self._sent()
-                yield encode_instance_string(data)
+                yield self._encode(data)
                 break
             return
         yield b"["
         for index, data in enumerate(stream):
             self._sent()
-            chunk = encode_instance_string(data)
+            chunk = self._encode(data)
             yield b"," + chunk if index else chunk
         yield b"]"
 

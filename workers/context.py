@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import redis
@@ -16,6 +16,7 @@ from shared.dicomweb.auth import auth_for_server
 from shared.dicomweb.source import DicomWebSource
 from shared.http import Timeouts, new_session
 from shared.jobs import JobStore
+from shared.metrics import Metrics
 from shared.model_client import ModelClient
 from shared.settings import Settings
 
@@ -31,6 +32,7 @@ class PacsSources:
     timeouts: Timeouts
     pool_size: int
     refresh_margin: float
+    metrics: Metrics
     _sources: dict[str, DicomWebSource] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,11 +49,19 @@ class PacsSources:
                     token_store=self.token_store,
                     timeouts=self.timeouts,
                     refresh_margin=self.refresh_margin,
+                    on_token_call=self._token_call_counter(key),
                 )
                 self._sources[key] = DicomWebSource(
                     key, server.dicomweb_root, session, auth, self.timeouts
                 )
             return self._sources[server_id]
+
+    def _token_call_counter(self, server_id: str) -> Callable[[str, str], None]:
+        def count(kind: str, outcome: str) -> None:
+            labels = {"server": server_id, "kind": kind, "outcome": outcome}
+            self.metrics.inc("token_requests", labels)
+
+        return count
 
 
 @dataclass
@@ -60,6 +70,7 @@ class WorkerContext:
     redis: redis.Redis
     catalog: Catalog
     store: JobStore
+    metrics: Metrics
     sources: PacsSources
     model_client: ModelClient
 
@@ -72,11 +83,13 @@ def build_context(
     )
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
     model_session: requests.Session = new_session(settings.worker_concurrency)
+    metrics = Metrics(client)
     return WorkerContext(
         settings=settings,
         redis=client,
         catalog=catalog,
         store=JobStore(client, settings.job_ttl_seconds),
+        metrics=metrics,
         sources=PacsSources(
             catalog,
             TokenStore(
@@ -87,6 +100,7 @@ def build_context(
             Timeouts(settings.pacs_connect_timeout, settings.pacs_read_timeout),
             settings.worker_concurrency,
             settings.token_refresh_margin,
+            metrics,
         ),
         model_client=ModelClient(
             model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)

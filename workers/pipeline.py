@@ -101,7 +101,7 @@ def run_job(job_id: str, context: WorkerContext) -> Outcome:
     store = context.store
     job = store.get(job_id)
     if job is None or job.state.finished:
-        log.info("job %s: %s; nothing to do", job_id, "no record" if job is None else job.state)
+        log.info("job=%s stage=skipped reason=%s", job_id, "missing" if job is None else job.state)
         return Outcome.DONE
     model_id = job.request.model_id
     try:
@@ -120,12 +120,31 @@ def run_job(job_id: str, context: WorkerContext) -> Outcome:
     return Outcome.DONE
 
 
+@dataclass
+class _Timings:
+    """Where a job's time went, for the stage log lines and the stage histograms."""
+
+    queue_wait: float = 0.0
+    fetch: float = 0.0
+    encode: float = 0.0
+    model_call: float = 0.0
+    instances: int = 0
+    nbytes: int = 0
+
+    def log_fields(self) -> str:
+        return (
+            f"queue_wait_s={self.queue_wait:.3f} fetch_s={self.fetch:.3f} "
+            f"encode_s={self.encode:.3f} model_s={self.model_call:.3f} "
+            f"instances={self.instances} bytes={self.nbytes}"
+        )
+
+
 def _run_claimed(job: Job, model: ModelConfig | None, context: WorkerContext) -> None:
     settings = context.settings
     token = uuid.uuid4().hex
     claim = context.store.claim(job, token, settings.job_lease_seconds)
     if claim is not Claim.CLAIMED:
-        log.info("job %s: %s; not running it", job.id, claim.value)
+        log.info("job=%s stage=skipped reason=%s", job.id, claim.value)
         return
     time_limit = model.time_limit if model and model.time_limit else settings.job_time_limit
     run = _Run(context.store, job, token, settings.job_lease_seconds, time.monotonic() + time_limit)
@@ -136,39 +155,71 @@ def _run_claimed(job: Job, model: ModelConfig | None, context: WorkerContext) ->
         daemon=True,
     )
     heartbeat.start()
+    request = job.request
+    timings = _Timings(queue_wait=max(time.time() - job.created_at, 0.0))
     started = time.perf_counter()
-    log.info("job %s: started, attempt %d (%s)", job.id, job.attempts + 1, job.request.describe())
+    # one line per stage, key=value: the job id, durations and outcome; no UIDs, no secrets
+    log.info(
+        "job=%s stage=claimed attempt=%d task=%s model=%s server=%s level=%s queue_wait_s=%.3f",
+        job.id,
+        job.attempts + 1,
+        request.task.value,
+        request.model_id,
+        request.server_id,
+        request.level.value,
+        timings.queue_wait,
+    )
+    outcome = "succeeded"
     try:
-        result = _infer(job, run, context)
+        result = _infer(job, run, context, timings)
         written = context.store.succeed(job, token, result)
-        log.info(
-            "job %s: %s after %.2f s (%d bytes of result)",
-            job.id,
-            "succeeded" if written is Written.DONE else f"result dropped ({written.value})",
-            time.perf_counter() - started,
-            len(result),
-        )
+        if written is not Written.DONE:
+            outcome = f"dropped_{written.value}"
     except JobStopped as stopped:
-        log.info("job %s: stopped (%s)", job.id, stopped.written.value)
+        outcome = f"stopped_{stopped.written.value}"
     except ModelProxyError as error:
-        log.warning(
-            "job %s: failed after %.2f s: %s (%s)",
-            job.id,
-            time.perf_counter() - started,
-            error.code,
-            error.message,
-        )
+        outcome = f"failed_{error.code}"
         context.store.fail(job, token, error)
     except Exception:
-        log.exception("job %s: unexpected failure", job.id)
+        log.exception("job=%s stage=error unexpected failure", job.id)
+        outcome = "failed_internal_error"
         unexpected = InternalError("the inference failed unexpectedly; see the worker log")
         context.store.fail(job, token, unexpected)
     finally:
         run.stop_heartbeat()
         context.store.release_lease(job.id, token)
+    total = time.perf_counter() - started
+    level = logging.INFO if outcome == "succeeded" else logging.WARNING
+    log.log(
+        level,
+        "job=%s stage=finished outcome=%s total_s=%.3f %s",
+        job.id,
+        outcome,
+        total,
+        timings.log_fields(),
+    )
+    _record(context, job, outcome, timings, total)
 
 
-def _infer(job: Job, run: _Run, context: WorkerContext) -> bytes:
+def _record(
+    context: WorkerContext, job: Job, outcome: str, timings: _Timings, total: float
+) -> None:
+    metrics = context.metrics
+    model, server = job.request.model_id, job.request.server_id
+    metrics.inc("jobs", {"model": model, "server": server, "outcome": outcome})
+    metrics.inc("bytes_fetched", {"server": server}, timings.nbytes)
+    metrics.inc("instances_fetched", {"server": server}, timings.instances)
+    for stage, seconds in (
+        ("queue_wait", timings.queue_wait),
+        ("fetch", timings.fetch),
+        ("encode", timings.encode),
+        ("model_call", timings.model_call),
+        ("total", total),
+    ):
+        metrics.observe("stage_seconds", {"stage": stage, "model": model}, seconds)
+
+
+def _infer(job: Job, run: _Run, context: WorkerContext, timings: _Timings) -> bytes:
     request = job.request
     model = context.catalog.model(request.model_id)
     source = context.sources.source_for(request.server_id)
@@ -181,8 +232,15 @@ def _infer(job: Job, run: _Run, context: WorkerContext) -> bytes:
         body.on_instance = run.progress
         run.check()
         run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
+        log.info("job=%s stage=inferring instances_total=%s", job.id, total)
         remaining = max(run.deadline - time.monotonic(), 1.0)
-        result = context.model_client.infer(request.model_id, model.uri, body, remaining)
+        called = time.perf_counter()
+        try:
+            result = context.model_client.infer(request.model_id, model.uri, body, remaining)
+        finally:
+            timings.model_call = time.perf_counter() - called
+            timings.fetch, timings.encode = body.fetch_seconds, body.encode_seconds
+            timings.instances, timings.nbytes = body.instances_sent, body.bytes_fetched
     run.write(
         {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)},
         announce=False,

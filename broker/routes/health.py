@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from broker.metrics import render_metrics
 
 __all__ = ["router"]
 
@@ -38,3 +41,21 @@ async def readyz(request: Request) -> JSONResponse:
             "models": len(services.catalog.models),
         }
     )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(request: Request) -> Response:
+    """Requests, jobs, stage durations, bytes fetched, cache hits, shared jobs, token calls and
+    queue depths, from the API and every worker, in the Prometheus text format."""
+    services = request.app.state.services
+    body = await render_metrics(
+        services.jobs.redis,
+        services.catalog.queues(services.settings.queue_name),
+        services.catalog.models,
+        services.jobs.keys.prefix,
+    )
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

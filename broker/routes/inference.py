@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from broker.errors import status_for
 from broker.jobs import wait_for_job
 from broker.outcomes import job_outcome
 from broker.schemas import JobResource
@@ -70,7 +71,37 @@ async def _infer(
     instance: str | None,
     server: str | None,
 ) -> Response:
+    """Answer the viewer and count the answer by route, model, server and status."""
     services: BrokerServices = request.app.state.services
+    level = "instance" if instance else "series" if series else "study"
+    catalog = services.catalog
+    labels = {
+        "route": f"{task.route_prefix}:{level}",
+        # only configured keys become label values: unknown ones would grow without bound
+        "model": model.lower() if model.lower() in catalog.models else "unknown",
+        "server": (server or catalog.default_server_id).lower()
+        if (server or catalog.default_server_id).lower() in catalog.servers
+        else "unknown",
+    }
+    try:
+        response = await _answer(request, services, task, model, study, series, instance, server)
+    except ModelProxyError as error:
+        await services.metrics.inc("requests", {**labels, "status": str(status_for(error))})
+        raise
+    await services.metrics.inc("requests", {**labels, "status": str(response.status_code)})
+    return response
+
+
+async def _answer(
+    request: Request,
+    services: BrokerServices,
+    task: Task,
+    model: str,
+    study: str,
+    series: str | None,
+    instance: str | None,
+    server: str | None,
+) -> Response:
     settings = services.settings
     inference = build_request(
         services.catalog,
@@ -87,6 +118,7 @@ async def _infer(
         cached = await services.jobs.cached(inference.fingerprint())
         if cached is not None:
             job, result = cached
+            await services.metrics.inc("cache_hits", {"model": inference.model_id})
             return Response(result, media_type="application/json", headers={"X-Job-Id": job.id})
     limit = config.max_queued or settings.max_queued_per_model
     if await services.jobs.queued_count(inference.model_id) >= limit:
@@ -102,6 +134,8 @@ async def _infer(
         except ModelProxyError as error:
             await services.jobs.terminate(job, JobState.FAILED, error)
             raise
+    else:
+        await services.metrics.inc("shared_jobs", {"model": inference.model_id})
     wait = 0.0 if _asks_async(request) else settings.sync_wait_seconds
     current = await wait_for_job(services.jobs, services.events, job_id, wait)
     if current is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from shared.auth.token_server import TokenRejected, TokenServerClient
 from shared.auth.token_store import TokenStore
@@ -57,7 +57,10 @@ class TokenAuth:
         store: TokenStore,
         client: TokenServerClient,
         refresh_margin: float,
+        on_call: Callable[[str, str], None] | None = None,
     ) -> None:
+        """``on_call(kind, outcome)`` hears of every call to the token server (for metrics):
+        kind ``sign_in``, ``exchange`` or ``refresh``; outcome ``ok`` or ``refused``."""
         assert server.auth_type in (AuthType.TOKEN, AuthType.ZHIVA)
         self._server_id = server_id
         self._server = server
@@ -65,6 +68,7 @@ class TokenAuth:
         self._client = client
         self._margin = refresh_margin
         self._fingerprint = auth_fingerprint(server)
+        self._on_call = on_call or _ignore
 
     def __repr__(self) -> str:
         return f"TokenAuth(server={self._server_id})"
@@ -113,9 +117,11 @@ class TokenAuth:
                 access = self._client.refresh(
                     server.refresh_server, stored.refresh_token, stored.origin
                 )
+                self._on_call("refresh", "ok")
                 log.info("server %s: access token refreshed", self._server_id)
                 return TokenSet(self._fingerprint, access, stored.refresh_token, stored.origin)
             except TokenRejected as rejected:
+                self._on_call("refresh", "refused")
                 log.warning(
                     "server %s: refresh refused (HTTP %d)", self._server_id, rejected.status
                 )
@@ -136,7 +142,9 @@ class TokenAuth:
                 auth_token = self._client.sign_in(
                     server.sign_in_server, server.login, server.password.get_secret_value()
                 )
+                self._on_call("sign_in", "ok")
             except TokenRejected as rejected:
+                self._on_call("sign_in", "refused")
                 raise PacsAuthFailed(
                     f"server {self._server_id}: its signInServer refused the login "
                     f"(HTTP {rejected.status}); check login and password in servers.json"
@@ -150,7 +158,9 @@ class TokenAuth:
         origin = audience(auth_token)
         try:
             exchanged = self._client.exchange(server.sign_in_token_server, auth_token, origin)
+            self._on_call("exchange", "ok")
         except TokenRejected as rejected:
+            self._on_call("exchange", "refused")
             if not can_sign_in:
                 raise self._needs_new_auth_token(rejected.status) from None
             raise PacsAuthFailed(
@@ -167,6 +177,10 @@ class TokenAuth:
             f"authToken is used up{answered}; put a new authToken for this server in "
             "servers.json"
         )
+
+
+def _ignore(kind: str, outcome: str) -> None:
+    return None
 
 
 def _headers(tokens: TokenSet) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import requests
@@ -60,6 +60,7 @@ def auth_for_server(
     token_store: TokenStore,
     timeouts: Timeouts,
     refresh_margin: float,
+    on_token_call: Callable[[str, str], None] | None = None,
 ) -> PacsAuth:
     if server.auth_type is AuthType.NONE:
         return NoAuth()
@@ -72,4 +73,5 @@ def auth_for_server(
         token_store,
         TokenServerClient(server_id, session, timeouts),
         refresh_margin,
+        on_token_call,
     )

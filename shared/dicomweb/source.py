@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,6 +44,7 @@ class InstanceStream:
         self._what = what
         self.bytes_read = 0
         self.count = 0
+        self.read_seconds = 0.0  # time spent waiting for the PACS
         self._parts = self._read_parts()
         try:
             self._first: bytes | None = next(self._parts)
@@ -86,7 +88,13 @@ class InstanceStream:
 
     def _chunks(self) -> Iterator[bytes]:
         # Orthanc streams without Content-Length and closes the connection: read to EOF.
-        for chunk in self._response.iter_content(chunk_size=_CHUNK):
+        chunks = self._response.iter_content(chunk_size=_CHUNK)
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            self.read_seconds += time.perf_counter() - started
+            if chunk is None:
+                return
             self.bytes_read += len(chunk)
             yield chunk
 

@@ -188,7 +188,7 @@ def test_a_queued_job_is_cancelled_and_never_runs(
     try:
         time.sleep(1.0)  # the worker receives the queued task and must skip it
         assert jobs.job(job_id)["state"] == "cancelled"
-        assert f"job {job_id}: cancelled; nothing to do" in worker.log_text()
+        assert f"job={job_id} stage=skipped reason=cancelled" in worker.log_text()
     finally:
         worker.stop()
     assert model_calls(local) == 0

@@ -374,6 +374,8 @@ def test_eight_concurrent_jobs_with_no_tokens_sign_in_and_exchange_once(
     counters = token_server.counters()
     assert (counters["sign_in"], counters["exchange"]) == (1, 1)
     assert counters["pacs_ok"] == 8 * PACS_CALLS_PER_JOB
+    metrics = requests.get(f"{stack.url}/metrics", timeout=10).text
+    assert f'kind="sign_in",outcome="ok",server="{ZHIVA}"' in metrics
 
 
 def test_restarting_api_workers_and_redis_keeps_the_tokens(

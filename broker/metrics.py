@@ -1,0 +1,113 @@
+"""``/metrics``: every process's counts and durations from Redis, in the Prometheus format."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from shared.metrics import (
+    BUCKETS,
+    COUNTERS,
+    HISTOGRAMS,
+    counter_key,
+    histogram_key,
+    label_field,
+    parse_label_field,
+)
+
+__all__ = ["AsyncMetrics", "render_metrics"]
+
+log = logging.getLogger(__name__)
+_NAMESPACE = "model_proxy"
+
+
+class AsyncMetrics:
+    """Adds to the shared metrics from the API's event loop."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "model-proxy") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    async def inc(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
+        spec = COUNTERS[name]
+        field = label_field([str(labels.get(label, "")) for label in spec.labels])
+        try:
+            await self._redis.hincrbyfloat(counter_key(self._prefix, name), field, amount)
+        except redis.exceptions.RedisError as exc:
+            log.debug("metrics: not recorded (%s)", type(exc).__name__)
+
+
+class _Snapshot(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+async def render_metrics(
+    client: aioredis.Redis,
+    queues: Iterable[str],
+    models: Iterable[str],
+    prefix: str = "model-proxy",
+) -> bytes:
+    """The Prometheus text of all counters, histograms and the current queue depths."""
+    families: list[Metric] = []
+    for name, spec in COUNTERS.items():
+        family = CounterMetricFamily(f"{_NAMESPACE}_{name}", spec.help, labels=spec.labels)
+        stored = await client.hgetall(counter_key(prefix, name))
+        for field, value in sorted(stored.items()):
+            family.add_metric(parse_label_field(_text(field)), float(value))
+        families.append(family)
+    for name, spec in HISTOGRAMS.items():
+        families.append(await _histogram(client, prefix, name, spec.help, spec.labels))
+    depth = GaugeMetricFamily(
+        f"{_NAMESPACE}_queue_depth", "Tasks waiting in each Celery queue", labels=("queue",)
+    )
+    for queue in sorted(set(queues)):
+        depth.add_metric([queue], float(await client.llen(queue)))
+    families.append(depth)
+    waiting = GaugeMetricFamily(
+        f"{_NAMESPACE}_jobs_queued", "Jobs of each model waiting for a worker", labels=("model",)
+    )
+    for model in sorted(set(models)):
+        waiting.add_metric([model], float(await client.zcard(f"{prefix}:queued:{model}")))
+    families.append(waiting)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))
+    return generate_latest(registry)
+
+
+async def _histogram(
+    client: aioredis.Redis, prefix: str, name: str, help_text: str, labels: tuple[str, ...]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(f"{_NAMESPACE}_{name}", help_text, labels=labels)
+    stored = await client.hgetall(histogram_key(prefix, name))
+    series: dict[tuple[str, ...], dict[str, float]] = {}
+    for field, value in stored.items():
+        *label_values, bucket = parse_label_field(_text(field))
+        series.setdefault(tuple(label_values), {})[bucket] = float(value)
+    for values, cells in sorted(series.items()):
+        cumulative = 0.0
+        buckets: list[tuple[str, float]] = []
+        for bound in BUCKETS:
+            cumulative += cells.get(str(bound), 0.0)
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", cumulative + cells.get("+Inf", 0.0)))
+        family.add_metric(list(values), buckets, cells.get("sum", 0.0))
+    return family
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
