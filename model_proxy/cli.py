@@ -14,7 +14,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
+from model_proxy.jobs_cli import register_job_commands
 from shared.config import load_catalog
 from shared.errors import ConfigError
 from shared.settings import Settings, get_settings
@@ -70,10 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
+    tls = commands.add_parser(
+        "tls", help="write a self-signed certificate for local HTTPS (zhiva.crt, zhiva.key)"
+    )
+    tls.add_argument("--cert", type=Path, default=DEFAULT_CERT, help="default %(default)s")
+    tls.add_argument("--key", type=Path, default=DEFAULT_KEY, help="default %(default)s")
+    tls.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    tls.add_argument("--host", action="append", default=[], help="another name or address")
+    tls.add_argument("--force", action="store_true", help="overwrite existing files")
+    tls.set_defaults(run=_tls)
+
     example = commands.add_parser("example-model", help="run the example model API")
     example.add_argument("--host", default="127.0.0.1")
     example.add_argument("--port", type=int, default=8011)
     example.set_defaults(run=_example_model)
+
+    register_job_commands(commands)
     return parser
 
 
@@ -98,6 +113,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _exit_gracefully)
     # Check the configuration before starting anything.
     catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    tls = tls_files(settings)
     try:
         if redis_url is None:
             from model_proxy.embedded_redis import EmbeddedRedis
@@ -114,8 +130,23 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             )
             worker.start()
         app = create_app(settings, redis_url=redis_url)
-        log.info("serving over plain HTTP on http://%s:%d", args.host, args.port)
-        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None)
+        if tls is None:
+            log.info(
+                "serving over plain HTTP on http://%s:%d (no zhiva.crt/zhiva.key)",
+                args.host,
+                args.port,
+            )
+        else:
+            log.info("serving over HTTPS on https://%s:%d with %s", args.host, args.port, tls.cert)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            access_log=False,
+            log_config=None,
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+        )
     finally:
         if worker is not None:
             worker.stop()
@@ -150,6 +181,22 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "--without-mingle",
             "--without-gossip",
         ]
+    )
+    return 0
+
+
+def _tls(args: argparse.Namespace, settings: Settings) -> int:
+    from model_proxy.tls import local_hosts, write_self_signed
+
+    existing = [path for path in (args.cert, args.key) if path.exists()]
+    if existing and not args.force:
+        names = ", ".join(str(path) for path in existing)
+        print(f"model-proxy: {names} already exist; --force replaces them", file=sys.stderr)
+        return 2
+    hosts = [*local_hosts(), *args.host]
+    write_self_signed(args.cert, args.key, hosts, days=args.days)
+    print(
+        f"wrote {args.cert} and {args.key} (self-signed, {args.days} days) for: " + ", ".join(hosts)
     )
     return 0
 

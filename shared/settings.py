@@ -32,6 +32,14 @@ class Settings(BaseSettings):
         default=Path("model-proxy-data"),
         description="Where the embedded Redis keeps its data.",
     )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="HTTPS certificate; unset: zhiva.crt in the working directory, if present.",
+    )
+    tls_key_file: Path | None = Field(
+        default=None,
+        description="HTTPS private key; unset: zhiva.key in the working directory, if present.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=["*"], description="Origins allowed to call the API: comma-separated, or *."
     )
@@ -70,6 +78,10 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=4, gt=0)
     log_level: str = "INFO"
+    api_url: str = Field(
+        default="http://127.0.0.1:8002",
+        description="Where `model-proxy infer` and `model-proxy jobs` find the API.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

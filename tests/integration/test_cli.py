@@ -147,3 +147,53 @@ def test_serve_without_a_redis_url_runs_everything_in_one_process(
     assert process.process.returncode == 0, process.log_text()[-2000:]
     redis_log = (tmp_path / "model-proxy-data" / "redis.log").read_text()
     assert "ready to exit" in redis_log.lower() or "bye" in redis_log.lower()
+
+
+def test_tls_writes_a_certificate_that_serve_uses_for_https(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData
+) -> None:
+    for name in ("servers.json", "models.json"):
+        (tmp_path / name).write_text((deployment.workdir / name).read_text())
+    env = clean_env(
+        MP_TEST_PACS_PASSWORD=pacs.orthanc.password, MODEL_PROXY_REDIS_URL=deployment.redis.url
+    )
+
+    made = run_cli("tls", cwd=tmp_path, env=env)
+    again = run_cli("tls", cwd=tmp_path, env=env)
+
+    assert made.returncode == 0, made.stderr
+    assert "127.0.0.1" in made.stdout
+    assert (tmp_path / "zhiva.key").stat().st_mode & 0o777 == 0o600
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+    port = free_port()
+    process = ManagedProcess(
+        "https-serve",
+        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
+        tmp_path / "serve.log",
+        env=env,
+        cwd=tmp_path,
+    )
+    base = f"https://127.0.0.1:{port}"
+    cert = str(tmp_path / "zhiva.crt")
+    try:
+        wait_until(
+            lambda: requests.get(f"{base}/healthz", verify=cert, timeout=1).ok,
+            60,
+            "https serve",
+            alive=lambda: process.alive,
+        )
+        assert "serving over HTTPS" in process.log_text()
+    finally:
+        process.stop()
+
+
+def test_a_certificate_without_its_key_stops_the_start(configs: Path) -> None:
+    (configs / "servers.json").write_text(json.dumps({Ids.PACS: {"uri": "http://a/dicom-web"}}))
+    (configs / "zhiva.crt").write_text("not used")
+
+    result = run_cli("serve", cwd=configs, env=clean_env())
+
+    assert result.returncode == 2
+    assert "zhiva.key" in result.stderr
+    assert "model-proxy tls" in result.stderr

@@ -21,10 +21,12 @@ def serve(port: int, upstream: str, certfile: str, keyfile: str) -> None:
 
     class Forward(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            headers = {k: v for k, v in self.headers.items()
-                       if k.lower() in ("authorization", "accept")}
-            with session.get(upstream + self.path, headers=headers, stream=True,
-                             timeout=30) as answer:
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept")
+            }
+            with session.get(
+                upstream + self.path, headers=headers, stream=True, timeout=30
+            ) as answer:
                 self.send_response(answer.status_code)
                 self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
                 self.send_header("Connection", "close")

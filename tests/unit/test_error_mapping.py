@@ -35,9 +35,15 @@ EXPECTED_STATUS: dict[str, int] = {
     "UpstreamTimeout": 504,
     "PacsTimeout": 504,
     "ModelTimeout": 504,
-    "JobWaitTimeout": 504,
     "ServiceUnavailable": 503,
     "QueueUnavailable": 503,
+    "QueueFull": 429,
+    "UnknownJob": 404,
+    "JobConflict": 409,
+    "JobFinished": 409,
+    "JobGone": 410,
+    "JobCancelled": 410,
+    "ResultExpired": 410,
 }
 
 
@@ -107,13 +113,19 @@ def test_error_response_body() -> None:
 
 
 def test_error_response_extra_fields() -> None:
-    response = error_response(errors.JobWaitTimeout("still running"), job="abc")
-    assert response.status_code == 504
+    response = error_response(errors.JobCancelled("job abc was cancelled"), jobId="abc")
+    assert response.status_code == 410
     assert json.loads(response.body) == {
-        "message": "still running",
-        "code": "job_wait_timeout",
-        "job": "abc",
+        "message": "job abc was cancelled",
+        "code": "job_cancelled",
+        "jobId": "abc",
     }
+
+
+def test_a_full_queue_says_when_to_retry() -> None:
+    response = error_response(errors.QueueFull("model m has 2 jobs waiting", retry_after=7))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
 
 
 # --- the handlers on a tiny app -----------------------------------------------------------------

@@ -1,0 +1,491 @@
+"""``model-proxy infer`` and ``model-proxy jobs``: a client of a running model-proxy API.
+
+These commands only talk HTTP to the API (``--api``, else ``MODEL_PROXY_API_URL``, else
+http://127.0.0.1:8002); they need neither Redis nor the configuration files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from model_proxy.api_client import (
+    TASK_ROUTES,
+    ApiClient,
+    ApiError,
+    JobError,
+    JobProgress,
+    JobResource,
+)
+from shared.http import new_session
+from shared.settings import Settings
+
+__all__ = ["ProgressView", "progress_line", "register_job_commands"]
+
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_API_ERROR = 2
+EXIT_TIMEOUT = 124  # as timeout(1): gave up waiting, the job goes on
+EXIT_INTERRUPTED = 130
+
+STATES = ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
+_HTTP_TIMEOUT = (10.0, 60.0)  # connect, read: per request, not for the whole job
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})  # while polling: wait and ask again
+_MAX_RETRIES = 10  # in a row
+_BAR_WIDTH = 24
+
+_EPILOG = (
+    "exit status: 0 the result was written; 1 the job failed or was cancelled; 2 a usage or API "
+    "error; 124 --timeout passed (the job goes on); 130 interrupted (the job goes on)"
+)
+
+
+def register_job_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``infer`` and ``jobs`` to the ``model-proxy`` command."""
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--api",
+        metavar="URL",
+        help="the model-proxy API (default: $MODEL_PROXY_API_URL, else http://127.0.0.1:8002)",
+    )
+
+    infer = commands.add_parser(
+        "infer",
+        parents=[api],
+        help="run a model on a study, series or instance through the API and print its JSON",
+        description="Submit an inference job, follow it on stderr, and write the model's JSON.",
+        epilog=_EPILOG,
+    )
+    infer.add_argument("model", metavar="MODEL", help="the model's key")
+    infer.add_argument("study", metavar="STUDY", help="StudyInstanceUID")
+    infer.add_argument("series", metavar="SERIES", nargs="?", help="SeriesInstanceUID")
+    infer.add_argument("instance", metavar="INSTANCE", nargs="?", help="SOPInstanceUID")
+    infer.add_argument("--task", choices=list(TASK_ROUTES), default="segmentation")
+    infer.add_argument("--server", metavar="KEY", help="the PACS (default: the API's default)")
+    infer.add_argument(
+        "--data-filters",
+        metavar="JSON",
+        type=_json_array,
+        help='a JSON array, e.g. \'[{"dataKey": "series-one", "uuid": "1.2.3"}]\'',
+    )
+    infer.add_argument(
+        "--no-cache", action="store_true", help="run the model again instead of a cached answer"
+    )
+    infer.add_argument(
+        "-o", "--output", metavar="FILE", type=Path, help="write the JSON here (default: stdout)"
+    )
+    infer.add_argument(
+        "--poll",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=0.5,
+        help="how often to ask for the job's state (default %(default)s)",
+    )
+    infer.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        help="stop waiting after this long (default: wait until the job finishes)",
+    )
+    infer.set_defaults(run=_infer)
+
+    jobs = commands.add_parser(
+        "jobs",
+        parents=[api],
+        help="list recent jobs; show or cancel one",
+        description="Without show or cancel: a table of recent jobs, newest first.",
+        epilog="exit status: 0 done; 2 a usage or API error (such as an unknown job)",
+    )
+    jobs.add_argument("--state", choices=STATES, help="only jobs in this state")
+    jobs.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive_int,
+        default=20,
+        help="at most this many (default %(default)s)",
+    )
+    jobs.set_defaults(run=_list_jobs)
+    # --api after the subcommand too; SUPPRESS keeps one given before it.
+    sub_api = argparse.ArgumentParser(add_help=False)
+    sub_api.add_argument("--api", metavar="URL", default=argparse.SUPPRESS, help="as above")
+    actions = jobs.add_subparsers(dest="jobs_command", metavar="{show,cancel}")
+    show = actions.add_parser("show", parents=[sub_api], help="a job's full record as JSON")
+    show.add_argument("job_id", metavar="ID")
+    show.set_defaults(run=_show_job)
+    cancel = actions.add_parser("cancel", parents=[sub_api], help="cancel a job")
+    cancel.add_argument("job_id", metavar="ID")
+    cancel.set_defaults(run=_cancel_job)
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def _json_array(text: str) -> list[object]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not JSON") from None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("must be a JSON array")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+# --- model-proxy infer -------------------------------------------------------------------------
+
+
+class _JobDidNotSucceed(Exception):
+    def __init__(self, error: JobError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _GaveUpWaiting(Exception):
+    def __init__(self, job: JobResource) -> None:
+        super().__init__(job.id)
+        self.job = job
+
+
+def _infer(args: argparse.Namespace, settings: Settings) -> int:
+    view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
+    job_id: str | None = None
+    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+        client = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        try:
+            submitted = client.submit(
+                args.task,
+                args.model,
+                args.study,
+                args.series,
+                args.instance,
+                server=args.server,
+                data_filters=args.data_filters,
+                fresh=args.no_cache,
+            )
+            if isinstance(submitted, bytes):
+                _say("answered from the cache")
+                result = submitted
+            else:
+                job_id = submitted.id
+                _say(f"job {job_id} submitted")
+                result = _follow(client, submitted, view, args.poll, deadline)
+        except KeyboardInterrupt:
+            view.end()
+            if job_id is None:
+                _say("interrupted")
+            else:
+                _say(
+                    f"interrupted; job {job_id} goes on. To cancel it: {_cancel_hint(args, job_id)}"
+                )
+            return EXIT_INTERRUPTED
+        except _JobDidNotSucceed as failure:
+            view.end()
+            _say(f"{failure.error.code}: {failure.error.message}")
+            return EXIT_JOB_FAILED
+        except _GaveUpWaiting as gave_up:
+            view.end()
+            job = gave_up.job
+            _say(
+                f"timeout: job {job.id} is still {job.state} after {args.timeout:g} s and goes "
+                f"on. To cancel it: {_cancel_hint(args, job.id)}"
+            )
+            return EXIT_TIMEOUT
+        except ApiError as exc:
+            view.end()
+            _say(f"{exc.code}: {exc.message}{_retry_hint(exc)}")
+            if job_id is not None:
+                _say(f"job {job_id} may go on; see: model-proxy jobs show {job_id}")
+            return EXIT_API_ERROR
+    view.end()
+    return _write_result(result, args.output)
+
+
+def _follow(
+    client: ApiClient,
+    job: JobResource,
+    view: ProgressView,
+    poll: float,
+    deadline: float | None,
+) -> bytes:
+    """Wait for the job and fetch its result; _JobDidNotSucceed or _GaveUpWaiting otherwise."""
+    while True:
+        job = _wait_until_finished(client, job, view, poll, deadline)
+        if job.state != "succeeded":
+            default = f"job {job.id} was cancelled" if job.state == "cancelled" else "no reason"
+            code = "job_cancelled" if job.state == "cancelled" else "job_failed"
+            raise _JobDidNotSucceed(job.error or JobError(code, default))
+        try:
+            answer = client.result(job.id)
+        except ApiError as exc:
+            if exc.job_id is not None or exc.status == 410:  # it failed after all
+                raise _JobDidNotSucceed(JobError(exc.code, exc.message)) from None
+            raise
+        if isinstance(answer, bytes):
+            return answer
+        job = answer  # no result yet after all: wait on
+        _pause_within(poll, deadline, job)
+
+
+def _wait_until_finished(
+    client: ApiClient,
+    job: JobResource,
+    view: ProgressView,
+    poll: float,
+    deadline: float | None,
+) -> JobResource:
+    delay, retries = poll, 0
+    while True:
+        view.show(job)
+        if job.finished:
+            return job
+        _pause_within(delay, deadline, job)
+        try:
+            job = client.job(job.id)
+        except ApiError as exc:
+            retries += 1
+            if exc.status not in _RETRY_STATUSES or retries > _MAX_RETRIES:
+                raise
+            delay = max(poll, exc.retry_after or 0.0)
+        else:
+            delay, retries = poll, 0
+
+
+def _pause_within(seconds: float, deadline: float | None, job: JobResource) -> None:
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _GaveUpWaiting(job)
+        seconds = min(seconds, remaining)
+    _pause(seconds)
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _write_result(result: bytes, output: Path | None) -> int:
+    if output is not None and str(output) != "-":
+        try:
+            output.write_bytes(result)
+        except OSError as exc:
+            _say(f"cannot write {output}: {exc.strerror or exc}")
+            return EXIT_API_ERROR
+        return EXIT_OK
+    sys.stdout.flush()
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stdout, as some embedding tools set
+        sys.stdout.write(result.decode("utf-8", errors="replace"))
+    else:
+        binary.write(result)
+        if sys.stdout.isatty() and not result.endswith(b"\n"):
+            binary.write(b"\n")
+        binary.flush()
+    return EXIT_OK
+
+
+def _cancel_hint(args: argparse.Namespace, job_id: str) -> str:
+    api = f" --api {args.api}" if args.api else ""
+    return f"model-proxy jobs cancel {job_id}{api}"
+
+
+def _retry_hint(exc: ApiError) -> str:
+    if exc.retry_after is None:
+        return ""
+    return f" (the API asks to try again in {exc.retry_after:g} s)"
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+class ProgressView:
+    """A job's state and progress: one line redrawn on a terminal, else a line per state."""
+
+    def __init__(self, stream: TextIO, *, tty: bool, width: int = _BAR_WIDTH) -> None:
+        self._stream = stream
+        self._tty = tty
+        self._width = width
+        self._state: str | None = None
+        self._line = ""
+
+    def show(self, job: JobResource) -> None:
+        line = progress_line(job, self._width)
+        if self._tty:
+            if line != self._line:
+                padding = " " * max(len(self._line) - len(line), 0)
+                self._stream.write(f"\r{line}{padding}")
+                self._stream.flush()
+                self._line = line
+        elif job.state != self._state:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        self._state = job.state
+
+    def end(self) -> None:
+        """Finish a redrawn line, so that what follows starts on a line of its own."""
+        if self._tty and self._line:
+            self._stream.write("\n")
+            self._stream.flush()
+        self._line = ""
+
+
+def progress_line(job: JobResource, width: int = _BAR_WIDTH) -> str:
+    """``fetching  [######------------------] 3/10 instances``: state, bar when a total is known."""
+    progress = job.progress
+    done, total = _measure(progress)
+    bar = ""
+    if total:
+        filled = min(max(round(width * done / total), 0), width)
+        bar = "[" + "#" * filled + "-" * (width - filled) + "]"
+    attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
+    parts = [f"{job.state:<9}", bar, _progress_text(progress)]
+    return " ".join(part for part in parts if part).rstrip() + attempt
+
+
+def _measure(progress: JobProgress) -> tuple[int, int | None]:
+    if progress.instances_total:
+        return progress.instances_fetched, progress.instances_total
+    if progress.bytes_total:
+        return progress.bytes_fetched, progress.bytes_total
+    return 0, None
+
+
+def _progress_text(progress: JobProgress) -> str:
+    if progress.instances_total:
+        return f"{progress.instances_fetched}/{progress.instances_total} instances"
+    if progress.bytes_total:
+        return f"{_size(progress.bytes_fetched)} of {_size(progress.bytes_total)}"
+    if progress.bytes_fetched or progress.instances_fetched:
+        return f"{progress.instances_fetched} instances, {_size(progress.bytes_fetched)}"
+    return ""
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+# --- model-proxy jobs --------------------------------------------------------------------------
+
+
+def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+            jobs = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).jobs(
+                args.state, args.limit
+            )
+    except ApiError as exc:
+        return _report(exc)
+    if not jobs:
+        _say("no jobs" if args.state is None else f"no {args.state} jobs")
+        return EXIT_OK
+    header = ("ID", "STATE", "TASK", "MODEL", "LEVEL", "PROGRESS", "CREATED")
+    rows = [
+        (
+            job.id,
+            job.state,
+            job.request.task,
+            job.request.model,
+            job.request.level,
+            _progress_text(job.progress) or "-",
+            _timestamp(job.created_at),
+        )
+        for job in jobs
+    ]
+    print(_format_table(header, rows))
+    return EXIT_OK
+
+
+def _show_job(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).job(args.job_id)
+    except ApiError as exc:
+        return _report(exc)
+    print(json.dumps(job.document, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _cancel_job(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).cancel(args.job_id)
+    except ApiError as exc:
+        return _report(exc)
+    print(f"job {job.id} {job.state}")
+    return EXIT_OK
+
+
+def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _timestamp(value: str) -> str:
+    """An ISO-8601 time as ``2024-05-01 12:03:04Z``, or as given when it is not one."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return value or "-"
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# --- shared by the commands --------------------------------------------------------------------
+
+
+def _api_url(args: argparse.Namespace, settings: Settings) -> str:
+    """--api, else the setting MODEL_PROXY_API_URL (default http://127.0.0.1:8002)."""
+    url: str = args.api or settings.api_url
+    return url
+
+
+def _report(exc: ApiError) -> int:
+    _say(f"{exc.code}: {exc.message}{_retry_hint(exc)}")
+    return EXIT_API_ERROR
+
+
+def _say(message: str) -> None:
+    print(f"model-proxy: {message}", file=sys.stderr, flush=True)
