@@ -1,0 +1,115 @@
+"""compose/docker-compose.yml, the Dockerfile and the Procfile, checked without Docker.
+
+Each service's command must be a real entry point of the package, every variable set for
+model-proxy a real setting, and the files mounted where the settings read them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from model_proxy.cli import _parser
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose" / "docker-compose.yml"
+DOCKERFILE = ROOT / "compose" / "Dockerfile"
+WORKDIR = "/usr/src/app"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            found.update(dict(re.findall(r"(\w+)=(\S+)", line)))
+    return found
+
+
+def model_proxy_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: spec
+        for name, spec in compose["services"].items()
+        if spec.get("command", [""])[0] == "model-proxy"
+    }
+
+
+def test_every_model_proxy_command_is_a_real_entry_point(compose: dict[str, Any]) -> None:
+    services = model_proxy_services(compose)
+    assert {"broker", "worker"} <= set(services)
+    for name, spec in services.items():
+        args = _parser().parse_args(spec["command"][1:])
+        assert callable(args.run), name
+
+
+def test_every_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
+    fields = {f"MODEL_PROXY_{name.upper()}" for name in Settings.model_fields}
+    accepted = fields | {"ZHIVA_SHOW_STATUS_PAGE"}
+    seen = set(dockerfile_env())
+    for spec in model_proxy_services(compose).values():
+        seen |= set(spec.get("environment", {}))
+    assert seen, "no variables found: the parsing is broken"
+    assert seen <= accepted
+
+
+def test_configs_and_certificates_are_mounted_where_the_settings_read_them(
+    compose: dict[str, Any],
+) -> None:
+    env = dockerfile_env()
+    expected = {
+        env["MODEL_PROXY_SERVERS_FILE"]: "servers.json",
+        env["MODEL_PROXY_MODELS_FILE"]: "models.json",
+        f"{WORKDIR}/zhiva.crt": "zhiva.crt",  # serve's default, relative to the workdir
+        f"{WORKDIR}/zhiva.key": "zhiva.key",
+    }
+    assert f"WORKDIR {WORKDIR}" in DOCKERFILE.read_text()
+    broker_mounts = {
+        target: Path(source).name
+        for source, target, *_ in (v.split(":") for v in compose["services"]["broker"]["volumes"])
+    }
+    assert broker_mounts == expected
+    worker_mounts = {
+        target for _, target, *_ in (v.split(":") for v in compose["services"]["worker"]["volumes"])
+    }
+    assert worker_mounts == {env["MODEL_PROXY_SERVERS_FILE"], env["MODEL_PROXY_MODELS_FILE"]}
+
+
+def test_redis_persists_and_is_healthy_before_model_proxy_starts(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert "healthcheck" in redis
+    for spec in (compose["services"]["broker"], compose["services"]["worker"]):
+        assert spec["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert spec["environment"]["MODEL_PROXY_REDIS_URL"].startswith("redis://redis:")
+
+
+def test_demo_parts_are_optional_profiles(compose: dict[str, Any]) -> None:
+    assert compose["services"]["orthanc"]["profiles"] == ["demo"]
+    assert compose["services"]["example-model"]["profiles"] == ["demo"]
+    assert "profiles" not in compose["services"]["broker"]
+
+
+def test_the_procfile_runs_real_commands_and_matches_the_readme() -> None:
+    lines = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
+    assert set(lines) == {"web", "worker"}
+    readme = (ROOT / "README.md").read_text()
+    for command in lines.values():
+        argv = shlex.split(command.replace("${PORT:-8002}", "8002"))
+        assert argv[0] == "model-proxy"
+        assert callable(_parser().parse_args(argv[1:]).run)
+        assert " ".join(argv[:2]) in readme
