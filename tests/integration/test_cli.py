@@ -197,3 +197,46 @@ def test_a_certificate_without_its_key_stops_the_start(configs: Path) -> None:
     assert result.returncode == 2
     assert "zhiva.key" in result.stderr
     assert "model-proxy tls" in result.stderr
+
+
+def test_infer_and_jobs_talk_to_a_running_api(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData, worker: ManagedProcess
+) -> None:
+    port = free_port()
+    env = {**deployment.environ, "MODEL_PROXY_API_URL": f"http://127.0.0.1:{port}"}
+    api = ManagedProcess(
+        "api-for-cli",
+        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
+        tmp_path / "api.log",
+        env=env,
+    )
+    item = pacs.series_a[0]
+    try:
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok,
+            60,
+            "api",
+            alive=lambda: api.alive,
+        )
+        inferred = run_cli(
+            "infer",
+            Ids.SEGMENTATION,
+            item.study_uid,
+            item.series_uid,
+            "--no-cache",
+            "--output",
+            str(tmp_path / "result.json"),
+            cwd=tmp_path,
+            env=env,
+        )
+        listed = run_cli("jobs", "--limit", "5", cwd=tmp_path, env=env)
+    finally:
+        api.stop()
+
+    assert inferred.returncode == 0, inferred.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    frames = result[item.study_uid][item.series_uid]
+    assert {k for k in frames if k != "metadata"} == {i.sop_uid for i in pacs.series_a}
+    assert "succeeded" in inferred.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "succeeded" in listed.stdout
