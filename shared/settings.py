@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -20,7 +20,10 @@ __all__ = ["Settings", "get_settings"]
 class Settings(BaseSettings):
     """Everything that can be set from the environment, with its default."""
 
-    model_config = SettingsConfigDict(env_prefix="MODEL_PROXY_", extra="ignore")
+    # populate_by_name: Settings(show_status_page=True) works although that field has env aliases
+    model_config = SettingsConfigDict(
+        env_prefix="MODEL_PROXY_", extra="ignore", populate_by_name=True
+    )
 
     redis_url: str | None = Field(
         default=None,
@@ -78,10 +81,28 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=4, gt=0)
     log_level: str = "INFO"
+    show_status_page: bool = Field(
+        default=False,
+        # the original proxy's variable, and ours
+        validation_alias=AliasChoices("MODEL_PROXY_SHOW_STATUS_PAGE", "ZHIVA_SHOW_STATUS_PAGE"),
+        description="Serve GET /status (ZHIVA_SHOW_STATUS_PAGE=true also turns it on).",
+    )
+    status_timeout: float = Field(
+        default=3.0, gt=0, description="Seconds each check of the status page may take."
+    )
     api_url: str = Field(
         default="http://127.0.0.1:8002",
         description="Where `model-proxy infer` and `model-proxy jobs` find the API.",
     )
+
+    @field_validator("show_status_page", mode="before")
+    @classmethod
+    def _flag(cls, value: object) -> object:
+        """``true`` (any case, as the original reads it), ``1``, ``yes`` or ``on`` turn the page
+        on; anything else, empty included, leaves it off rather than stopping the start."""
+        if isinstance(value, str):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ def reap_once(store: JobStore, max_attempts: int, enqueue: Callable[[str, str], 
     for job_id in store.abandoned():
         job = store.get(job_id)
         if job is None:
+            store.forget_running(job_id)
             continue
         outcome = store.requeue_abandoned(job, max_attempts)
         if outcome == 1:

@@ -19,6 +19,10 @@ class JobKeys:
     def result(self, job_id: str) -> str:
         return f"{self.prefix}:result:{job_id}"
 
+    def staged_result(self, job_id: str, token: str) -> str:
+        """A result written by one run, moved into place only if that run may finish the job."""
+        return f"{self.prefix}:staged:{job_id}:{token}"
+
     def lease(self, job_id: str) -> str:
         """Held by the worker running the job, renewed while it lives."""
         return f"{self.prefix}:lease:{job_id}"

@@ -69,6 +69,7 @@ def new_job(request: InferenceRequest, queue: str) -> Job:
     )
 
 
+_REQUIRED = frozenset({"id", "state", "request", "created_at", "updated_at"})
 _FLOATS = ("created_at", "updated_at", "started_at", "inferring_at", "finished_at")
 _INTS = ("instances_fetched", "instances_total", "bytes_fetched", "attempts")
 
@@ -97,7 +98,7 @@ def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in fields.items()
     }
-    if "id" not in text or "request" not in text:
+    if not text.keys() >= _REQUIRED:
         return None
     values: dict[str, Any] = {name: float(text[name]) for name in _FLOATS if text.get(name)} | {
         name: int(text[name]) for name in _INTS if text.get(name)

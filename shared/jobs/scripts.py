@@ -38,12 +38,13 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return ARGV[1]
 """
 
-# KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id
+# KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id, ttl
 CLAIM = f"""
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
 if {_FINISHED} then return 'finished' end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'busy' end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'state', 'fetching', 'started_at', ARGV[3], 'updated_at', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
@@ -65,13 +66,20 @@ if ARGV[5] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return 1
 """
 
-# KEYS: job, lease, running, active, cached.
+# KEYS: job, lease, running, active, cached, staged result, result.
 # ARGV: ttl, channel, id, token, final state, field, value, ...   Returns as UPDATE.
+# A succeeding worker stages its result under a key of its own; only the run that still holds
+# the lease moves it into place, so a late worker can neither overwrite nor delete it.
 FINISH = f"""
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 0 end
-if {_FINISHED} then return -1 end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -2 end
+local function refuse(code)
+  redis.call('DEL', KEYS[6])
+  return code
+end
+if not state then return refuse(0) end
+if {_FINISHED} then return refuse(-1) end
+if redis.call('GET', KEYS[2]) ~= ARGV[4] then return refuse(-2) end
+if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])

@@ -64,7 +64,7 @@ class JobStore:
         outcome = self._eval(
             scripts.CLAIM,
             [keys.job(job.id), keys.lease(job.id), keys.running, keys.queued(job.request.model_id)],
-            [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id],
+            [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id, self._ttl],
         )
         return Claim(outcome.decode() if isinstance(outcome, bytes) else outcome)
 
@@ -79,12 +79,10 @@ class JobStore:
         return Written.from_script(int(value))
 
     def succeed(self, job: Job, token: str, result: bytes) -> Written:
-        """Store the result, then mark the job succeeded, so that waiters find the result."""
-        self._call(lambda: self._redis.set(self.keys.result(job.id), result, ex=self._ttl))
-        written = self._finish(job, token, JobState.SUCCEEDED, {})
-        if written is not Written.DONE:
-            self._call(lambda: self._redis.delete(self.keys.result(job.id)))
-        return written
+        """Store the result and mark the job succeeded, at once: waiters find both."""
+        staged = self.keys.staged_result(job.id, token)
+        self._call(lambda: self._redis.set(staged, result, ex=self._ttl))
+        return self._finish(job, token, JobState.SUCCEEDED, {})
 
     def fail(self, job: Job, token: str, error: ModelProxyError) -> Written:
         record = JobError(code=error.code, message=error.message).model_dump_json()
@@ -102,6 +100,8 @@ class JobStore:
                 keys.running,
                 keys.active(job.fingerprint),
                 keys.cached(job.fingerprint),
+                keys.staged_result(job.id, token),
+                keys.result(job.id),
             ],
             [self._ttl, keys.events, job.id, token, state.value, *pairs],
         )
@@ -147,6 +147,10 @@ class JobStore:
                 pipe.exists(self.keys.lease(job_id))
             alive = self._call(pipe.execute)
         return [job_id for job_id, held in zip(ids, alive, strict=True) if not held]
+
+    def forget_running(self, job_id: str) -> None:
+        """Drop a job whose record expired from the running set."""
+        self._call(lambda: self._redis.zrem(self.keys.running, job_id))
 
     def requeue_abandoned(self, job: Job, max_attempts: int) -> int:
         """1: back in the queue; -1: failed after too many attempts; 0: nothing to do."""

@@ -1,0 +1,215 @@
+"""reap_once on fakeredis: jobs whose worker died are queued again, or failed for good."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from shared.config.schema import Level, Task
+from shared.jobs import (
+    Claim,
+    Job,
+    JobKeys,
+    JobState,
+    JobStore,
+    Written,
+    job_to_fields,
+    new_job,
+)
+from shared.request import InferenceRequest
+from workers.reaper import reap_once
+
+TTL = 3600
+LEASE = 30.0
+MAX_ATTEMPTS = 3
+KEYS = JobKeys()
+
+
+def make_job(series_uid: str, queue: str = "gpu") -> Job:
+    request = InferenceRequest(
+        task=Task.SEGMENTATION,
+        model_id="cf8063dc-d4bb-4b68-8e74-eba77c248c8b",
+        server_id="b5208f48-f748-4339-9402-d1148dab571e",
+        level=Level.SERIES,
+        study_uid="1.2.3",
+        series_uid=series_uid,
+    )
+    return new_job(request, queue=queue)
+
+
+class Enqueued:
+    """Stands in for sending the task: records each (job id, queue) it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, job_id: str, queue: str) -> None:
+        self.calls.append((job_id, queue))
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    connection = fakeredis.FakeRedis()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis) -> JobStore:
+    return JobStore(client, TTL, KEYS)
+
+
+@pytest.fixture
+def enqueue() -> Enqueued:
+    return Enqueued()
+
+
+def record(client: redis.Redis, job: Job) -> None:
+    """The record as the broker writes it (the hash, the index and the model's queue)."""
+    fields: dict[Any, Any] = job_to_fields(job)
+    client.hset(KEYS.job(job.id), mapping=fields)
+    client.expire(KEYS.job(job.id), TTL)
+    client.set(KEYS.active(job.fingerprint), job.id, ex=TTL)
+    client.zadd(KEYS.index, {job.id: job.created_at})
+    client.zadd(KEYS.queued(job.request.model_id), {job.id: job.created_at})
+
+
+def running(client: redis.Redis, store: JobStore, job: Job, token: str) -> Job:
+    record(client, job)
+    assert store.claim(job, token, LEASE) is Claim.CLAIMED
+    return job
+
+
+def lapse(client: redis.Redis, job: Job) -> None:
+    """The worker was killed: its lease runs out."""
+    client.delete(KEYS.lease(job.id))
+
+
+def state(store: JobStore, job: Job) -> JobState:
+    found = store.get(job.id)
+    assert found is not None
+    return found.state
+
+
+def queued(client: redis.Redis, job: Job) -> bool:
+    return client.zscore(KEYS.queued(job.request.model_id), job.id) is not None
+
+
+def test_a_job_whose_lease_ran_out_is_queued_again_on_its_queue(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = running(client, store, make_job("1.2.3.1", queue="gpu-large"), "worker-a")
+    lapse(client, job)
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+
+    assert enqueue.calls == [(job.id, "gpu-large")]
+    assert state(store, job) is JobState.QUEUED
+    assert queued(client, job)
+    assert store.abandoned() == []
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0  # once only
+    assert enqueue.calls == [(job.id, "gpu-large")]
+
+
+def test_a_job_whose_lease_expired_by_itself_is_queued_again(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = make_job("1.2.3.1")
+    record(client, job)
+    assert store.claim(job, "worker-a", 0.01) is Claim.CLAIMED
+    time.sleep(0.05)  # no heartbeat renews the 10 ms lease
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+    assert enqueue.calls == [(job.id, "gpu")]
+
+
+def test_a_job_with_a_live_lease_is_left_alone(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = running(client, store, make_job("1.2.3.1"), "worker-a")
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0
+
+    assert enqueue.calls == []
+    assert state(store, job) is JobState.FETCHING
+    assert not queued(client, job)
+    assert store.renew_lease(job.id, "worker-a", LEASE) is True
+
+
+def test_only_the_dead_workers_jobs_are_queued_again(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    alive = running(client, store, make_job("1.2.3.1"), "worker-a")
+    dead = running(client, store, make_job("1.2.3.2", queue="cpu"), "worker-b")
+    waiting = make_job("1.2.3.3")
+    record(client, waiting)
+    lapse(client, dead)
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+
+    assert enqueue.calls == [(dead.id, "cpu")]
+    assert (state(store, alive), state(store, dead), state(store, waiting)) == (
+        JobState.FETCHING,
+        JobState.QUEUED,
+        JobState.QUEUED,
+    )
+
+
+def test_after_max_attempts_the_job_fails_and_is_not_enqueued(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = make_job("1.2.3.1")
+    record(client, job)
+    for attempt in range(1, MAX_ATTEMPTS):
+        assert store.claim(job, f"worker-{attempt}", LEASE) is Claim.CLAIMED
+        lapse(client, job)
+        assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+    assert store.claim(job, "worker-last", LEASE) is Claim.CLAIMED
+    lapse(client, job)
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0
+
+    assert enqueue.calls == [(job.id, "gpu")] * (MAX_ATTEMPTS - 1)
+    failed = store.get(job.id)
+    assert failed is not None
+    assert failed.state is JobState.FAILED
+    assert failed.attempts == MAX_ATTEMPTS
+    assert failed.error is not None and failed.error.code == "worker_lost"
+    assert not queued(client, job)
+    assert store.abandoned() == []
+    assert client.get(KEYS.active(job.fingerprint)) is None  # a new request starts afresh
+    assert store.claim(job, "worker-next", LEASE) is Claim.FINISHED
+
+
+def test_a_job_that_finished_meanwhile_is_left_finished(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = running(client, store, make_job("1.2.3.1"), "worker-a")
+    assert store.succeed(job, "worker-a", b"{}") is Written.DONE
+    client.zadd(KEYS.running, {job.id: time.time()})  # as if the reaper read the list before
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0
+
+    assert enqueue.calls == []
+    assert state(store, job) is JobState.SUCCEEDED
+    assert store.get_result(job.id) == b"{}"
+    assert store.abandoned() == []
+
+
+def test_a_dead_workers_job_whose_record_expired_is_forgotten(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = running(client, store, make_job("1.2.3.1"), "worker-a")
+    lapse(client, job)
+    client.delete(KEYS.job(job.id))  # the record's time to live ran out too
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0
+
+    assert enqueue.calls == []
+    assert store.get(job.id) is None
+    assert store.abandoned() == []  # not looked up again on every round, forever
