@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages the integration tests run for real, when they are missing:
-# Orthanc with its DICOMweb plugin (the test PACS) and a Redis server. Debian/Ubuntu only.
+# Orthanc with its DICOMweb plugin (the test PACS), a Redis server, and Chromium (the browser
+# that renders the status page). Debian/Ubuntu only.
 set -euo pipefail
 need=()
 [[ -x /usr/sbin/Orthanc ]] || need+=(orthanc)
 [[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || need+=(orthanc-dicomweb)
 [[ -x /usr/bin/redis-server ]] || need+=(redis-server)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

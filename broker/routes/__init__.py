@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from broker.routes import health, inference, jobs
+from broker.routes import health, inference, jobs, status
 
 __all__ = ["api_router"]
 
@@ -10,3 +10,4 @@ api_router = APIRouter()
 api_router.include_router(inference.router)
 api_router.include_router(jobs.router)
 api_router.include_router(health.router)
+api_router.include_router(status.router)
