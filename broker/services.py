@@ -43,7 +43,7 @@ class ServerSessions:
     def __init__(
         self,
         catalog: Catalog,
-        redis_url: str,
+        redis_url: str | None,
         *,
         timeout: float,
         refresh_margin: float,
@@ -52,12 +52,19 @@ class ServerSessions:
         self._catalog = catalog
         self._timeouts = Timeouts(timeout, timeout)
         self._refresh_margin = refresh_margin
-        # connects only when a server behind a token server needs its tokens
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
+        # connects only when a server behind a token server needs its tokens; without a Redis
+        # those servers cannot be reached (their one-off tokens live in the shared store)
+        self._redis = (
+            redis.Redis.from_url(redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+            if redis_url
+            else None
         )
         # wait for another process's sign-in no longer than a check may take
-        self._tokens = TokenStore(self._redis, lock_timeout=lock_timeout, wait_timeout=timeout)
+        self._tokens = (
+            TokenStore(self._redis, lock_timeout=lock_timeout, wait_timeout=timeout)
+            if self._redis is not None
+            else None
+        )
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[requests.Session, PacsAuth]] = {}
         self._closed = False
@@ -88,7 +95,8 @@ class ServerSessions:
             for session, _ in self._sessions.values():
                 session.close()
             self._sessions.clear()
-            self._redis.close()
+            if self._redis is not None:
+                self._redis.close()
 
 
 @dataclass

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
+    check = commands.add_parser(
+        "check", help="validate servers.json and models.json and reach every server and model"
+    )
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    check.set_defaults(run=_check)
+
     tls = commands.add_parser(
         "tls", help="write a self-signed certificate for local HTTPS (zhiva.crt, zhiva.key)"
     )
@@ -183,6 +189,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         ]
     )
     return 0
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from model_proxy.check import run_check
+
+    return run_check(settings, args.timeout, sys.stdout)
 
 
 def _tls(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,6 +12,7 @@ from shared.auth.token_auth import TokenAuth
 from shared.auth.token_server import TokenServerClient
 from shared.auth.token_store import TokenStore
 from shared.config.schema import AuthType, ServerConfig
+from shared.errors import ConfigError
 from shared.http import Timeouts
 
 __all__ = ["BasicAuth", "NoAuth", "PacsAuth", "auth_for_server"]
@@ -57,7 +58,7 @@ def auth_for_server(
     server: ServerConfig,
     *,
     session: requests.Session,
-    token_store: TokenStore,
+    token_store: TokenStore | None,
     timeouts: Timeouts,
     refresh_margin: float,
     on_token_call: Callable[[str, str], None] | None = None,
@@ -67,6 +68,11 @@ def auth_for_server(
     if server.auth_type is AuthType.BASIC:
         assert server.login is not None and server.password is not None
         return BasicAuth(server.login, server.password.get_secret_value())
+    if token_store is None:
+        raise ConfigError(
+            f"server {server_id} signs in at a token server, whose tokens every process "
+            "shares through Redis: set MODEL_PROXY_REDIS_URL"
+        )
     return TokenAuth(
         server_id,
         server,

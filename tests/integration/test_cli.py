@@ -240,3 +240,49 @@ def test_infer_and_jobs_talk_to_a_running_api(
     assert "succeeded" in inferred.stderr
     assert listed.returncode == 0, listed.stderr
     assert "succeeded" in listed.stdout
+
+
+def test_check_prints_what_answered_and_exits_1_when_something_is_down(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData
+) -> None:
+    for name in ("servers.json", "models.json"):
+        (tmp_path / name).write_text((deployment.workdir / name).read_text())
+    env = clean_env(MP_TEST_PACS_PASSWORD=pacs.orthanc.password)
+
+    result = run_cli("check", "--timeout", "2", cwd=tmp_path, env=env)
+
+    assert result.returncode == 1, result.stderr
+    rows = {
+        line.split()[1]: line.split()[3]
+        for line in result.stdout.splitlines()
+        if line.startswith(("server ", "model "))
+    }
+    assert rows[Ids.PACS] == "up"
+    assert rows[Ids.PACS_WRONG_PASSWORD] == "DOWN"
+    assert rows[Ids.PACS_UNREACHABLE] == "DOWN"
+    assert rows[Ids.SEGMENTATION] == "up"  # its statusUri
+    assert rows[Ids.ANNOTATION] == "unknown"  # no statusUri
+    assert pacs.orthanc.password not in result.stdout
+    assert "not-the-Password-71" not in result.stdout
+
+
+def test_check_exits_0_when_everything_answers(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData
+) -> None:
+    servers = json.loads((deployment.workdir / "servers.json").read_text())
+    models = json.loads((deployment.workdir / "models.json").read_text())
+    (tmp_path / "servers.json").write_text(json.dumps({Ids.PACS: servers[Ids.PACS]}))
+    (tmp_path / "models.json").write_text(json.dumps({Ids.SEGMENTATION: models[Ids.SEGMENTATION]}))
+    env = clean_env(MP_TEST_PACS_PASSWORD=pacs.orthanc.password)
+
+    result = run_cli("check", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 of 2 answered" in result.stdout
+
+
+def test_check_of_an_invalid_file_exits_2(configs: Path) -> None:
+    (configs / "servers.json").write_text("{not json")
+    result = run_cli("check", cwd=configs, env=clean_env())
+    assert result.returncode == 2
+    assert "servers.json: not valid JSON" in result.stderr

@@ -1,0 +1,117 @@
+"""``model-proxy check``: the configuration is valid, and every server and model answers.
+
+Each server is asked once, with its auth and TLS settings, at its ``statusUri`` or else with a
+one-line QIDO-RS search (``{uri}/studies?limit=1``); each model at its ``statusUri`` (a model's
+``uri`` takes POSTs only, so one without a ``statusUri`` is reported as unknown). The exit status
+is 0 when nothing is down, 1 when something is, 2 when the configuration itself is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TextIO
+
+from broker.services import ServerSessions
+from broker.status import EndpointStatus, probe, public_uri
+from shared.config import Catalog, load_catalog
+from shared.errors import ModelProxyError
+from shared.http import new_session
+from shared.settings import Settings
+
+__all__ = ["CheckRow", "check_catalog", "run_check"]
+
+EXIT_OK = 0
+EXIT_DOWN = 1
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    kind: str  # "server" or "model"
+    key: str
+    target: str
+    status: str  # "up", "down", "unknown"
+    detail: str
+
+
+def check_catalog(catalog: Catalog, settings: Settings, timeout: float) -> list[CheckRow]:
+    sessions = ServerSessions(
+        catalog,
+        settings.redis_url,
+        timeout=timeout,
+        refresh_margin=settings.token_refresh_margin,
+        lock_timeout=settings.token_lock_timeout,
+    )
+    jobs: list[tuple[str, str, str, Callable[[], EndpointStatus | str]]] = []
+    for key, server in catalog.servers.items():
+        target = server.status_uri or f"{server.dicomweb_root}/studies?limit=1"
+        jobs.append(("server", key, target, _server_check(sessions, key, target, timeout)))
+    for key, model in catalog.models.items():
+        if model.status_uri is None:
+            jobs.append(("model", key, model.uri, lambda: "no statusUri; its uri takes POSTs"))
+        else:
+            jobs.append(
+                ("model", key, model.status_uri, _model_check(model.uri, model.status_uri, timeout))
+            )
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(lambda job: job[3](), jobs))
+    finally:
+        sessions.close()
+    rows = []
+    for (kind, key, target, _), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, str):
+            rows.append(CheckRow(kind, key, public_uri(target), "unknown", outcome))
+        else:
+            detail = outcome.error or (
+                f"HTTP {outcome.status_code} in {outcome.latency_ms:g} ms"
+                if outcome.status_code is not None and outcome.latency_ms is not None
+                else ""
+            )
+            rows.append(CheckRow(kind, key, public_uri(target), outcome.status, detail))
+    return rows
+
+
+def _server_check(
+    sessions: ServerSessions, key: str, target: str, timeout: float
+) -> Callable[[], EndpointStatus | str]:
+    def check() -> EndpointStatus | str:
+        try:
+            session, auth = sessions.get(key)
+        except ModelProxyError as error:
+            return error.message
+        return probe(session, target, target, timeout, auth)
+
+    return check
+
+
+def _model_check(uri: str, status_uri: str, timeout: float) -> Callable[[], EndpointStatus]:
+    def check() -> EndpointStatus:
+        with new_session(1) as session:
+            return probe(session, uri, status_uri, timeout)
+
+    return check
+
+
+def run_check(settings: Settings, timeout: float, out: TextIO) -> int:
+    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    out.write(f"configuration: {settings.servers_file} and {settings.models_file} are valid\n")
+    rows = check_catalog(catalog, settings, timeout)
+    widths = [
+        max(len(getattr(row, name)) for row in rows) for name in ("kind", "key", "target", "status")
+    ]
+    header = ("KIND", "KEY", "CHECKED", "STATUS")
+    widths = [max(width, len(title)) for width, title in zip(widths, header, strict=True)]
+    line = "  ".join(f"{{:{width}}}" for width in widths) + "  {}\n"
+    out.write(line.format(*header, "DETAIL"))
+    for row in rows:
+        marker = {"up": "up", "down": "DOWN", "unknown": "unknown"}[row.status]
+        out.write(line.format(row.kind, row.key, row.target, marker, row.detail).rstrip() + "\n")
+    down = [row for row in rows if row.status == "down"]
+    out.write(
+        f"{len(rows) - len(down)} of {len(rows)} answered or have nothing to check"
+        + (f"; {len(down)} down\n" if down else "\n")
+    )
+    return EXIT_DOWN if down else EXIT_OK
