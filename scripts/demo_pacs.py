@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--proxy", default="http://127.0.0.1:8002")
     args = parser.parse_args()
     password = os.environ.get("DEMO_PACS_PASSWORD", "demo-only")
+    # held until sigwait below, so that Ctrl+C or SIGTERM stops Orthanc too
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     workdir = Path(tempfile.mkdtemp(prefix="model-proxy-demo-pacs-"))
     orthanc = OrthancServer(workdir, user="demo", password=password, port=args.port)
     series = ct_series(study_uid=STUDY_UID, slices=20, rows=256, columns=256, seed=7)
