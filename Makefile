@@ -57,3 +57,10 @@ check: lint typecheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+
+# The benchmark (README "Performance"): real Orthanc, Redis, API and workers; prints a table of
+# ratios against baselines measured in the same run. `make bench BENCH_ARGS=--smoke` is quick.
+.PHONY: bench
+bench: setup
+	./scripts/install-system-packages.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)

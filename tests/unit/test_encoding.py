@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from shared.encoding import encode_byte_array, encode_instance_string
+from shared.encoding import _BLOCK, encode_byte_array, encode_instance_string
 
 
 def reference(data: bytes) -> bytes:
@@ -79,3 +81,86 @@ def test_instance_string_is_what_models_decode(data: bytes) -> None:
     instance = json.loads(encoded)
     assert isinstance(instance, str)
     assert bytes(json.loads(instance)) == data
+
+
+# --- the block-wise encoder: edges around its block size, every neighbour pair, threads ---
+
+BLOCK = _BLOCK
+
+
+def block_edge_sizes() -> list[int]:
+    sizes = [1, 2, 3, 4, BLOCK - 2, BLOCK - 1, BLOCK, BLOCK + 1, BLOCK + 2]
+    sizes += [2 * BLOCK - 1, 2 * BLOCK, 2 * BLOCK + 1, 3 * BLOCK + 7]
+    return sizes
+
+
+@pytest.mark.parametrize("size", block_edge_sizes())
+def test_sizes_around_the_block_size_match_json_dumps(size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    assert encode_byte_array(data) == reference(data)
+    assert encode_instance_string(data) == b'"' + reference(data) + b'"'
+
+
+@pytest.mark.parametrize("last", [0, 9, 10, 99, 100, 255])
+@pytest.mark.parametrize("first", [0, 9, 10, 99, 100, 255])
+def test_values_of_every_width_on_both_sides_of_a_block_boundary(first: int, last: int) -> None:
+    """A short value's padding reaches back into the previous value, also across blocks."""
+    rng = random.Random(first * 256 + last)
+    data = bytearray(rng.randbytes(2 * BLOCK + 5))
+    for boundary in (BLOCK, 2 * BLOCK):
+        data[boundary - 1] = last
+        data[boundary] = first
+    assert encode_byte_array(data) == reference(bytes(data))
+
+
+def test_every_ordered_pair_of_neighbours() -> None:
+    """All 65,536 (a, b) pairs side by side, at even and odd offsets, across a block edge."""
+    pairs = bytes(value for a in range(256) for b in range(256) for value in (a, b))
+    for data in (pairs, b"\x07" + pairs):
+        assert encode_byte_array(data) == reference(data)
+
+
+def test_random_lengths_match_json_dumps() -> None:
+    rng = random.Random(42)
+    for _ in range(40):
+        data = rng.randbytes(rng.randrange(0, 3 * BLOCK))
+        assert encode_byte_array(data) == reference(data)
+
+
+def test_ct_like_data_matches_json_dumps() -> None:
+    """Signed 16-bit pixels around 1024 with noise, as CT slices hold them."""
+    rng = np.random.default_rng(5)
+    pixels = (1024 + rng.normal(0, 200, 300_000)).astype("<i2")
+    pixels[:50_000] = 24  # air: -1000 HU + 1024
+    data = pixels.tobytes()
+    assert encode_byte_array(data) == reference(data)
+
+
+def test_a_slice_of_a_buffer() -> None:
+    data = random.Random(11).randbytes(BLOCK + 100)
+    view = memoryview(data)[37 : BLOCK + 61]
+    assert encode_byte_array(view) == reference(bytes(view))
+
+
+@pytest.mark.parametrize("prefix", [b"", b",", b", "])
+@pytest.mark.parametrize("size", [0, 1, BLOCK + 3])
+def test_instance_string_with_a_prefix(prefix: bytes, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    assert encode_instance_string(data, prefix) == prefix + encode_instance_string(data)
+
+
+def test_a_prefix_longer_than_two_bytes_is_refused() -> None:
+    with pytest.raises(ValueError):
+        encode_instance_string(b"\x01", b",,,")
+
+
+def test_threads_encode_side_by_side() -> None:
+    """Each thread has its own work arrays: concurrent encodings do not mix."""
+    inputs = [random.Random(seed).randbytes(BLOCK + seed * 997) for seed in range(8)]
+    expected = [reference(data) for data in inputs]
+
+    def encode_all(index: int) -> bool:
+        return all(encode_byte_array(inputs[index]) == expected[index] for _ in range(5))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(encode_all, range(len(inputs))))

@@ -1,0 +1,162 @@
+"""The whole benchmark: which sizes, in which order, and what happens when a row fails."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bench import rows as r
+from bench.report import Row, failed_row
+from bench.stack import ModelKey, Series, Stack
+from tests.support.dicom import ct_series
+
+__all__ = ["FULL", "SMOKE", "Sizes", "run"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rows: int  # of each CT slice
+    columns: int
+    encode_rounds: int
+    series_slices: tuple[int, int, int]  # small, medium (the synchronous rows), large
+    sync_runs: int
+    identical_clients: int
+    identical_runs: int
+    distinct_jobs: int
+    model_delay: float  # seconds the slow model of the distinct jobs takes
+    shared_delay: float  # seconds the model of identical requests takes (0: the sink as is)
+    load_seconds: float
+    load_connections: int
+
+
+FULL = Sizes(
+    rows=512,
+    columns=512,
+    encode_rounds=7,
+    series_slices=(50, 200, 400),
+    sync_runs=5,
+    identical_clients=50,
+    identical_runs=3,
+    distinct_jobs=32,
+    model_delay=1.0,
+    shared_delay=0.0,
+    load_seconds=5.0,
+    load_connections=32,
+)
+SMOKE = Sizes(
+    rows=64,
+    columns=64,
+    encode_rounds=2,
+    series_slices=(4, 16, 32),
+    sync_runs=2,
+    identical_clients=50,
+    identical_runs=1,
+    distinct_jobs=16,
+    model_delay=0.2,
+    shared_delay=0.5,  # a tiny series is done before 50 requests are in: make the job last
+    load_seconds=1.0,
+    load_connections=8,
+)
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _guarded(
+    names: tuple[str, ...], goals: tuple[str, ...], measure: Callable[[], list[Row]]
+) -> list[Row]:
+    """The rows ``measure`` returns, or rows that say why it failed."""
+    try:
+        return measure()
+    except Exception as exc:
+        _say(f"{', '.join(names)}: {type(exc).__name__}: {exc}")
+        return [failed_row(name, goal, exc) for name, goal in zip(names, goals, strict=True)]
+
+
+def run(sizes: Sizes) -> list[Row]:
+    """Measure every row; a row that cannot be measured is reported as an error."""
+    slice_bytes = ct_series(
+        study_uid="1.2.3.4", slices=1, rows=sizes.rows, columns=sizes.columns, seed=9
+    )[0].data
+    _say("encoding")
+    rows = _guarded(
+        (r.ENCODING_RANDOM,),
+        (">= 10x",),
+        lambda: [
+            r.encoding_row(r.ENCODING_RANDOM, r.random_bytes(len(slice_bytes)), sizes.encode_rounds)
+        ],
+    )
+    rows += _guarded(
+        (r.ENCODING_CT,),
+        (">= 10x",),
+        lambda: [r.encoding_row(r.ENCODING_CT, slice_bytes, sizes.encode_rounds)],
+    )
+    with tempfile.TemporaryDirectory(prefix="model-proxy-bench-") as tmp:
+        stack = Stack(
+            Path(tmp),
+            sizes.model_delay,
+            sizes.series_slices,
+            sizes.identical_runs,
+            sizes.shared_delay,
+        )
+        try:
+            _say("starting Orthanc, Redis, the sink and example models and the API")
+            stack.start()
+            started = time.perf_counter()
+            series = [
+                stack.load_series(slices, sizes.rows, sizes.columns, seed=index + 1)
+                for index, slices in enumerate(sizes.series_slices)
+            ]
+            _say(
+                f"stored series of {', '.join(str(s.slices) for s in series)} slices of "
+                f"{sizes.rows}x{sizes.columns} in {time.perf_counter() - started:.1f} s"
+            )
+            rows += _measure(stack, sizes, series)
+        finally:
+            stack.stop()
+    return rows
+
+
+def _measure(stack: Stack, sizes: Sizes, series: list[Series]) -> list[Row]:
+    small, medium, _ = series
+    rows: list[Row] = []
+    with stack.workers("inference", [4]):
+        _say("checking that the example model decodes what model-proxy sends")
+        check = requests.get(stack.series_url(ModelKey.EXAMPLE, small), timeout=300)
+        if check.status_code != 200:
+            raise RuntimeError(f"the example model's request answered {check.status_code}")
+
+        _say("synchronous inference")
+        rows += _guarded(
+            (r.SYNC,), ("<= 1.15x",), lambda: [r.sync_row(stack, medium, sizes.sync_runs)]
+        )
+        _say("identical requests at once")
+        rows += _guarded(
+            (r.IDENTICAL,),
+            ("<= 1.3x",),
+            lambda: [r.identical_row(stack, medium, sizes.identical_clients, sizes.identical_runs)],
+        )
+        _say("cached answers under load")
+        rows += _guarded(
+            (r.CACHED,),
+            (">= 0.5x",),
+            lambda: [r.cached_row(stack, medium, sizes.load_seconds, sizes.load_connections)],
+        )
+    _say("distinct jobs")
+    rows += _guarded(
+        (r.DISTINCT_8, r.DISTINCT_16),
+        ("<= 1.3x", "<= 1.3x"),
+        lambda: r.distinct_rows(stack, medium, sizes.distinct_jobs, sizes.model_delay),
+    )
+    _say("worker peak RSS")
+    rows += _guarded(
+        (r.RSS_4X, r.RSS_8X), ("<= +64 MB", "<= +64 MB"), lambda: r.rss_rows(stack, series)
+    )
+    return rows
