@@ -46,18 +46,21 @@ def create_app(
         keys = JobKeys()
         events = JobEvents(client, keys.events)
         celery = create_celery(settings, url)
+        metrics = AsyncMetrics(client, keys.prefix)
         app.state.services = BrokerServices(
             settings=settings,
             catalog=catalog,
             jobs=AsyncJobStore(client, settings.job_ttl_seconds, keys),
             events=events,
             celery=celery,
-            metrics=AsyncMetrics(client, keys.prefix),
+            metrics=metrics,
         )
         await events.start()
+        await metrics.start()
         try:
             yield
         finally:
+            await metrics.stop()
             await events.stop()
             await client.aclose()
             celery.close()

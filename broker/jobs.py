@@ -38,8 +38,9 @@ class AsyncJobStore:
     async def ping(self) -> None:
         await _call(self._redis.ping)
 
-    async def create_or_attach(self, job: Job) -> str:
-        """Record ``job``, or return the id of the unfinished identical job if there is one."""
+    async def create_or_attach(self, job: Job, use_cached: bool = True) -> str:
+        """Record ``job``, or return the id of the unfinished identical job if there is one
+        (or, with ``use_cached``, of one that has just succeeded)."""
         keys = self.keys
         fields = job_to_fields(job)
         value = await self._eval(
@@ -49,28 +50,31 @@ class AsyncJobStore:
                 keys.active(job.fingerprint),
                 keys.index,
                 keys.queued(job.request.model_id),
+                keys.cached(job.fingerprint),
             ],
             [
                 job.id,
                 self._ttl,
                 repr(job.created_at),
                 keys.job(""),
+                "1" if use_cached else "0",
                 *[item for pair in fields.items() for item in pair],
             ],
         )
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    async def cached(self, fingerprint: str) -> tuple[Job, bytes] | None:
-        """The succeeded job of identical requests and its result, while both last."""
-        job_id = await _call(lambda: self._redis.get(self.keys.cached(fingerprint)))
-        if job_id is None:
+    async def cached(self, fingerprint: str) -> tuple[str, bytes] | None:
+        """The id of the succeeded job of identical requests and its result, while both last
+        (one round trip: this is the hot path of cached answers)."""
+        found = await self._eval(
+            scripts.CACHED_RESULT,
+            [self.keys.cached(fingerprint)],
+            [self.keys.job(""), self.keys.result("")],
+        )
+        if not found:
             return None
-        job_id = job_id.decode() if isinstance(job_id, bytes) else str(job_id)
-        job = await self.get(job_id)
-        result = await self.get_result(job_id)
-        if job is None or job.state is not JobState.SUCCEEDED or result is None:
-            return None
-        return job, result
+        job_id, result = found
+        return _text(job_id), bytes(result)
 
     async def get(self, job_id: str) -> Job | None:
         async def read() -> Job | None:

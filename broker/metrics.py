@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -33,19 +35,53 @@ _NAMESPACE = "model_proxy"
 
 
 class AsyncMetrics:
-    """Adds to the shared metrics from the API's event loop."""
+    """Adds to the shared metrics from the API's event loop.
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "model-proxy") -> None:
+    Counts are kept in memory and written to Redis in one pipeline every ``interval`` seconds
+    (and at shutdown), so that counting costs a request no round trip to Redis.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, prefix: str = "model-proxy", interval: float = 1.0
+    ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._interval = interval
+        self._pending: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
 
-    async def inc(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
+    def add(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         spec = COUNTERS[name]
         field = label_field([str(labels.get(label, "")) for label in spec.labels])
+        key = (counter_key(self._prefix, name), field)
+        self._pending[key] = self._pending.get(key, 0.0) + amount
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_every(), name="metrics-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
         try:
-            await self._redis.hincrbyfloat(counter_key(self._prefix, name), field, amount)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for (key, field), amount in pending.items():
+                    pipe.hincrbyfloat(key, field, amount)
+                await pipe.execute()
         except redis.exceptions.RedisError as exc:
-            log.debug("metrics: not recorded (%s)", type(exc).__name__)
+            log.debug("metrics: %d counts not recorded (%s)", len(pending), type(exc).__name__)
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
 
 
 class _Snapshot(Collector):

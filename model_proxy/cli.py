@@ -175,8 +175,11 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         )
     catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
     queues = args.queues or ",".join(catalog.queues(settings.queue_name))
-    app = create_worker_app(settings, settings.redis_url)
     concurrency = args.concurrency or settings.worker_concurrency
+    # the connection pools are sized from the setting: make it the concurrency actually run
+    redis_url = settings.redis_url
+    settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    app = create_worker_app(settings, redis_url)
     app.worker_main(
         [
             "worker",

@@ -46,9 +46,9 @@ class ModelBody:
     def fetch_seconds(self) -> float:
         return sum(stream.read_seconds for stream in self.streams)
 
-    def _encode(self, data: bytes) -> bytes:
+    def _encode(self, data: bytes, prefix: bytes = b"") -> bytes:
         started = time.perf_counter()
-        encoded = encode_instance_string(data)
+        encoded = encode_instance_string(data, prefix)
         self.encode_seconds += time.perf_counter() - started
         return encoded
 
@@ -81,8 +81,7 @@ class ModelBody:
         yield b"["
         for index, data in enumerate(stream):
             self._sent()
-            chunk = self._encode(data)
-            yield b"," + chunk if index else chunk
+            yield self._encode(data, b"," if index else b"")
         yield b"]"
 
 

@@ -52,6 +52,7 @@ async def metrics(request: Request) -> Response:
     """Requests, jobs, stage durations, bytes fetched, cache hits, shared jobs, token calls and
     queue depths, from the API and every worker, in the Prometheus text format."""
     services = request.app.state.services
+    await services.metrics.flush()  # this process's own latest counts too
     body = await render_metrics(
         services.jobs.redis,
         services.catalog.queues(services.settings.queue_name),

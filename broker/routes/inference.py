@@ -86,9 +86,9 @@ async def _infer(
     try:
         response = await _answer(request, services, task, model, study, series, instance, server)
     except ModelProxyError as error:
-        await services.metrics.inc("requests", {**labels, "status": str(status_for(error))})
+        services.metrics.add("requests", {**labels, "status": str(status_for(error))})
         raise
-    await services.metrics.inc("requests", {**labels, "status": str(response.status_code)})
+    services.metrics.add("requests", {**labels, "status": str(response.status_code)})
     return response
 
 
@@ -117,9 +117,9 @@ async def _answer(
     if not _asks_fresh(request):
         cached = await services.jobs.cached(inference.fingerprint())
         if cached is not None:
-            job, result = cached
-            await services.metrics.inc("cache_hits", {"model": inference.model_id})
-            return Response(result, media_type="application/json", headers={"X-Job-Id": job.id})
+            cached_id, result = cached
+            services.metrics.add("cache_hits", {"model": inference.model_id})
+            return Response(result, media_type="application/json", headers={"X-Job-Id": cached_id})
     limit = config.max_queued or settings.max_queued_per_model
     if await services.jobs.queued_count(inference.model_id) >= limit:
         raise QueueFull(
@@ -127,7 +127,7 @@ async def _answer(
             retry_after=settings.queue_full_retry_after,
         )
     job = new_job(inference, queue=config.queue or settings.queue_name)
-    job_id = await services.jobs.create_or_attach(job)
+    job_id = await services.jobs.create_or_attach(job, use_cached=not _asks_fresh(request))
     if job_id == job.id:
         try:
             await services.enqueue(job)
@@ -135,7 +135,7 @@ async def _answer(
             await services.jobs.terminate(job, JobState.FAILED, error)
             raise
     else:
-        await services.metrics.inc("shared_jobs", {"model": inference.model_id})
+        services.metrics.add("shared_jobs", {"model": inference.model_id})
     wait = 0.0 if _asks_async(request) else settings.sync_wait_seconds
     current = await wait_for_job(services.jobs, services.events, job_id, wait)
     if current is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACQUIRE_SLOT",
+    "CACHED_RESULT",
     "CLAIM",
     "CREATE_OR_ATTACH",
     "FINISH",
@@ -22,20 +23,39 @@ __all__ = [
 
 _FINISHED = "(state == 'succeeded' or state == 'failed' or state == 'cancelled')"
 
-# KEYS: job, active, index, queued.  ARGV: id, ttl, now, job-key prefix, field, value, ...
+# KEYS: job, active, index, queued, cached.
+# ARGV: id, ttl, now, job-key prefix, use cached (1/0), field, value, ...
 # Returns the id of the unfinished identical job if there is one, else creates this one.
+# With ARGV[5] == '1' (no fresh run asked for), a job that succeeded meanwhile (KEYS[5], the
+# cached pointer) is returned too: a request must not start a second run because the first
+# finished between its cache lookup and this script.
 CREATE_OR_ATTACH = f"""
 local existing = redis.call('GET', KEYS[2])
 if existing then
   local state = redis.call('HGET', ARGV[4] .. existing, 'state')
   if state and not {_FINISHED} then return existing end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[5] == '1' then
+  local done = redis.call('GET', KEYS[5])
+  if done and redis.call('HGET', ARGV[4] .. done, 'state') == 'succeeded' then return done end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return ARGV[1]
+"""
+
+# The stored answer of identical requests, in one round trip: {job id, result} or nil.
+# KEYS: cached pointer.  ARGV: job-key prefix, result-key prefix.
+CACHED_RESULT = """
+local id = redis.call('GET', KEYS[1])
+if not id then return nil end
+if redis.call('HGET', ARGV[1] .. id, 'state') ~= 'succeeded' then return nil end
+local result = redis.call('GET', ARGV[2] .. id)
+if not result then return nil end
+return {id, result}
 """
 
 # KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id, ttl

@@ -210,8 +210,8 @@ class Broker:
 
         return asyncio.run(main())
 
-    def submit(self, job: Job) -> str:
-        return self.run(lambda jobs: jobs.create_or_attach(job))
+    def submit(self, job: Job, use_cached: bool = True) -> str:
+        return self.run(lambda jobs: jobs.create_or_attach(job, use_cached))
 
     def cancel(self, job: Job) -> str:
         error = JobCancelled("cancelled by a client")
@@ -220,7 +220,7 @@ class Broker:
     def get(self, job_id: str) -> Job | None:
         return self.run(lambda jobs: jobs.get(job_id))
 
-    def cached(self, fingerprint: str) -> tuple[Job, bytes] | None:
+    def cached(self, fingerprint: str) -> tuple[str, bytes] | None:
         return self.run(lambda jobs: jobs.cached(fingerprint))
 
     def queued_count(self, model_id: str = MODEL) -> int:
@@ -346,9 +346,19 @@ def test_after_the_job_finished_an_identical_request_is_a_new_job(
 ) -> None:
     finish(store, broker, running)
     again = make_job()
-    assert broker.submit(again) == again.id
+    assert broker.submit(again, use_cached=False) == again.id
     assert current(store, again).state is JobState.QUEUED
     assert current(store, running).state.finished
+
+
+def test_a_request_that_missed_the_cache_by_a_moment_gets_the_succeeded_job(
+    store: JobStore, broker: Broker, running: Job
+) -> None:
+    """Its cache lookup came just before the job succeeded: no second run starts."""
+    _succeed(store, broker, running)
+    again = make_job()
+    assert broker.submit(again) == running.id
+    assert store.get(again.id) is None
 
 
 def test_after_the_job_expired_an_identical_request_is_a_new_job(
@@ -503,14 +513,14 @@ def test_succeed(
     assert done.error is None
     assert done.finished_at is not None and done.finished_at == done.updated_at
     assert store.get_result(running.id) == RESULT
-    assert broker.cached(running.fingerprint) == (done, RESULT)
+    assert broker.cached(running.fingerprint) == (done.id, RESULT)
     assert not client.exists(KEYS.lease(running.id))
     assert store.abandoned() == []
     assert 0 < client.ttl(KEYS.result(running.id)) <= TTL
     assert 0 < client.ttl(KEYS.job(running.id)) <= TTL
     assert announced(events) == [running.id]
     again = make_job()  # the broker answers from the cache; asked for a fresh run, a new job
-    assert broker.submit(again) == again.id
+    assert broker.submit(again, use_cached=False) == again.id
 
 
 def test_nothing_is_cached_before_a_job_succeeds(broker: Broker, running: Job) -> None:
