@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from broker.errors import install_error_handlers
 from broker.jobs import AsyncJobStore, JobEvents
 from broker.metrics import AsyncMetrics
+from broker.result_cache import ResultCache
 from broker.routes import api_router
 from broker.services import BrokerServices
 from shared.config import load_catalog
@@ -54,6 +55,7 @@ def create_app(
             events=events,
             celery=celery,
             metrics=metrics,
+            results=ResultCache(settings.local_cache_seconds),
         )
         await events.start()
         await metrics.start()

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker.jobs import AsyncJobStore, JobEvents
 from broker.metrics import AsyncMetrics
+from broker.result_cache import ResultCache
 from shared.auth.token_store import TokenStore
 from shared.config import Catalog
 from shared.dicomweb.auth import PacsAuth, auth_for_server
@@ -107,6 +108,7 @@ class BrokerServices:
     events: JobEvents
     celery: Celery
     metrics: AsyncMetrics
+    results: ResultCache
 
     @property
     def redis_url(self) -> str:

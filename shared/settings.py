@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a viewer's GET waits for its job before answering 202.",
     )
+    local_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the API keeps a stored answer in memory (0: off).",
+    )
     job_time_limit: float = Field(
         default=900.0, gt=0, description="Longest a job may run; models.json timeLimit overrides."
     )

@@ -115,8 +115,10 @@ async def _answer(
     )
     config = services.catalog.model(inference.model_id)
     if not _asks_fresh(request):
-        cached = await services.jobs.cached(inference.fingerprint())
+        fingerprint = inference.fingerprint()
+        cached = services.results.get(fingerprint) or await services.jobs.cached(fingerprint)
         if cached is not None:
+            services.results.put(fingerprint, *cached)
             cached_id, result = cached
             services.metrics.add("cache_hits", {"model": inference.model_id})
             return Response(result, media_type="application/json", headers={"X-Job-Id": cached_id})
