@@ -48,7 +48,7 @@ test-unit: setup
 	$(BIN)/pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check shared broker workers model_proxy example_model tests scripts
+	$(BIN)/ruff check shared broker workers model_proxy example_model tests scripts bench
 
 typecheck: setup
 	$(BIN)/mypy
