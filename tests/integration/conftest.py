@@ -24,7 +24,12 @@ from broker.app import create_app
 from shared.settings import Settings
 from tests.support.dicom import DicomFile, ct_series, sample_file
 from tests.support.orthanc import OrthancServer
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    start_service,
+    wait_until_worker_ready,
+)
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -131,17 +136,12 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def example_model(workdir: Path) -> Iterator[str]:
     port = free_port()
-    process = ManagedProcess(
+    url = f"http://127.0.0.1:{port}"
+    process = start_service(
         "example-model",
         [sys.executable, "-m", "example_model", "--host", "127.0.0.1", "--port", str(port)],
         workdir / "example-model.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(f"{url}/health", timeout=1).ok,
-        30,
-        "example model",
-        alive=lambda: process.alive,
+        f"{url}/health",
     )
     yield url
     process.stop()
@@ -294,8 +294,21 @@ def start_worker(
         deployment.workdir / f"{name}.log",
         env={**deployment.environ, "PYTHONUNBUFFERED": "1"},
     )
-    wait_until(lambda: " ready." in process.log_text(), 60, name, alive=lambda: process.alive)
+    wait_until_worker_ready(process)
     return process
+
+
+def start_token_server(pacs: PacsData, log_path: Path) -> tuple[str, ManagedProcess]:
+    """The test token server (tests/support/token_server.py) in front of the real Orthanc."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "tests.support.token_server", "--port", str(port),
+        "--upstream", pacs.orthanc.base,
+        "--upstream-user", pacs.orthanc.user,
+        "--upstream-password", pacs.orthanc.password,
+    ]  # fmt: skip
+    return url, start_service("token-server", argv, log_path, f"{url}/_test/health", timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from fastapi.testclient import TestClient
 
 from broker.app import create_app
 from tests.integration.conftest import Deployment, PacsData, start_worker
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import free_port, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +24,12 @@ INSTANCE_MODEL = "3b4c5d6e-7f80-4912-8b2c-3d4e5f6a7b8c"
 @pytest.fixture(scope="module")
 def contract_model(deployment: Deployment) -> Iterator[str]:
     port = free_port()
-    process = ManagedProcess(
+    url = f"http://127.0.0.1:{port}"
+    process = start_service(
         "contract-model",
         [sys.executable, "-m", "tests.support.contract_model", str(port)],
         deployment.workdir / "contract-model.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(f"{url}/docs", timeout=1).ok,
-        30,
-        "contract model",
-        alive=lambda: process.alive,
+        f"{url}/docs",
     )
     yield url
     process.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,13 @@ from fastapi.testclient import TestClient
 
 from broker.app import create_app
 from shared.settings import Settings
-from tests.integration.conftest import PACS_PASSWORD_ENV, BlackHole, Deployment, PacsData
+from tests.integration.conftest import (
+    PACS_PASSWORD_ENV,
+    BlackHole,
+    Deployment,
+    PacsData,
+    start_token_server,
+)
 from tests.support.processes import ManagedProcess, free_port, require_binary, wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,31 +68,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def token_pacs(workdir: Path, pacs: PacsData) -> Iterator[str]:
     """The test token server in front of the real Orthanc, with one user."""
-    port = free_port()
-    process = ManagedProcess(
-        "status-token-server",
-        [
-            sys.executable,
-            "-m",
-            "tests.support.token_server",
-            "--port",
-            str(port),
-            "--upstream",
-            pacs.orthanc.base,
-            "--upstream-user",
-            pacs.orthanc.user,
-            "--upstream-password",
-            pacs.orthanc.password,
-        ],
-        workdir / "status-token-server.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(f"{url}/_test/health", timeout=1).ok,
-        30,
-        "token server",
-        alive=lambda: process.alive,
-    )
+    url, process = start_token_server(pacs, workdir / "status-token-server.log")
     requests.post(
         f"{url}/_test/users",
         json={"username": TOKEN_USER, "password": TOKEN_PASSWORD},

@@ -23,8 +23,13 @@ import pytest
 import redis
 import requests
 
-from tests.integration.conftest import PacsData
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.integration.conftest import PacsData, start_token_server
+from tests.support.processes import (
+    ManagedProcess,
+    free_port,
+    wait_until,
+    wait_until_worker_ready,
+)
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -131,37 +136,10 @@ class Stack:
         client.close()
 
 
-def wait_until_worker_ready(worker: ManagedProcess) -> None:
-    wait_until(lambda: " ready." in worker.log_text(), 60, worker.name, alive=lambda: worker.alive)
-
-
 @pytest.fixture(scope="module")
 def token_server(workdir: Path, pacs: PacsData) -> Iterator[TokenServer]:
-    port = free_port()
-    process = ManagedProcess(
-        "token-server",
-        [
-            sys.executable,
-            "-m",
-            "tests.support.token_server",
-            "--port",
-            str(port),
-            "--upstream",
-            pacs.orthanc.base,
-            "--upstream-user",
-            pacs.orthanc.user,
-            "--upstream-password",
-            pacs.orthanc.password,
-        ],
-        workdir / "token-server.log",
-    )
-    server = TokenServer(f"http://127.0.0.1:{port}", process)
-    wait_until(
-        lambda: requests.get(f"{server.url}/_test/health", timeout=1).ok,
-        30,
-        "token server",
-        alive=lambda: process.alive,
-    )
+    url, process = start_token_server(pacs, workdir / "token-server.log")
+    server = TokenServer(url, process)
     server.call("POST", "/_test/users", json={"username": USER, "password": PASSWORD})
     yield server
     process.stop()

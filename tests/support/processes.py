@@ -12,8 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import requests
 
-__all__ = ["ManagedProcess", "free_port", "require_binary", "wait_until"]
+__all__ = [
+    "ManagedProcess",
+    "free_port",
+    "require_binary",
+    "start_service",
+    "wait_until",
+    "wait_until_worker_ready",
+]
 
 
 def free_port() -> int:
@@ -95,3 +103,32 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def start_service(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    ready_url: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60.0,
+    verify: bool | str = True,
+) -> ManagedProcess:
+    """Start a server process and return once ``ready_url`` answers 2xx."""
+    process = ManagedProcess(name, argv, log_path, env=env, cwd=cwd)
+    wait_until(
+        lambda: requests.get(ready_url, timeout=1, verify=verify).ok,
+        timeout,
+        name,
+        alive=lambda: process.alive,
+    )
+    return process
+
+
+def wait_until_worker_ready(worker: ManagedProcess, timeout: float = 60.0) -> None:
+    """A Celery worker logs `` ready.`` once it consumes its queues."""
+    wait_until(
+        lambda: " ready." in worker.log_text(), timeout, worker.name, alive=lambda: worker.alive
+    )
