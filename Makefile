@@ -41,7 +41,7 @@ example-model: setup
 test: setup
 	./scripts/install-system-packages.sh
 	$(MAKE) check
-	$(BIN)/pytest --cov=shared --cov=broker --cov=workers --cov=model_proxy --cov=example_model \
+	$(BIN)/pytest --cov=model_proxy \
 	  --cov-report=term:skip-covered
 
 test-unit: setup

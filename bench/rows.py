@@ -18,13 +18,13 @@ import requests
 from bench.load import measure_rps
 from bench.report import Row, at_least, at_most, growth_at_most
 from bench.stack import DELAY_QUEUE, SERVER_KEY, ModelKey, Series, Stack, rss_queue
-from shared.dicomweb.auth import BasicAuth
-from shared.dicomweb.source import DicomWebSource
-from shared.encoding import encode_byte_array
-from shared.http import Timeouts, new_session
-from shared.inputs import InstanceList
-from shared.model_body import open_model_body
-from shared.model_client import ModelClient
+from model_proxy.shared.dicomweb.auth import BasicAuth
+from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.encoding import encode_byte_array
+from model_proxy.shared.http import Timeouts, new_session
+from model_proxy.shared.inputs import InstanceList
+from model_proxy.shared.model_body import open_model_body
+from model_proxy.shared.model_client import ModelClient
 
 __all__ = [
     "ROW_NAMES",

@@ -133,7 +133,8 @@ class Stack:
             "sink-model", [python, "-m", "bench.sink_model", "--port", str(sink_port)]
         )
         example = self._spawn(
-            "example-model", [python, "-m", "example_model", "--port", str(example_port)]
+            "example-model",
+            [python, "-m", "model_proxy.example_model", "--port", str(example_port)],
         )
         self._orthanc = OrthancServer(self.workdir / "orthanc")
         self._redis = RedisServer(self.workdir / "redis")
@@ -291,7 +292,7 @@ class Stack:
 
     def job_count(self, model: str) -> int:
         """Jobs of ``model`` that workers finished, from the shared metrics in Redis."""
-        from shared.metrics import counter_key, parse_label_field
+        from model_proxy.shared.metrics import counter_key, parse_label_field
 
         client = self.redis.client()
         try:

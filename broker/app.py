@@ -10,16 +10,16 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from broker.errors import install_error_handlers
-from broker.jobs import AsyncJobStore, JobEvents
-from broker.metrics import AsyncMetrics
-from broker.result_cache import ResultCache
-from broker.routes import api_router
-from broker.services import BrokerServices
-from shared.config import load_catalog
-from shared.jobs import JobKeys
-from shared.queue import create_celery
-from shared.settings import Settings
+from model_proxy.broker.errors import install_error_handlers
+from model_proxy.broker.jobs import AsyncJobStore, JobEvents
+from model_proxy.broker.metrics import AsyncMetrics
+from model_proxy.broker.result_cache import ResultCache
+from model_proxy.broker.routes import api_router
+from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.config import load_catalog
+from model_proxy.shared.jobs import JobKeys
+from model_proxy.shared.queue import create_celery
+from model_proxy.shared.settings import Settings
 
 __all__ = ["create_app"]
 

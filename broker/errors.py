@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import (
+from model_proxy.shared.errors import (
     ConfigError,
     InvalidRequest,
     InvalidUid,

@@ -14,8 +14,16 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from shared.errors import ModelProxyError, QueueUnavailable
-from shared.jobs import Job, JobError, JobKeys, JobState, job_from_fields, job_to_fields, scripts
+from model_proxy.shared.errors import ModelProxyError, QueueUnavailable
+from model_proxy.shared.jobs import (
+    Job,
+    JobError,
+    JobKeys,
+    JobState,
+    job_from_fields,
+    job_to_fields,
+    scripts,
+)
 
 __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
 

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from shared.metrics import (
+from model_proxy.shared.metrics import (
     BUCKETS,
     COUNTERS,
     HISTOGRAMS,

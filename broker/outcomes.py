@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from broker.errors import error_response
-from broker.jobs import AsyncJobStore
-from broker.views import accepted
-from shared.errors import JobCancelled, ResultExpired, error_from_code
-from shared.jobs import Job, JobState
+from model_proxy.broker.errors import error_response
+from model_proxy.broker.jobs import AsyncJobStore
+from model_proxy.broker.views import accepted
+from model_proxy.shared.errors import JobCancelled, ResultExpired, error_from_code
+from model_proxy.shared.jobs import Job, JobState
 
 __all__ = ["job_outcome"]
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobState
 
 __all__ = ["ErrorBody", "JobList", "JobResource"]
 

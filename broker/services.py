@@ -13,17 +13,17 @@ import requests
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
-from broker.jobs import AsyncJobStore, JobEvents
-from broker.metrics import AsyncMetrics
-from broker.result_cache import ResultCache
-from shared.auth.token_store import TokenStore
-from shared.config import Catalog
-from shared.dicomweb.auth import PacsAuth, auth_for_server
-from shared.errors import QueueUnavailable
-from shared.http import Timeouts, new_session
-from shared.jobs import Job
-from shared.settings import Settings
-from shared.tasks import RUN_INFERENCE
+from model_proxy.broker.jobs import AsyncJobStore, JobEvents
+from model_proxy.broker.metrics import AsyncMetrics
+from model_proxy.broker.result_cache import ResultCache
+from model_proxy.shared.auth.token_store import TokenStore
+from model_proxy.shared.config import Catalog
+from model_proxy.shared.dicomweb.auth import PacsAuth, auth_for_server
+from model_proxy.shared.errors import QueueUnavailable
+from model_proxy.shared.http import Timeouts, new_session
+from model_proxy.shared.jobs import Job
+from model_proxy.shared.settings import Settings
+from model_proxy.shared.tasks import RUN_INFERENCE
 
 __all__ = ["BrokerServices", "ServerSessions"]
 

@@ -29,12 +29,12 @@ import redis.exceptions
 import requests
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from broker.services import BrokerServices, ServerSessions
-from shared.config import ModelConfig, ServerConfig
-from shared.dicomweb.auth import PacsAuth
-from shared.errors import ModelProxyError, QueueUnavailable
-from shared.http import new_session
-from shared.jobs import JobState
+from model_proxy.broker.services import BrokerServices, ServerSessions
+from model_proxy.shared.config import ModelConfig, ServerConfig
+from model_proxy.shared.dicomweb.auth import PacsAuth
+from model_proxy.shared.errors import ModelProxyError, QueueUnavailable
+from model_proxy.shared.http import new_session
+from model_proxy.shared.jobs import JobState
 
 __all__ = [
     "JOBS_WINDOW",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from shared.config import Catalog, Level, Task
-from shared.datafilters import parse_data_filters
-from shared.errors import LevelNotSupported
-from shared.inputs import plan_inputs
-from shared.request import InferenceRequest
-from shared.uids import check_uid
+from model_proxy.shared.config import Catalog, Level, Task
+from model_proxy.shared.datafilters import parse_data_filters
+from model_proxy.shared.errors import LevelNotSupported
+from model_proxy.shared.inputs import plan_inputs
+from model_proxy.shared.request import InferenceRequest
+from model_proxy.shared.uids import check_uid
 
 __all__ = ["build_request"]
 

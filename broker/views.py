@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from broker.schemas import JobResource
-from shared.jobs import Job
+from model_proxy.broker.schemas import JobResource
+from model_proxy.shared.jobs import Job
 
 __all__ = ["accepted", "job_url"]
 

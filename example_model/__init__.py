@@ -10,7 +10,7 @@ computation and :mod:`example_model.documents` shapes the answer the viewer expe
 Run it with ``python -m example_model --host 127.0.0.1 --port 8011``.
 """
 
-from example_model.app import create_app
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.app import create_app
+from model_proxy.example_model.settings import ExampleModelSettings
 
 __all__ = ["ExampleModelSettings", "create_app"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from example_model.server import DEFAULT_HOST, DEFAULT_PORT, run
+from model_proxy.example_model.server import DEFAULT_HOST, DEFAULT_PORT, run
 
 
 def main(argv: Sequence[str] | None = None) -> None:

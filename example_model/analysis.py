@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from example_model.instances import Instance, modality_values, voxel_volume_mm3
+from model_proxy.example_model.instances import Instance, modality_values, voxel_volume_mm3
 
 __all__ = ["Finding", "analyse", "convex_hull"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from example_model.errors import InvalidInput
-from example_model.received import ReceivedLog
-from example_model.routes import model_router
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.errors import InvalidInput
+from model_proxy.example_model.received import ReceivedLog
+from model_proxy.example_model.routes import model_router
+from model_proxy.example_model.settings import ExampleModelSettings
 
 __all__ = ["create_app"]
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 import orjson
 
-from example_model.errors import InvalidInput
+from model_proxy.example_model.errors import InvalidInput
 
 __all__ = ["BodyShape", "EncodedInstance", "ModelInput", "decode_instance", "parse_body"]
 

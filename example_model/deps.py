@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from example_model.received import ReceivedLog
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.received import ReceivedLog
+from model_proxy.example_model.settings import ExampleModelSettings
 
 __all__ = ["ReceivedLogDep", "SettingsDep"]
 

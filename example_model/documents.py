@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from example_model.analysis import Finding, convex_hull
+from model_proxy.example_model.analysis import Finding, convex_hull
 
 __all__ = ["Task", "build_document"]
 

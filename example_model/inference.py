@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from example_model.analysis import analyse
-from example_model.body import ModelInput, parse_body
-from example_model.documents import Task, build_document
-from example_model.instances import Instance, read_instance
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.analysis import analyse
+from model_proxy.example_model.body import ModelInput, parse_body
+from model_proxy.example_model.documents import Task, build_document
+from model_proxy.example_model.instances import Instance, read_instance
+from model_proxy.example_model.settings import ExampleModelSettings
 
 __all__ = ["ReceivedBody", "answer", "receive"]
 

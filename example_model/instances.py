@@ -19,8 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
-from example_model.body import EncodedInstance
-from example_model.errors import InvalidInput
+from model_proxy.example_model.body import EncodedInstance
+from model_proxy.example_model.errors import InvalidInput
 
 __all__ = ["Instance", "modality_values", "read_instance", "voxel_volume_mm3"]
 

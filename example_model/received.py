@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from example_model.inference import ReceivedBody
+from model_proxy.example_model.inference import ReceivedBody
 
 __all__ = ["ReceivedLog"]
 

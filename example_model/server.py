@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from example_model.app import create_app
+from model_proxy.example_model.app import create_app
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "run"]
 

@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
-from broker.services import ServerSessions
-from broker.status import EndpointStatus, probe, public_uri
-from shared.config import Catalog, load_catalog
-from shared.errors import ModelProxyError
-from shared.http import new_session
-from shared.settings import Settings
+from model_proxy.broker.services import ServerSessions
+from model_proxy.broker.status import EndpointStatus, probe, public_uri
+from model_proxy.shared.config import Catalog, load_catalog
+from model_proxy.shared.errors import ModelProxyError
+from model_proxy.shared.http import new_session
+from model_proxy.shared.settings import Settings
 
 __all__ = ["CheckRow", "check_catalog", "run_check"]
 

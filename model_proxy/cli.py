@@ -18,9 +18,9 @@ from pathlib import Path
 
 from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
 from model_proxy.jobs_cli import register_job_commands
-from shared.config import load_catalog
-from shared.errors import ConfigError
-from shared.settings import Settings, get_settings
+from model_proxy.shared.config import load_catalog
+from model_proxy.shared.errors import ConfigError
+from model_proxy.shared.settings import Settings, get_settings
 
 __all__ = ["main"]
 
@@ -109,7 +109,7 @@ def _configure_logging(level: str) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from broker.app import create_app
+    from model_proxy.broker.app import create_app
 
     embedded = None
     worker = None
@@ -124,7 +124,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if redis_url is None:
             from model_proxy.embedded_redis import EmbeddedRedis
             from model_proxy.embedded_worker import InProcessWorker
-            from workers.app import create_worker_app
+            from model_proxy.workers.app import create_worker_app
 
             embedded = EmbeddedRedis(settings.data_dir)
             redis_url = embedded.start()
@@ -166,7 +166,7 @@ def _exit_gracefully(signum: int, frame: object) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.app import create_worker_app
+    from model_proxy.workers.app import create_worker_app
 
     if settings.redis_url is None:
         raise ConfigError(
@@ -217,7 +217,7 @@ def _tls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _example_model(args: argparse.Namespace, settings: Settings) -> int:
-    from example_model.server import run
+    from model_proxy.example_model.server import run
 
     run(args.host, args.port)
     return 0

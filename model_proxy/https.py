@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import ConfigError
-from shared.settings import Settings
+from model_proxy.shared.errors import ConfigError
+from model_proxy.shared.settings import Settings
 
 __all__ = ["DEFAULT_CERT", "DEFAULT_KEY", "TlsFiles", "tls_files"]
 

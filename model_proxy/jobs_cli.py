@@ -23,8 +23,8 @@ from model_proxy.api_client import (
     JobProgress,
     JobResource,
 )
-from shared.http import new_session
-from shared.settings import Settings
+from model_proxy.shared.http import new_session
+from model_proxy.shared.settings import Settings
 
 __all__ = ["ProgressView", "progress_line", "register_job_commands"]
 

@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from shared.errors import InvalidDataFilter
-from shared.request import DataFilter
-from shared.uids import check_uid
+from model_proxy.shared.errors import InvalidDataFilter
+from model_proxy.shared.request import DataFilter
+from model_proxy.shared.uids import check_uid
 
 __all__ = ["PARAMETER", "parse_data_filters"]
 

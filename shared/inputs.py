@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config.schema import DataFilterSpec, Level, ModelConfig
-from shared.errors import InvalidDataFilter
-from shared.request import DataFilter, InferenceRequest
+from model_proxy.shared.config.schema import DataFilterSpec, Level, ModelConfig
+from model_proxy.shared.errors import InvalidDataFilter
+from model_proxy.shared.request import DataFilter, InferenceRequest
 
 __all__ = ["InputPlan", "InstanceList", "Keyed", "SingleInstance", "plan_inputs"]
 

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from shared.dicomweb.source import DicomWebSource, InstanceStream
-from shared.encoding import encode_instance_string
-from shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
+from model_proxy.shared.dicomweb.source import DicomWebSource, InstanceStream
+from model_proxy.shared.encoding import encode_instance_string
+from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
 
 __all__ = ["ModelBody", "open_model_body"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import orjson
 import requests
 
-from shared.errors import BadModelResponse, ModelFailed, ModelTimeout, ModelUnreachable
-from shared.http import Timeouts
+from model_proxy.shared.errors import BadModelResponse, ModelFailed, ModelTimeout, ModelUnreachable
+from model_proxy.shared.http import Timeouts
 
 __all__ = ["ModelClient", "unwrap_model_json"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared.settings import Settings
+from model_proxy.shared.settings import Settings
 
 __all__ = ["create_celery"]
 

@@ -7,7 +7,7 @@ import hashlib
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from shared.config.schema import Level, Task
+from model_proxy.shared.config.schema import Level, Task
 
 __all__ = ["DataFilter", "InferenceRequest"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from shared.errors import InvalidUid
+from model_proxy.shared.errors import InvalidUid
 
 __all__ = ["MAX_UID_LENGTH", "check_uid", "is_uid"]
 

@@ -8,12 +8,12 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from shared.queue import create_celery
-from shared.settings import Settings
-from shared.tasks import RUN_INFERENCE
-from workers.context import WorkerContext, build_context
-from workers.pipeline import Outcome, run_job
-from workers.reaper import Reaper
+from model_proxy.shared.queue import create_celery
+from model_proxy.shared.settings import Settings
+from model_proxy.shared.tasks import RUN_INFERENCE
+from model_proxy.workers.context import WorkerContext, build_context
+from model_proxy.workers.pipeline import Outcome, run_job
+from model_proxy.workers.reaper import Reaper
 
 __all__ = ["create_worker_app"]
 

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 import redis
 import requests
 
-from shared.auth.token_store import TokenStore
-from shared.config import Catalog, load_catalog
-from shared.dicomweb.auth import auth_for_server
-from shared.dicomweb.source import DicomWebSource
-from shared.http import Timeouts, new_session
-from shared.jobs import JobStore
-from shared.metrics import Metrics
-from shared.model_client import ModelClient
-from shared.settings import Settings
+from model_proxy.shared.auth.token_store import TokenStore
+from model_proxy.shared.config import Catalog, load_catalog
+from model_proxy.shared.dicomweb.auth import auth_for_server
+from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.http import Timeouts, new_session
+from model_proxy.shared.jobs import JobStore
+from model_proxy.shared.metrics import Metrics
+from model_proxy.shared.model_client import ModelClient
+from model_proxy.shared.settings import Settings
 
 __all__ = ["PacsSources", "WorkerContext", "build_context"]
 

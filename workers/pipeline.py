@@ -16,13 +16,13 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from enum import Enum
 
-from shared.config import ModelConfig
-from shared.dicomweb.source import DicomWebSource
-from shared.errors import InternalError, ModelProxyError, ModelTimeout
-from shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
-from shared.jobs import Claim, Job, JobState, JobStore, Written
-from shared.model_body import open_model_body
-from workers.context import WorkerContext
+from model_proxy.shared.config import ModelConfig
+from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout
+from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
+from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Written
+from model_proxy.shared.model_body import open_model_body
+from model_proxy.workers.context import WorkerContext
 
 __all__ = ["Outcome", "run_job"]
 

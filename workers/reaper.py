@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import redis
 
-from shared.errors import ModelProxyError
-from shared.jobs import JobStore
+from model_proxy.shared.errors import ModelProxyError
+from model_proxy.shared.jobs import JobStore
 
 __all__ = ["Reaper", "reap_once"]
 

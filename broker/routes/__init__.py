@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from broker.routes import health, inference, jobs, status
+from model_proxy.broker.routes import health, inference, jobs, status
 
 __all__ = ["api_router"]
 

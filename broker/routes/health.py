@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from broker.metrics import render_metrics
+from model_proxy.broker.metrics import render_metrics
 
 __all__ = ["router"]
 

@@ -10,15 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from broker.errors import status_for
-from broker.jobs import wait_for_job
-from broker.outcomes import job_outcome
-from broker.schemas import JobResource
-from broker.services import BrokerServices
-from broker.validation import build_request
-from shared.config import Task
-from shared.errors import ModelProxyError, QueueFull, UnknownJob
-from shared.jobs import JobState, new_job
+from model_proxy.broker.errors import status_for
+from model_proxy.broker.jobs import wait_for_job
+from model_proxy.broker.outcomes import job_outcome
+from model_proxy.broker.schemas import JobResource
+from model_proxy.broker.services import BrokerServices
+from model_proxy.broker.validation import build_request
+from model_proxy.shared.config import Task
+from model_proxy.shared.errors import ModelProxyError, QueueFull, UnknownJob
+from model_proxy.shared.jobs import JobState, new_job
 
 __all__ = ["router"]
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from broker.errors import error_response
-from broker.outcomes import job_outcome
-from broker.schemas import ErrorBody, JobList, JobResource
-from broker.services import BrokerServices
-from shared.errors import JobCancelled, JobFinished, UnknownJob
-from shared.jobs import Job, JobState
+from model_proxy.broker.errors import error_response
+from model_proxy.broker.outcomes import job_outcome
+from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
+from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
+from model_proxy.shared.jobs import Job, JobState
 
 __all__ = ["router"]
 

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from broker.schemas import ErrorBody
-from broker.services import BrokerServices
-from broker.status import check_status
-from broker.status_page import prefers_html, render_status_page
+from model_proxy.broker.schemas import ErrorBody
+from model_proxy.broker.services import BrokerServices
+from model_proxy.broker.status import check_status
+from model_proxy.broker.status_page import prefers_html, render_status_page
 
 __all__ = ["router"]
 

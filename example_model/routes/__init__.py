@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from example_model.routes import debug, health, predict
+from model_proxy.example_model.routes import debug, health, predict
 
 __all__ = ["model_router"]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from example_model.deps import ReceivedLogDep
+from model_proxy.example_model.deps import ReceivedLogDep
 
 __all__ = ["router"]
 

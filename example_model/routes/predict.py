@@ -21,11 +21,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from example_model.deps import ReceivedLogDep, SettingsDep
-from example_model.documents import Task
-from example_model.inference import answer, receive
-from example_model.received import ReceivedLog
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.deps import ReceivedLogDep, SettingsDep
+from model_proxy.example_model.documents import Task
+from model_proxy.example_model.inference import answer, receive
+from model_proxy.example_model.received import ReceivedLog
+from model_proxy.example_model.settings import ExampleModelSettings
 
 __all__ = ["PredictOptions", "router"]
 

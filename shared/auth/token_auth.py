@@ -22,11 +22,11 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 
-from shared.auth.token_server import TokenRejected, TokenServerClient
-from shared.auth.token_store import TokenStore
-from shared.auth.tokens import TokenSet, audience
-from shared.config.schema import AuthType, ServerConfig
-from shared.errors import AuthTokenNeeded, PacsAuthFailed
+from model_proxy.shared.auth.token_server import TokenRejected, TokenServerClient
+from model_proxy.shared.auth.token_store import TokenStore
+from model_proxy.shared.auth.tokens import TokenSet, audience
+from model_proxy.shared.config.schema import AuthType, ServerConfig
+from model_proxy.shared.errors import AuthTokenNeeded, PacsAuthFailed
 
 __all__ = ["TokenAuth", "auth_fingerprint"]
 

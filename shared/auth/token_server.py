@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import orjson
 import requests
 
-from shared.errors import PacsFailed, PacsTimeout, PacsUnreachable
-from shared.http import Timeouts, tls_advice
+from model_proxy.shared.errors import PacsFailed, PacsTimeout, PacsUnreachable
+from model_proxy.shared.http import Timeouts, tls_advice
 
 __all__ = ["Exchanged", "TokenRejected", "TokenServerClient"]
 

@@ -16,8 +16,8 @@ from contextlib import contextmanager, suppress
 import redis
 from redis.exceptions import LockError
 
-from shared.auth.tokens import TokenSet
-from shared.errors import QueueUnavailable
+from model_proxy.shared.auth.tokens import TokenSet
+from model_proxy.shared.errors import QueueUnavailable
 
 __all__ = ["TokenStore"]
 

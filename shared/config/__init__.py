@@ -1,7 +1,14 @@
 """servers.json and models.json: their schemas and the catalog loaded from them."""
 
-from shared.config.catalog import Catalog, load_catalog
-from shared.config.schema import AuthType, DataFilterSpec, Level, ModelConfig, ServerConfig, Task
+from model_proxy.shared.config.catalog import Catalog, load_catalog
+from model_proxy.shared.config.schema import (
+    AuthType,
+    DataFilterSpec,
+    Level,
+    ModelConfig,
+    ServerConfig,
+    Task,
+)
 
 __all__ = [
     "AuthType",

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.config.schema import ModelConfig, ServerConfig
-from shared.errors import ConfigError, UnknownModel, UnknownServer
+from model_proxy.shared.config.schema import ModelConfig, ServerConfig
+from model_proxy.shared.errors import ConfigError, UnknownModel, UnknownServer
 
 __all__ = ["Catalog", "load_catalog"]
 

@@ -8,12 +8,12 @@ from typing import Protocol
 
 import requests
 
-from shared.auth.token_auth import TokenAuth
-from shared.auth.token_server import TokenServerClient
-from shared.auth.token_store import TokenStore
-from shared.config.schema import AuthType, ServerConfig
-from shared.errors import ConfigError
-from shared.http import Timeouts
+from model_proxy.shared.auth.token_auth import TokenAuth
+from model_proxy.shared.auth.token_server import TokenServerClient
+from model_proxy.shared.auth.token_store import TokenStore
+from model_proxy.shared.config.schema import AuthType, ServerConfig
+from model_proxy.shared.errors import ConfigError
+from model_proxy.shared.http import Timeouts
 
 __all__ = ["BasicAuth", "NoAuth", "PacsAuth", "auth_for_server"]
 

@@ -9,9 +9,13 @@ from contextlib import contextmanager
 
 import requests
 
-from shared.dicomweb.auth import PacsAuth
-from shared.dicomweb.multipart import MultipartError, boundary_from_content_type, iter_parts
-from shared.errors import (
+from model_proxy.shared.dicomweb.auth import PacsAuth
+from model_proxy.shared.dicomweb.multipart import (
+    MultipartError,
+    boundary_from_content_type,
+    iter_parts,
+)
+from model_proxy.shared.errors import (
     DicomNotFound,
     ModelProxyError,
     PacsAuthFailed,
@@ -19,7 +23,7 @@ from shared.errors import (
     PacsTimeout,
     PacsUnreachable,
 )
-from shared.http import Timeouts, tls_advice
+from model_proxy.shared.http import Timeouts, tls_advice
 
 __all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
 

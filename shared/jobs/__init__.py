@@ -7,9 +7,16 @@ results expire after the configured time to live. All changes go through the Lua
 :mod:`shared.jobs.scripts`.
 """
 
-from shared.jobs.keys import JobKeys
-from shared.jobs.model import Job, JobError, JobState, job_from_fields, job_to_fields, new_job
-from shared.jobs.store import Claim, JobStore, Written
+from model_proxy.shared.jobs.keys import JobKeys
+from model_proxy.shared.jobs.model import (
+    Job,
+    JobError,
+    JobState,
+    job_from_fields,
+    job_to_fields,
+    new_job,
+)
+from model_proxy.shared.jobs.store import Claim, JobStore, Written
 
 __all__ = [
     "Claim",

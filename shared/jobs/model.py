@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.request import InferenceRequest
+from model_proxy.shared.request import InferenceRequest
 
 __all__ = ["Job", "JobError", "JobState", "job_from_fields", "job_to_fields", "new_job"]
 

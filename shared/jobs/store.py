@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 import redis
 from redis.commands.core import Script
 
-from shared.errors import ModelProxyError, QueueUnavailable
-from shared.jobs import scripts
-from shared.jobs.keys import JobKeys
-from shared.jobs.model import Job, JobError, JobState, job_from_fields
+from model_proxy.shared.errors import ModelProxyError, QueueUnavailable
+from model_proxy.shared.jobs import scripts
+from model_proxy.shared.jobs.keys import JobKeys
+from model_proxy.shared.jobs.model import Job, JobError, JobState, job_from_fields
 
 __all__ = ["Claim", "JobStore", "Written", "redis_errors"]
 

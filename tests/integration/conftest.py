@@ -20,8 +20,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
-from shared.settings import Settings
+from model_proxy.broker.app import create_app
+from model_proxy.shared.settings import Settings
 from tests.support.dicom import DicomFile, ct_series, sample_file
 from tests.support.orthanc import OrthancServer
 from tests.support.processes import (
@@ -139,7 +139,15 @@ def example_model(workdir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     process = start_service(
         "example-model",
-        [sys.executable, "-m", "example_model", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "model_proxy.example_model",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         workdir / "example-model.log",
         f"{url}/health",
     )

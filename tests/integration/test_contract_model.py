@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
+from model_proxy.broker.app import create_app
 from tests.integration.conftest import Deployment, PacsData, start_worker
 from tests.support.processes import free_port, start_service
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
-from shared.settings import Settings
+from model_proxy.broker.app import create_app
+from model_proxy.shared.settings import Settings
 from tests.integration.conftest import Deployment, Ids, PacsData
 from tests.support.processes import free_port
 

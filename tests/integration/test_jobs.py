@@ -17,7 +17,7 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
+from model_proxy.broker.app import create_app
 from tests.integration.conftest import Deployment, PacsData, start_worker
 from tests.support.processes import ManagedProcess
 

@@ -20,8 +20,8 @@ import requests
 import uvicorn
 from fastapi.testclient import TestClient
 
-from broker.app import create_app
-from shared.settings import Settings
+from model_proxy.broker.app import create_app
+from model_proxy.shared.settings import Settings
 from tests.integration.conftest import (
     PACS_PASSWORD_ENV,
     BlackHole,

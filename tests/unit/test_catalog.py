@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.config import AuthType, Catalog, Level, Task, load_catalog
-from shared.errors import ConfigError, UnknownModel, UnknownServer
+from model_proxy.shared.config import AuthType, Catalog, Level, Task, load_catalog
+from model_proxy.shared.errors import ConfigError, UnknownModel, UnknownServer
 
 PACS = "b5208f48-f748-4339-9402-d1148dab571e"
 OTHER_PACS = "0c5c2d3e-5a55-4a4e-8f11-9a7b2f8c1d01"

@@ -7,9 +7,9 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from shared.datafilters import PARAMETER, parse_data_filters
-from shared.errors import InvalidDataFilter, InvalidRequest
-from shared.request import DataFilter
+from model_proxy.shared.datafilters import PARAMETER, parse_data_filters
+from model_proxy.shared.errors import InvalidDataFilter, InvalidRequest
+from model_proxy.shared.request import DataFilter
 
 SERIES_ONE = "1.2.826.0.1.3680043.8.498.1"
 SERIES_TWO = "1.2.826.0.1.3680043.8.498.2"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from model_proxy.cli import _parser
-from shared.settings import Settings
+from model_proxy.shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose" / "docker-compose.yml"

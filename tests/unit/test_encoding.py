@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from shared.encoding import _BLOCK, encode_byte_array, encode_instance_string
+from model_proxy.shared.encoding import _BLOCK, encode_byte_array, encode_instance_string
 
 
 def reference(data: bytes) -> bytes:

@@ -8,9 +8,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import shared.errors as errors
-from broker.errors import error_response, install_error_handlers, status_for
-from shared.errors import ModelProxyError, error_from_code
+import model_proxy.shared.errors as errors
+from model_proxy.broker.errors import error_response, install_error_handlers, status_for
+from model_proxy.shared.errors import ModelProxyError, error_from_code
 
 EXPECTED_STATUS: dict[str, int] = {
     "ModelProxyError": 500,

@@ -22,10 +22,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from example_model.__main__ import main
-from example_model.analysis import convex_hull
-from example_model.app import create_app
-from example_model.settings import ExampleModelSettings
+from model_proxy.example_model.__main__ import main
+from model_proxy.example_model.analysis import convex_hull
+from model_proxy.example_model.app import create_app
+from model_proxy.example_model.settings import ExampleModelSettings
 
 with warnings.catch_warnings():
     # starlette asks for its httpx2 fork, which is not installed here; httpx works the same.
@@ -592,7 +592,9 @@ def test_each_app_has_its_own_log(mr: Dicom) -> None:
 
 def test_the_command_line_passes_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr("example_model.__main__.run", lambda host, port: calls.append((host, port)))
+    monkeypatch.setattr(
+        "model_proxy.example_model.__main__.run", lambda host, port: calls.append((host, port))
+    )
 
     main([])
     main(["--host", "0.0.0.0", "--port", "9000"])

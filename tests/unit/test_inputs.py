@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from shared.config.schema import Level, ModelConfig, Task
-from shared.errors import InvalidDataFilter
-from shared.inputs import InstanceList, Keyed, SingleInstance, plan_inputs
-from shared.request import DataFilter, InferenceRequest
+from model_proxy.shared.config.schema import Level, ModelConfig, Task
+from model_proxy.shared.errors import InvalidDataFilter
+from model_proxy.shared.inputs import InstanceList, Keyed, SingleInstance, plan_inputs
+from model_proxy.shared.request import DataFilter, InferenceRequest
 
 STUDY = "1.2.3"
 SERIES = "1.2.3.4"

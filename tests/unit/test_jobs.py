@@ -17,11 +17,11 @@ import fakeredis
 import pytest
 import redis
 
-from broker import jobs as broker_jobs
-from broker.jobs import AsyncJobStore, JobEvents, wait_for_job
-from shared.config.schema import Level, Task
-from shared.errors import DicomNotFound, JobCancelled, QueueUnavailable
-from shared.jobs import (
+from model_proxy.broker import jobs as broker_jobs
+from model_proxy.broker.jobs import AsyncJobStore, JobEvents, wait_for_job
+from model_proxy.shared.config.schema import Level, Task
+from model_proxy.shared.errors import DicomNotFound, JobCancelled, QueueUnavailable
+from model_proxy.shared.jobs import (
     Claim,
     Job,
     JobError,
@@ -33,7 +33,7 @@ from shared.jobs import (
     job_to_fields,
     new_job,
 )
-from shared.request import DataFilter, InferenceRequest
+from model_proxy.shared.request import DataFilter, InferenceRequest
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from model_proxy import jobs_cli
 from model_proxy.api_client import ApiClient, ApiError, JobResource
 from model_proxy.cli import main
 from model_proxy.jobs_cli import ProgressView, progress_line
-from shared.http import new_session
-from shared.settings import get_settings
+from model_proxy.shared.http import new_session
+from model_proxy.shared.settings import get_settings
 
 MODEL = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
 STUDY = "1.2.826.0.1.3680043.8.498.1"

@@ -1,4 +1,9 @@
-"""The direction of dependencies: broker and workers both use shared, never each other."""
+"""The direction of dependencies, and the names an install adds.
+
+Inside the ``model_proxy`` namespace, ``broker`` and ``workers`` both use ``shared`` and never
+each other; ``shared`` uses neither; the example model stands alone; the command line reaches the
+API and the workers only through their app factories. Nothing outside ``tests/`` imports ``tests``.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +13,76 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The parts of the namespace, each a folder at the top of the repository.
+PARTS = ("shared", "broker", "workers", "example_model")
+CLI = "cli"  # the modules of model_proxy/ itself
 FORBIDDEN = {
-    "shared": {"broker", "workers", "model_proxy", "example_model"},
-    "broker": {"workers", "model_proxy", "example_model"},
-    "workers": {"broker", "model_proxy", "example_model"},
-    "example_model": {"shared", "broker", "workers", "model_proxy"},
+    "shared": {"broker", "workers", CLI, "example_model"},
+    "broker": {"workers", CLI, "example_model"},
+    "workers": {"broker", CLI, "example_model"},
+    "example_model": {"shared", "broker", "workers", CLI},
 }
+# What the command line may take from the API and the workers: their app factories.
+CLI_MAY_IMPORT = {"model_proxy.broker.app", "model_proxy.workers.app"}
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
     return found
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_package_does_not_import_what_it_must_not(package: str) -> None:
+def part_of(module: str) -> str | None:
+    """Which part of the project a module name belongs to (None: not ours)."""
+    head, _, rest = module.partition(".")
+    if head == "tests":
+        return "tests"
+    if head != "model_proxy":
+        return None
+    sub = rest.split(".")[0]
+    return sub if sub in PARTS else CLI
+
+
+def cli_files() -> list[Path]:
+    return sorted(p for p in (ROOT / "model_proxy").glob("*.py"))
+
+
+def test_parts_are_linked_into_the_namespace() -> None:
+    for part in PARTS:
+        link = ROOT / "model_proxy" / part
+        assert link.is_symlink() and link.resolve() == (ROOT / part).resolve(), part
+
+
+@pytest.mark.parametrize("part", sorted(FORBIDDEN))
+def test_part_does_not_import_what_it_must_not(part: str) -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_packages(path) & FORBIDDEN[package])
-        for path in sorted((ROOT / package).rglob("*.py"))
+        str(path.relative_to(ROOT)): sorted(
+            {part_of(m) for m in imported_modules(path)} & FORBIDDEN[part]
+        )
+        for path in sorted((ROOT / part).rglob("*.py"))
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_the_old_top_level_names_are_never_imported() -> None:
+    """Everything imports the parts through the namespace that the install adds."""
+    offenders = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in {".venv", "build", "model_proxy"} or "site-packages" in rel.parts:
+            continue
+        bare = {m for m in imported_modules(path) if m.split(".")[0] in PARTS}
+        if bare:
+            offenders[str(rel)] = sorted(bare)
+    assert offenders == {}
+
+
 def test_the_walk_finds_imports() -> None:
     """Guard against a vacuous pass: the walker sees broker's use of shared."""
-    seen = set().union(*(imported_packages(p) for p in (ROOT / "broker").rglob("*.py")))
-    assert "shared" in seen
+    seen = set().union(*(imported_modules(p) for p in (ROOT / "broker").rglob("*.py")))
+    assert "shared" in {part_of(m) for m in seen}

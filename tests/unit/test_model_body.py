@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from shared.dicomweb.source import DicomWebSource
-from shared.errors import DicomNotFound, PacsAuthFailed
-from shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
-from shared.model_body import ModelBody, open_model_body
+from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.errors import DicomNotFound, PacsAuthFailed
+from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
+from model_proxy.shared.model_body import ModelBody, open_model_body
 
 STUDY = "1.2.3"
 SERIES_ONE = "1.2.3.1"

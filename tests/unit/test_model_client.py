@@ -11,15 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.errors import (
+from model_proxy.shared.errors import (
     BadModelResponse,
     DicomNotFound,
     ModelFailed,
     ModelTimeout,
     ModelUnreachable,
 )
-from shared.http import Timeouts, new_session
-from shared.model_client import ModelClient, unwrap_model_json
+from model_proxy.shared.http import Timeouts, new_session
+from model_proxy.shared.model_client import ModelClient, unwrap_model_json
 
 MODEL_ID = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
 DOCUMENT = {"1.2.3": {"metadata": [], "1.2.3.4": {"1.2.3.4.5": {"segments": []}}}}

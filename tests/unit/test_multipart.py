@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.dicomweb.multipart import (
+from model_proxy.shared.dicomweb.multipart import (
     MultipartError,
     MultipartReader,
     boundary_from_content_type,

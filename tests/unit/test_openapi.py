@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from broker.app import create_app
-from shared.settings import Settings
+from model_proxy.broker.app import create_app
+from model_proxy.shared.settings import Settings
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
 MODEL = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"

@@ -10,8 +10,8 @@ import fakeredis
 import pytest
 import redis
 
-from shared.config.schema import Level, Task
-from shared.jobs import (
+from model_proxy.shared.config.schema import Level, Task
+from model_proxy.shared.jobs import (
     Claim,
     Job,
     JobKeys,
@@ -21,8 +21,8 @@ from shared.jobs import (
     job_to_fields,
     new_job,
 )
-from shared.request import InferenceRequest
-from workers.reaper import reap_once
+from model_proxy.shared.request import InferenceRequest
+from model_proxy.workers.reaper import reap_once
 
 TTL = 3600
 LEASE = 30.0

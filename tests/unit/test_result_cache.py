@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from broker.result_cache import ResultCache
+from model_proxy.broker.result_cache import ResultCache
 
 
 def test_an_answer_is_kept_for_its_seconds_then_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:

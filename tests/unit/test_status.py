@@ -19,9 +19,9 @@ import requests
 from fastapi.testclient import TestClient
 from requests.adapters import BaseAdapter
 
-from broker.app import create_app
-from broker.services import ServerSessions
-from broker.status import (
+from model_proxy.broker.app import create_app
+from model_proxy.broker.services import ServerSessions
+from model_proxy.broker.status import (
     EndpointStatus,
     RedisStatus,
     StatusReport,
@@ -31,11 +31,11 @@ from broker.status import (
     public_uri,
     queue_keys,
 )
-from broker.status_page import prefers_html, render_status_page
-from shared.config import Catalog, ServerConfig
-from shared.dicomweb.auth import BasicAuth, NoAuth
-from shared.errors import PacsAuthFailed
-from shared.settings import Settings
+from model_proxy.broker.status_page import prefers_html, render_status_page
+from model_proxy.shared.config import Catalog, ServerConfig
+from model_proxy.shared.dicomweb.auth import BasicAuth, NoAuth
+from model_proxy.shared.errors import PacsAuthFailed
+from model_proxy.shared.settings import Settings
 from tests.support.processes import free_port
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"

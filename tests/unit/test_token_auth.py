@@ -12,11 +12,11 @@ import fakeredis
 import jwt
 import pytest
 
-from shared.auth.token_auth import TokenAuth, auth_fingerprint
-from shared.auth.token_server import Exchanged, TokenRejected
-from shared.auth.token_store import TokenStore
-from shared.config.schema import ServerConfig
-from shared.errors import AuthTokenNeeded, PacsAuthFailed
+from model_proxy.shared.auth.token_auth import TokenAuth, auth_fingerprint
+from model_proxy.shared.auth.token_server import Exchanged, TokenRejected
+from model_proxy.shared.auth.token_store import TokenStore
+from model_proxy.shared.config.schema import ServerConfig
+from model_proxy.shared.errors import AuthTokenNeeded, PacsAuthFailed
 
 SERVER_ID = "b1407f18-575d-487c-bc0c-640c6da651bc"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InvalidRequest, InvalidUid
-from shared.uids import MAX_UID_LENGTH, check_uid, is_uid
+from model_proxy.shared.errors import InvalidRequest, InvalidUid
+from model_proxy.shared.uids import MAX_UID_LENGTH, check_uid, is_uid
 
 VALID = [
     "1",
