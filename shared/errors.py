@@ -5,6 +5,12 @@ show: it names servers and models by their key, never their credentials, tokens 
 Clients translate foreign exceptions (requests, redis, pydicom) into these at the boundary.
 The broker maps each class to an HTTP status; workers store ``code`` and ``message`` in the job
 record, and :func:`error_from_code` rebuilds the error on the other side.
+
+An error is *transient* when the same call may well succeed a moment later: a peer that refused
+the connection or reset it, a gateway that answered 502/503/504, Redis away for a moment. The
+worker's retry policy asks :func:`is_transient`, never the message. A peer that did not answer in
+time is not transient: the wait already took what a retry would need, and a model that timed out
+may still be working on the first call.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "TRANSIENT_HTTP_STATUSES",
     "AuthTokenNeeded",
     "BadModelResponse",
     "ConfigError",
@@ -44,13 +51,18 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "error_from_code",
+    "is_transient",
 ]
+
+TRANSIENT_HTTP_STATUSES = frozenset({502, 503, 504})
+"""Statuses of a gateway or server that is overloaded or restarting: worth another try."""
 
 
 class ModelProxyError(Exception):
     """Base of every error model-proxy raises on purpose."""
 
     code: ClassVar[str] = "internal_error"
+    transient: bool = False  # True: the same call may succeed a moment later
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -115,7 +127,15 @@ class DicomNotFound(NotFound):
 
 
 class UpstreamError(ModelProxyError):
+    """A PACS, token server or model failed; ``status`` is its HTTP status when it answered."""
+
     code = "upstream_error"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        if status in TRANSIENT_HTTP_STATUSES:
+            self.transient = True
 
 
 class PacsFailed(UpstreamError):
@@ -128,6 +148,7 @@ class PacsAuthFailed(PacsFailed):
 
 class PacsUnreachable(PacsFailed):
     code = "pacs_unreachable"
+    transient = True
 
 
 class AuthTokenNeeded(PacsAuthFailed):
@@ -142,6 +163,7 @@ class ModelFailed(UpstreamError):
 
 class ModelUnreachable(ModelFailed):
     code = "model_unreachable"
+    transient = True
 
 
 class BadModelResponse(ModelFailed):
@@ -196,6 +218,7 @@ class ServiceUnavailable(ModelProxyError):
 
 class QueueUnavailable(ServiceUnavailable):
     code = "redis_unavailable"
+    transient = True
 
 
 class QueueFull(ModelProxyError):
@@ -221,3 +244,8 @@ def error_from_code(code: str, message: str) -> ModelProxyError:
         if cls.code == code:
             return cls(message)
     return InternalError(message)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry of the call that raised ``error`` may succeed: only our marked errors."""
+    return isinstance(error, ModelProxyError) and error.transient

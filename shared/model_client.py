@@ -69,7 +69,9 @@ class ModelClient:
             raise ModelUnreachable(f"model {model_id}: the request failed") from None
         if not 200 <= response.status_code < 300:
             raise ModelFailed(
-                f"model {model_id} answered HTTP {response.status_code}" + _detail(response.content)
+                f"model {model_id} answered HTTP {response.status_code}"
+                + _detail(response.content),
+                status=response.status_code,
             )
         try:
             return unwrap_model_json(response.content)

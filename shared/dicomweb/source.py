@@ -194,7 +194,7 @@ class DicomWebSource:
                 f"server {self.server_id} refused access (HTTP {status}); "
                 "check its authType and credentials in servers.json"
             )
-        return PacsFailed(f"server {self.server_id} answered HTTP {status}")
+        return PacsFailed(f"server {self.server_id} answered HTTP {status}", status=status)
 
     @contextmanager
     def translate_errors(self) -> Iterator[None]:
