@@ -73,7 +73,20 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often workers look for jobs of dead workers."
     )
-    max_attempts: int = Field(default=3, gt=0, description="Runs of a job whose workers died.")
+    max_attempts: int = Field(
+        default=3,
+        gt=0,
+        description="Runs of a job: its workers died, or a transient failure was retried.",
+    )
+    retry_first_delay: float = Field(
+        default=0.5, gt=0, description="Seconds before the first retry of a transient failure."
+    )
+    retry_max_delay: float = Field(
+        default=8.0, gt=0, description="Longest wait before any one retry (backoff doubles)."
+    )
+    retry_total_delay: float = Field(
+        default=20.0, ge=0, description="Most seconds one job waits in all its retries together."
+    )
     pacs_connect_timeout: float = Field(default=10.0, gt=0)
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)
