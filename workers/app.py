@@ -1,4 +1,4 @@
-"""The workers' Celery app: the shared configuration, the task, and the reaper."""
+"""The workers' Celery app: the shared configuration, the task, its retry policy, the reaper."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from model_proxy.shared.queue import create_celery
 from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import RUN_INFERENCE
 from model_proxy.workers.context import WorkerContext, build_context
-from model_proxy.workers.pipeline import Outcome, run_job
+from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.reaper import Reaper
+from model_proxy.workers.retry import RetryPolicy
 
 __all__ = ["create_worker_app"]
 
@@ -50,10 +51,31 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
     context = _LazyContext(settings, redis_url)
     worker_process_init.connect(context.reset, weak=False)
 
+    # The error policy of the task, declared once: transient failures (is_transient) are
+    # retried with backoff, jitter and caps from the settings; inside a claimed job the pipeline
+    # retries them itself, within the job's time limit; any other error fails the job at once.
+    policy = RetryPolicy.from_settings(settings)
+
     @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None)
-    def run_inference(self: Task, job_id: str) -> None:
-        """Thin: the job id in; the pipeline does the work and records the outcome."""
-        if run_job(job_id, context.get()) is Outcome.DEFERRED:
+    def run_inference(self: Task, job_id: str, transient_retries: int = 0) -> None:
+        """Thin: the job id in; the pipeline does the work and records the outcome.
+
+        A transient error that escapes the pipeline (Redis away before the job was claimed)
+        sends the task back to the queue after the policy's backoff, at most
+        ``max_attempts - 1`` times; a job its model has no place for comes back after a second.
+        """
+        try:
+            result = run_job(job_id, context.get(), policy)
+        except Exception as error:
+            delay = policy.delay_before_retry(error, transient_retries + 1, 0.0)
+            if delay is None:
+                raise
+            raise self.retry(
+                args=[job_id],
+                kwargs={"transient_retries": transient_retries + 1},
+                countdown=delay,
+            ) from error
+        if result is JobRunResult.DEFERRED:
             # the model is at its concurrency limit: back to the queue, not blocking a thread
             raise self.retry(countdown=_DEFERRED_RETRY_SECONDS)
 

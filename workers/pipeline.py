@@ -1,9 +1,10 @@
 """One inference job from start to end: claim it, fetch from the PACS, call the model, record.
 
-A job is claimed with a lease that a heartbeat renews while the worker lives; a worker that
-dies lets it lapse and the reaper (:mod:`workers.reaper`) queues the job again. Progress is
-written as instances arrive; every write tells whether the job was cancelled meanwhile, and the
-run stops there.
+A job is claimed with a lease that a heartbeat (:mod:`workers.lease`) renews while the worker
+lives; a worker that dies lets it lapse and the reaper (:mod:`workers.reaper`) queues the job
+again. Progress is written as instances arrive; every write tells whether the job was cancelled
+meanwhile, and the run stops there. A transient failure (:mod:`workers.retry`) is tried again in
+the same claim, within the job's time limit; any other error fails the job with its code.
 """
 
 from __future__ import annotations
@@ -18,20 +19,30 @@ from enum import Enum
 
 from model_proxy.shared.config import ModelConfig
 from model_proxy.shared.dicomweb.source import DicomWebSource
-from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout
+from model_proxy.shared.errors import (
+    InternalError,
+    ModelProxyError,
+    ModelTimeout,
+    QueueUnavailable,
+)
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
 from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Written
 from model_proxy.shared.model_body import open_model_body
 from model_proxy.workers.context import WorkerContext
+from model_proxy.workers.lease import LeaseHeartbeat
+from model_proxy.workers.retry import RetryPolicy
+from model_proxy.workers.timings import StageTimings, record_finished_run
 
-__all__ = ["Outcome", "run_job"]
+__all__ = ["JobRunResult", "JobStopped", "run_job"]
 
 log = logging.getLogger(__name__)
 
 _PROGRESS_EVERY = 0.25  # seconds between progress writes
 
 
-class Outcome(Enum):
+class JobRunResult(Enum):
+    """What :func:`run_job` tells the task: the job is dealt with, or it must come back."""
+
     DONE = "done"  # finished, failed, stopped, or nothing to do
     DEFERRED = "deferred"  # the model has no free place: try again shortly
 
@@ -45,16 +56,14 @@ class JobStopped(Exception):
 
 
 @dataclass
-class _Run:
-    """A claimed job: its writes, throttled progress and the lease heartbeat."""
+class _ClaimedRun:
+    """A claimed job: its guarded writes, throttled progress, deadline and lease state."""
 
     store: JobStore
     job: Job
     token: str
-    lease_seconds: float
-    deadline: float
+    deadline: float  # time.monotonic() past which the job has run too long
     lease_lost: threading.Event = field(default_factory=threading.Event)
-    _stop_heartbeat: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
 
     def write(self, fields: dict[str, str], announce: bool = True) -> None:
@@ -62,11 +71,26 @@ class _Run:
         if written is not Written.DONE:
             raise JobStopped(written)
 
+    def write_progress(self, fields: dict[str, str]) -> None:
+        """A progress write: skipped while Redis is away, so a blip never aborts a model call."""
+        try:
+            self.write(fields, announce=False)
+        except QueueUnavailable:
+            log.warning("job=%s stage=progress skipped: Redis cannot be reached", self.job.id)
+
     def check(self) -> None:
         if self.lease_lost.is_set():
             raise JobStopped(Written.LOST)
         if time.monotonic() > self.deadline:
             raise ModelTimeout("the job ran past its time limit")
+
+    def time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep before a retry; stop at once if the lease goes to another worker meanwhile."""
+        if self.lease_lost.wait(seconds):
+            raise JobStopped(Written.LOST)
 
     def progress(self, instances: int, fetched: int) -> None:
         now = time.monotonic()
@@ -74,91 +98,75 @@ class _Run:
             return
         self._last_progress = now
         self.check()
-        self.write(
-            {"instances_fetched": str(instances), "bytes_fetched": str(fetched)}, announce=False
-        )
-
-    def heartbeat(self, renew_slot: bool) -> None:
-        interval = self.lease_seconds / 3
-        while not self._stop_heartbeat.wait(interval):
-            try:
-                alive = self.store.renew_lease(self.job.id, self.token, self.lease_seconds)
-                if renew_slot:
-                    model = self.job.request.model_id
-                    self.store.renew_slot(model, self.job.id, self.lease_seconds)
-            except ModelProxyError:
-                continue  # Redis away for a moment: the lease outlasts a few misses
-            if not alive:
-                self.lease_lost.set()
-                return
-
-    def stop_heartbeat(self) -> None:
-        self._stop_heartbeat.set()
+        self.write_progress({"instances_fetched": str(instances), "bytes_fetched": str(fetched)})
 
 
-def run_job(job_id: str, context: WorkerContext) -> Outcome:
-    """Run the job unless it is unknown, finished, or held by another worker."""
+def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = None) -> JobRunResult:
+    """Run one job to its end and record how it ended in its job record.
+
+    Nothing happens when the job is unknown, already finished, or held by another worker. When
+    its model limits concurrent calls and none is free, the job is left as it is and
+    :attr:`JobRunResult.DEFERRED` asks the task to come back. Otherwise the job is claimed, its
+    DICOM fetched and sent to the model, and the record ends ``succeeded`` with the answer or
+    ``failed`` with the error's code; transient failures are first retried as ``policy`` says
+    (by default the one of ``context.settings``). Errors of Redis before the claim propagate,
+    for the task to retry.
+    """
     store = context.store
     job = store.get(job_id)
     if job is None or job.state.finished:
         log.info("job=%s stage=skipped reason=%s", job_id, "missing" if job is None else job.state)
-        return Outcome.DONE
+        return JobRunResult.DONE
     model_id = job.request.model_id
     try:
         model = context.catalog.model(model_id)
     except ModelProxyError:
         model = None
-    if model is not None and model.max_concurrency is not None:
+    limit = model.max_concurrency if model is not None else None
+    if limit is not None:
         hold = context.settings.job_lease_seconds
-        if not store.acquire_slot(model_id, job.id, model.max_concurrency, hold):
-            return Outcome.DEFERRED
+        if not store.acquire_slot(model_id, job.id, limit, hold):
+            return JobRunResult.DEFERRED
     try:
-        _run_claimed(job, model, context)
+        _run_claimed(job, model, context, policy or RetryPolicy.from_settings(context.settings))
     finally:
-        if model is not None and model.max_concurrency is not None:
+        if limit is not None:
             store.release_slot(model_id, job.id)
-    return Outcome.DONE
+    return JobRunResult.DONE
 
 
-@dataclass
-class _Timings:
-    """Where a job's time went, for the stage log lines and the stage histograms."""
-
-    queue_wait: float = 0.0
-    fetch: float = 0.0
-    encode: float = 0.0
-    model_call: float = 0.0
-    instances: int = 0
-    nbytes: int = 0
-
-    def log_fields(self) -> str:
-        return (
-            f"queue_wait_s={self.queue_wait:.3f} fetch_s={self.fetch:.3f} "
-            f"encode_s={self.encode:.3f} model_s={self.model_call:.3f} "
-            f"instances={self.instances} bytes={self.nbytes}"
-        )
-
-
-def _run_claimed(job: Job, model: ModelConfig | None, context: WorkerContext) -> None:
-    settings = context.settings
+def _run_claimed(
+    job: Job, model: ModelConfig | None, context: WorkerContext, policy: RetryPolicy
+) -> None:
+    settings, store = context.settings, context.store
     token = uuid.uuid4().hex
-    claim = context.store.claim(job, token, settings.job_lease_seconds)
+    claim = store.claim(job, token, settings.job_lease_seconds)
     if claim is not Claim.CLAIMED:
         log.info("job=%s stage=skipped reason=%s", job.id, claim.value)
         return
     time_limit = model.time_limit if model and model.time_limit else settings.job_time_limit
-    run = _Run(context.store, job, token, settings.job_lease_seconds, time.monotonic() + time_limit)
-    heartbeat = threading.Thread(
-        target=run.heartbeat,
-        args=(model is not None and model.max_concurrency is not None,),
-        name=f"lease-{job.id[:8]}",
-        daemon=True,
+    heartbeat = LeaseHeartbeat(
+        store,
+        job,
+        token,
+        settings.job_lease_seconds,
+        renew_slot=model is not None and model.max_concurrency is not None,
     )
-    heartbeat.start()
-    request = job.request
-    timings = _Timings(queue_wait=max(time.time() - job.created_at, 0.0))
+    run = _ClaimedRun(store, job, token, time.monotonic() + time_limit, heartbeat.lost)
+    timings = StageTimings(queue_wait=max(time.time() - job.created_at, 0.0))
     started = time.perf_counter()
+    _log_claimed(job, timings)
+    with heartbeat:
+        try:
+            ending = _run_to_end(run, context, policy, timings)
+        finally:
+            _release_lease(store, job, token)
+    record_finished_run(context.metrics, job, ending, timings, time.perf_counter() - started)
+
+
+def _log_claimed(job: Job, timings: StageTimings) -> None:
     # one line per stage, key=value: the job id, durations and outcome; no UIDs, no secrets
+    request = job.request
     log.info(
         "job=%s stage=claimed attempt=%d task=%s model=%s server=%s level=%s queue_wait_s=%.3f",
         job.id,
@@ -169,57 +177,99 @@ def _run_claimed(job: Job, model: ModelConfig | None, context: WorkerContext) ->
         request.level.value,
         timings.queue_wait,
     )
-    outcome = "succeeded"
+
+
+def _run_to_end(
+    run: _ClaimedRun, context: WorkerContext, policy: RetryPolicy, timings: StageTimings
+) -> str:
+    """Run the claimed job and record how it ended; returns the ending's label.
+
+    The label is ``succeeded``, ``failed_<code>``, ``stopped_<why>`` (cancelled or taken over
+    while running) or ``dropped_<why>`` (the same, noticed when storing the answer).
+    """
     try:
-        result = _infer(job, run, context, timings)
-        written = context.store.succeed(job, token, result)
-        if written is not Written.DONE:
-            outcome = f"dropped_{written.value}"
+        result = _call_model_with_retries(run, context, policy, timings)
+        return _store_result(run, result, policy)
     except JobStopped as stopped:
-        outcome = f"stopped_{stopped.written.value}"
+        return f"stopped_{stopped.written.value}"
     except ModelProxyError as error:
-        outcome = f"failed_{error.code}"
-        context.store.fail(job, token, error)
+        return _fail(run, error)
     except Exception:
-        log.exception("job=%s stage=error unexpected failure", job.id)
-        outcome = "failed_internal_error"
-        unexpected = InternalError("the inference failed unexpectedly; see the worker log")
-        context.store.fail(job, token, unexpected)
-    finally:
-        run.stop_heartbeat()
-        context.store.release_lease(job.id, token)
-    total = time.perf_counter() - started
-    level = logging.INFO if outcome == "succeeded" else logging.WARNING
-    log.log(
-        level,
-        "job=%s stage=finished outcome=%s total_s=%.3f %s",
-        job.id,
-        outcome,
-        total,
-        timings.log_fields(),
-    )
-    _record(context, job, outcome, timings, total)
+        log.exception("job=%s stage=error unexpected failure", run.job.id)
+        return _fail(run, InternalError("the inference failed unexpectedly; see the worker log"))
 
 
-def _record(
-    context: WorkerContext, job: Job, outcome: str, timings: _Timings, total: float
-) -> None:
-    metrics = context.metrics
-    model, server = job.request.model_id, job.request.server_id
-    metrics.inc("jobs", {"model": model, "server": server, "outcome": outcome})
-    metrics.inc("bytes_fetched", {"server": server}, timings.nbytes)
-    metrics.inc("instances_fetched", {"server": server}, timings.instances)
-    for stage, seconds in (
-        ("queue_wait", timings.queue_wait),
-        ("fetch", timings.fetch),
-        ("encode", timings.encode),
-        ("model_call", timings.model_call),
-        ("total", total),
-    ):
-        metrics.observe("stage_seconds", {"stage": stage, "model": model}, seconds)
+def _call_model_with_retries(
+    run: _ClaimedRun, context: WorkerContext, policy: RetryPolicy, timings: StageTimings
+) -> bytes:
+    """Fetch and call the model until it answers; the last error when the policy gives up.
+
+    Each retry is a new attempt in the job record: back to ``fetching``, progress from zero,
+    ``attempts`` counted up.
+    """
+    job = run.job
+    attempts = job.attempts + 1  # the claim counted this run
+    waited = 0.0
+    while True:
+        try:
+            if attempts > job.attempts + 1:
+                run.write(
+                    {
+                        "state": JobState.FETCHING.value,
+                        "attempts": str(attempts),
+                        "instances_fetched": "0",
+                        "bytes_fetched": "0",
+                    }
+                )
+            return _fetch_and_call_model(run, context, timings)
+        except ModelProxyError as error:
+            delay = policy.delay_before_retry(error, attempts, waited, run.time_left())
+            if delay is None:
+                raise
+            log.warning(
+                "job=%s stage=retry attempt=%d error=%s wait_s=%.3f",
+                job.id,
+                attempts,
+                error.code,
+                delay,
+            )
+        run.wait(delay)
+        waited += delay
+        attempts += 1
 
 
-def _infer(job: Job, run: _Run, context: WorkerContext, timings: _Timings) -> bytes:
+def _store_result(run: _ClaimedRun, result: bytes, policy: RetryPolicy) -> str:
+    """Record the model's answer; a Redis blip is retried here, never by calling the model again."""
+    tries, waited = 1, 0.0
+    while True:
+        try:
+            written = run.store.succeed(run.job, run.token, result)
+        except QueueUnavailable as error:
+            delay = policy.delay_before_retry(error, tries, waited)
+            if delay is None:
+                raise
+            log.warning("job=%s stage=store retry=%d wait_s=%.3f", run.job.id, tries, delay)
+            run.wait(delay)
+            tries, waited = tries + 1, waited + delay
+            continue
+        return "succeeded" if written is Written.DONE else f"dropped_{written.value}"
+
+
+def _fail(run: _ClaimedRun, error: ModelProxyError) -> str:
+    run.store.fail(run.job, run.token, error)
+    return f"failed_{error.code}"
+
+
+def _release_lease(store: JobStore, job: Job, token: str) -> None:
+    try:
+        store.release_lease(job.id, token)
+    except QueueUnavailable:
+        log.warning("job=%s stage=release skipped: Redis cannot be reached", job.id)
+
+
+def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: StageTimings) -> bytes:
+    """One attempt: open the PACS retrieves, stream them to the model, return its answer."""
+    job = run.job
     request = job.request
     model = context.catalog.model(request.model_id)
     source = context.sources.source_for(request.server_id)
@@ -233,17 +283,18 @@ def _infer(job: Job, run: _Run, context: WorkerContext, timings: _Timings) -> by
         run.check()
         run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
         log.info("job=%s stage=inferring instances_total=%s", job.id, total)
-        remaining = max(run.deadline - time.monotonic(), 1.0)
+        remaining = max(run.time_left(), 1.0)
         called = time.perf_counter()
         try:
             result = context.model_client.infer(request.model_id, model.uri, body, remaining)
         finally:
-            timings.model_call = time.perf_counter() - called
-            timings.fetch, timings.encode = body.fetch_seconds, body.encode_seconds
-            timings.instances, timings.nbytes = body.instances_sent, body.bytes_fetched
-    run.write(
-        {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)},
-        announce=False,
+            timings.model_call += time.perf_counter() - called
+            timings.fetch += body.fetch_seconds
+            timings.encode += body.encode_seconds
+            timings.instances += body.instances_sent
+            timings.nbytes += body.bytes_fetched
+    run.write_progress(
+        {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)}
     )
     run.check()
     return result

@@ -1,0 +1,462 @@
+"""run_job on fakeredis with a fake PACS and a fake model: what the job record says at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import fakeredis
+import pytest
+import redis
+
+from model_proxy.shared.config import Catalog, ModelConfig
+from model_proxy.shared.config.schema import Level, Task
+from model_proxy.shared.errors import (
+    DicomNotFound,
+    ModelFailed,
+    ModelProxyError,
+    ModelUnreachable,
+    PacsFailed,
+    PacsUnreachable,
+    QueueUnavailable,
+)
+from model_proxy.shared.jobs import Job, JobKeys, JobState, JobStore, job_to_fields, new_job
+from model_proxy.shared.metrics import Metrics
+from model_proxy.shared.model_client import ModelClient
+from model_proxy.shared.request import InferenceRequest
+from model_proxy.shared.settings import Settings
+from model_proxy.workers.context import PacsSources, WorkerContext
+from model_proxy.workers.pipeline import JobRunResult, run_job
+from model_proxy.workers.retry import RetryPolicy
+
+MODEL_ID = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
+SERVER_ID = "b5208f48-f748-4339-9402-d1148dab571e"
+TTL = 3600
+KEYS = JobKeys()
+INSTANCES = [b"first instance", b"second", b"third and last"]
+ANSWER = b'{"1.2.3.1": {"label": "liver"}}'
+# retries in microseconds: the policy's arithmetic is tested in test_retry.py
+FAST = RetryPolicy(first_delay=0.001, max_delay=0.004, total_delay=1.0, max_attempts=3)
+
+
+# --- fakes -------------------------------------------------------------------------------------
+
+
+class FakeStream:
+    """Plays InstanceStream: the instances of one retrieve."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self._parts = parts
+        self.bytes_read = 0
+        self.read_seconds = 0.0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self._parts:
+            self.bytes_read += len(part)
+            yield part
+
+    def close(self) -> None:
+        pass
+
+
+def whole_series(*uids: str | None) -> FakeStream:
+    return FakeStream(INSTANCES)
+
+
+@dataclass
+class FakePacs:
+    """Plays PacsSources and the one DicomWebSource it hands out; ``open`` answers retrieves."""
+
+    open: Callable[..., FakeStream] = whole_series
+    retrieves: int = 0
+    server_id: str = SERVER_ID
+
+    def source_for(self, server_id: str) -> FakePacs:
+        return self
+
+    def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:
+        return len(INSTANCES)
+
+    def retrieve(self, *uids: str | None) -> FakeStream:
+        self.retrieves += 1
+        return self.open(*uids)
+
+
+@dataclass
+class FakeModel:
+    """Plays ModelClient: reads the whole body, then answers with ``answer(call number)``."""
+
+    answer: Callable[[int], bytes]
+    calls: int = 0
+    bodies: list[bytes] = field(default_factory=list)
+
+    def infer(
+        self, model_id: str, uri: str, body: Iterable[bytes] | bytes, time_left: float | None = None
+    ) -> bytes:
+        self.calls += 1
+        self.bodies.append(body if isinstance(body, bytes) else b"".join(body))
+        return self.answer(self.calls)
+
+
+def answers(*replies: bytes | ModelProxyError) -> Callable[[int], bytes]:
+    """The model's replies in turn (the last one repeats): an answer, or an error it raises."""
+
+    def answer(call: int) -> bytes:
+        reply = replies[min(call, len(replies)) - 1]
+        if isinstance(reply, ModelProxyError):
+            raise reply
+        return reply
+
+    return answer
+
+
+def model_config(**extra: Any) -> ModelConfig:
+    return ModelConfig.model_validate(
+        {
+            "uri": "http://model.test/predict",
+            "task": "segmentation",
+            "supports": ["/studies/series"],
+        }
+        | extra
+    )
+
+
+@dataclass
+class World:
+    """A worker context on fakeredis, with the fakes it calls and the job it runs."""
+
+    client: redis.Redis
+    store: JobStore
+    pacs: FakePacs
+    model: FakeModel
+    context: WorkerContext
+    job: Job
+
+    def run(self, policy: RetryPolicy = FAST) -> JobRunResult:
+        return run_job(self.job.id, self.context, policy)
+
+    def record(self) -> Job:
+        found = self.store.get(self.job.id)
+        assert found is not None
+        return found
+
+
+def make_world(
+    client: redis.Redis,
+    model: ModelConfig | None = None,
+    store: JobStore | None = None,
+) -> World:
+    store = store or JobStore(client, TTL, KEYS)
+    catalog = Catalog(servers={}, models={MODEL_ID: model or model_config()}, default_server_id="")
+    pacs = FakePacs()
+    fake_model = FakeModel(answers(ANSWER))
+    context = WorkerContext(
+        settings=Settings(job_lease_seconds=30.0),
+        redis=client,
+        catalog=catalog,
+        store=store,
+        metrics=Metrics(client),
+        sources=cast(PacsSources, pacs),
+        model_client=cast(ModelClient, fake_model),
+    )
+    request = InferenceRequest(
+        task=Task.SEGMENTATION,
+        model_id=MODEL_ID,
+        server_id=SERVER_ID,
+        level=Level.SERIES,
+        study_uid="1.2.3",
+        series_uid="1.2.3.1",
+    )
+    job = new_job(request, queue="inference")
+    fields: dict[Any, Any] = job_to_fields(job)
+    client.hset(KEYS.job(job.id), mapping=fields)
+    client.zadd(KEYS.queued(MODEL_ID), {job.id: job.created_at})
+    return World(client, store, pacs, fake_model, context, job)
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    connection = fakeredis.FakeRedis()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def world(client: redis.Redis) -> World:
+    return make_world(client)
+
+
+def error_of(job: Job) -> str | None:
+    return None if job.error is None else job.error.code
+
+
+# --- a job that works --------------------------------------------------------------------------
+
+
+def test_a_job_that_works_ends_succeeded_with_the_answer_and_its_progress(
+    world: World, client: redis.Redis
+) -> None:
+    assert world.run() is JobRunResult.DONE
+
+    job = world.record()
+    assert job.state is JobState.SUCCEEDED
+    assert error_of(job) is None
+    assert job.attempts == 1
+    assert job.instances_total == len(INSTANCES)
+    assert job.instances_fetched == len(INSTANCES)
+    assert job.bytes_fetched == sum(len(part) for part in INSTANCES)
+    assert job.started_at is not None and job.inferring_at is not None
+    assert world.store.get_result(job.id) == ANSWER
+    assert world.model.calls == 1
+    assert client.get(KEYS.lease(job.id)) is None  # the lease is given back
+    assert client.zscore(KEYS.running, job.id) is None
+
+
+def test_a_finished_job_runs_no_more(world: World) -> None:
+    world.run()
+    world.run()
+
+    assert world.model.calls == 1
+    assert world.record().state is JobState.SUCCEEDED
+
+
+def test_an_unknown_job_is_nothing_to_do(world: World) -> None:
+    assert run_job("no-such-job", world.context, FAST) is JobRunResult.DONE
+    assert world.model.calls == 0
+
+
+def test_a_job_held_by_another_worker_is_left_to_it(world: World, client: redis.Redis) -> None:
+    client.set(KEYS.lease(world.job.id), "another-worker", px=30_000)
+
+    assert world.run() is JobRunResult.DONE
+
+    assert world.model.calls == 0
+    assert world.record().state is JobState.QUEUED
+
+
+def test_a_model_without_a_free_place_defers_the_job_untouched(client: redis.Redis) -> None:
+    world = make_world(client, model_config(maxConcurrency=1))
+    assert world.store.acquire_slot(MODEL_ID, "another-job", 1, 30.0)
+
+    assert world.run() is JobRunResult.DEFERRED
+
+    assert world.model.calls == 0
+    assert world.record().state is JobState.QUEUED
+
+
+def test_a_model_with_a_limit_gets_its_place_back_after_the_job(client: redis.Redis) -> None:
+    world = make_world(client, model_config(maxConcurrency=1))
+
+    assert world.run() is JobRunResult.DONE
+
+    assert world.record().state is JobState.SUCCEEDED
+    assert client.zcard(KEYS.model_slots(MODEL_ID)) == 0
+
+
+# --- permanent errors fail at once -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ModelFailed("model m answered HTTP 500", status=500), "model_error"),
+        (ModelFailed("model m answered HTTP 400", status=400), "model_error"),
+    ],
+)
+def test_a_permanent_model_error_fails_the_job_at_once_with_its_code(
+    world: World, error: ModelProxyError, code: str
+) -> None:
+    world.model.answer = answers(error)
+
+    world.run()
+
+    job = world.record()
+    assert job.state is JobState.FAILED
+    assert error_of(job) == code
+    assert job.attempts == 1
+    assert world.model.calls == 1
+    assert world.store.get_result(job.id) is None
+
+
+def test_a_series_the_pacs_does_not_have_fails_before_the_model_is_called(world: World) -> None:
+    def missing(*uids: str | None) -> FakeStream:
+        raise DicomNotFound("the series was not found on server s")
+
+    world.pacs.open = missing
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job), job.attempts) == (JobState.FAILED, "dicom_not_found", 1)
+    assert world.pacs.retrieves == 1
+    assert world.model.calls == 0
+
+
+def test_an_unexpected_exception_fails_the_job_as_an_internal_error(world: World) -> None:
+    def broken(call: int) -> bytes:
+        raise RuntimeError("a bug, with details that stay in the log")
+
+    world.model.answer = broken
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "internal_error")
+    assert job.error is not None and "details" not in job.error.message
+
+
+# --- transient errors are retried --------------------------------------------------------------
+
+
+def test_a_model_that_answers_503_once_is_called_again_and_the_job_succeeds(world: World) -> None:
+    world.model.answer = answers(ModelFailed("model m answered HTTP 503", status=503), ANSWER)
+
+    world.run()
+
+    job = world.record()
+    assert job.state is JobState.SUCCEEDED
+    assert error_of(job) is None
+    assert job.attempts == 2
+    assert world.model.calls == 2
+    assert world.model.bodies[0] == world.model.bodies[1]  # the second call got the whole body
+    assert job.instances_fetched == len(INSTANCES)  # progress of the last attempt, not the sum
+    assert world.store.get_result(job.id) == ANSWER
+
+
+def test_a_pacs_that_stays_unreachable_fails_with_pacs_unreachable_after_the_retries(
+    world: World,
+) -> None:
+    def refused(*uids: str | None) -> FakeStream:
+        raise PacsUnreachable("server s cannot be reached")
+
+    world.pacs.open = refused
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "pacs_unreachable")
+    assert job.attempts == FAST.max_attempts
+    assert world.pacs.retrieves == FAST.max_attempts
+    assert world.model.calls == 0
+
+
+def test_a_pacs_gateway_error_is_retried(world: World) -> None:
+    calls: list[int] = []
+
+    def flaky(*uids: str | None) -> FakeStream:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PacsFailed("server s answered HTTP 502", status=502)
+        return FakeStream(INSTANCES)
+
+    world.pacs.open = flaky
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, job.attempts, world.model.calls) == (JobState.SUCCEEDED, 2, 1)
+
+
+def test_a_retry_never_starts_past_the_jobs_deadline(client: redis.Redis) -> None:
+    world = make_world(client, model_config(timeLimit=0.2))
+    world.model.answer = answers(ModelUnreachable("model m cannot be reached"))
+    slow = RetryPolicy(first_delay=5.0, max_delay=5.0, total_delay=60.0, max_attempts=5)
+
+    started = time.monotonic()
+    world.run(slow)
+
+    assert time.monotonic() - started < 1.0  # no 5 s wait: it would end past the time limit
+    job = world.record()
+    assert (job.state, error_of(job), job.attempts) == (JobState.FAILED, "model_unreachable", 1)
+    assert world.model.calls == 1
+
+
+def test_the_sum_of_the_waits_is_capped(world: World) -> None:
+    world.model.answer = answers(ModelUnreachable("model m cannot be reached"))
+    capped = RetryPolicy(
+        first_delay=0.01, max_delay=0.01, total_delay=0.015, max_attempts=10, random=lambda: 1.0
+    )
+
+    world.run(capped)
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "model_unreachable")
+    assert world.model.calls == 2  # a second wait of 10 ms would pass 15 ms in all
+
+
+def test_a_redis_blip_when_storing_the_answer_does_not_call_the_model_again(
+    client: redis.Redis,
+) -> None:
+    class BlippingStore(JobStore):
+        blips = 1
+
+        def succeed(self, job: Job, token: str, result: bytes) -> Any:
+            if self.blips:
+                self.blips -= 1
+                raise QueueUnavailable("Redis cannot be reached")
+            return super().succeed(job, token, result)
+
+    world = make_world(client, store=BlippingStore(client, TTL, KEYS))
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    assert world.model.calls == 1
+    assert world.store.get_result(job.id) == ANSWER
+
+
+def test_a_redis_blip_on_a_progress_write_does_not_abort_the_model_call(
+    client: redis.Redis,
+) -> None:
+    class BlippingStore(JobStore):
+        def update(self, job_id: str, token: str, fields: dict[str, str], announce: bool) -> Any:
+            if "instances_fetched" in fields:
+                raise QueueUnavailable("Redis cannot be reached")
+            return super().update(job_id, token, fields, announce)
+
+    world = make_world(client, store=BlippingStore(client, TTL, KEYS))
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
+    assert world.model.calls == 1
+
+
+# --- the job stops when it is no longer this worker's ------------------------------------------
+
+
+def test_a_job_cancelled_during_the_model_call_keeps_its_state_and_no_answer(
+    world: World, client: redis.Redis
+) -> None:
+    def cancel_then_answer(call: int) -> bytes:
+        client.hset(KEYS.job(world.job.id), "state", JobState.CANCELLED.value)
+        return ANSWER
+
+    world.model.answer = cancel_then_answer
+
+    world.run()
+
+    job = world.record()
+    assert job.state is JobState.CANCELLED
+    assert error_of(job) is None
+    assert world.store.get_result(job.id) is None
+
+
+def test_a_job_cancelled_while_waiting_to_retry_is_not_tried_again(
+    world: World, client: redis.Redis
+) -> None:
+    def fail_then_cancel(call: int) -> bytes:
+        client.hset(KEYS.job(world.job.id), "state", JobState.CANCELLED.value)
+        raise ModelUnreachable("model m cannot be reached")
+
+    world.model.answer = fail_then_cancel
+
+    world.run()
+
+    job = world.record()
+    assert job.state is JobState.CANCELLED
+    assert world.model.calls == 1

@@ -1,0 +1,69 @@
+"""The lease heartbeat: while a worker runs a job, it keeps renewing the job's lease.
+
+A claimed job carries a lease that expires ``lease_seconds`` after its last renewal. The
+heartbeat renews it (and the job's place among its model's concurrent calls, when the model
+has a limit) three times per lease; a worker that dies stops renewing, the lease lapses, and
+the reaper queues the job again. When a renewal finds the lease held by someone else, the
+heartbeat sets :attr:`LeaseHeartbeat.lost` and stops, and the run stops at its next check.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from model_proxy.shared.errors import ModelProxyError
+from model_proxy.shared.jobs import Job, JobStore
+
+__all__ = ["LeaseHeartbeat"]
+
+
+class LeaseHeartbeat:
+    """A daemon thread renewing one job's lease; use it as a context manager around the run."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        job: Job,
+        token: str,
+        lease_seconds: float,
+        renew_slot: bool = False,
+    ) -> None:
+        self._store = store
+        self._job = job
+        self._token = token
+        self._lease_seconds = lease_seconds
+        self._renew_slot = renew_slot
+        self.lost = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job.id[:8]}", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stopped.set()
+
+    def renew_once(self) -> bool:
+        """Renew the lease (and the model slot); False when the lease is another worker's."""
+        alive = self._store.renew_lease(self._job.id, self._token, self._lease_seconds)
+        if self._renew_slot:
+            model_id = self._job.request.model_id
+            self._store.renew_slot(model_id, self._job.id, self._lease_seconds)
+        return alive
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._lease_seconds / 3):
+            try:
+                alive = self.renew_once()
+            except ModelProxyError:
+                continue  # Redis away for a moment: the lease outlasts a few misses
+            if not alive:
+                self.lost.set()
+                return
