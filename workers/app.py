@@ -56,18 +56,20 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
     # retries them itself, within the job's time limit; any other error fails the job at once.
     policy = RetryPolicy.from_settings(settings)
 
-    @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None)
+    @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None, shared=False)
     def run_inference(self: Task, job_id: str, transient_retries: int = 0) -> None:
         """Thin: the job id in; the pipeline does the work and records the outcome.
 
         A transient error that escapes the pipeline (Redis away before the job was claimed)
         sends the task back to the queue after the policy's backoff, at most
-        ``max_attempts - 1`` times; a job its model has no place for comes back after a second.
+        ``max_attempts - 1`` times and within its total delay; a job its model has no place for
+        comes back after a second.
         """
         try:
             result = run_job(job_id, context.get(), policy)
         except Exception as error:
-            delay = policy.delay_before_retry(error, transient_retries + 1, 0.0)
+            waited = policy.longest_wait(transient_retries)
+            delay = policy.delay_before_retry(error, transient_retries + 1, waited)
             if delay is None:
                 raise
             raise self.retry(

@@ -19,12 +19,7 @@ from enum import Enum
 
 from model_proxy.shared.config import ModelConfig
 from model_proxy.shared.dicomweb.source import DicomWebSource
-from model_proxy.shared.errors import (
-    InternalError,
-    ModelProxyError,
-    ModelTimeout,
-    QueueUnavailable,
-)
+from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout, QueueUnavailable
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
 from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Written
 from model_proxy.shared.model_body import open_model_body

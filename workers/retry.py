@@ -43,8 +43,16 @@ class RetryPolicy:
 
     def backoff(self, retries_done: int) -> float:
         """The wait before retry number ``retries_done + 1``: doubling, capped, half jittered."""
-        ceiling = min(self.max_delay, self.first_delay * 2.0 ** min(retries_done, 32))
+        ceiling = self.backoff_ceiling(retries_done)
         return ceiling / 2 + self.random() * ceiling / 2
+
+    def longest_wait(self, retries_done: int) -> float:
+        """The most that the waits before ``retries_done`` retries can have taken in all."""
+        return sum(self.backoff_ceiling(n) for n in range(retries_done))
+
+    def backoff_ceiling(self, retries_done: int) -> float:
+        """The wait before retry number ``retries_done + 1`` without jitter: doubling, capped."""
+        return min(self.max_delay, self.first_delay * 2.0 ** min(retries_done, 32))
 
     def delay_before_retry(
         self,

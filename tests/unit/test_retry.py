@@ -94,6 +94,11 @@ def test_the_backoff_doubles_up_to_its_cap() -> None:
     assert policy().backoff(10_000) == 8.0
 
 
+def test_the_longest_wait_adds_the_capped_backoffs_before_jitter() -> None:
+    assert policy().longest_wait(0) == 0.0
+    assert policy().longest_wait(5) == 1.0 + 2.0 + 4.0 + 8.0 + 8.0
+
+
 def test_the_jitter_takes_off_at_most_half_of_each_wait() -> None:
     assert policy(jitter=0.0).backoff(2) == 2.0
     assert policy(jitter=0.5).backoff(2) == 3.0

@@ -1,0 +1,78 @@
+"""The task's error policy: what ``run_inference`` does with what escapes the pipeline.
+
+The pipeline is replaced by a plain function; the task runs in this process through
+``Task.apply``, which also runs the retries the task asks for, one after the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from model_proxy.shared.errors import ModelProxyError, QueueUnavailable, UnknownModel
+from model_proxy.shared.settings import Settings
+from model_proxy.shared.tasks import RUN_INFERENCE
+from model_proxy.workers import app as worker_app
+from model_proxy.workers.pipeline import JobRunResult
+
+SETTINGS = Settings(retry_first_delay=0.001, retry_max_delay=0.002, max_attempts=3)
+
+
+def worker_with(monkeypatch: pytest.MonkeyPatch, run: Callable[[str], JobRunResult]) -> Celery:
+    """A worker app whose pipeline is ``run`` and which builds no real context."""
+    monkeypatch.setattr(worker_app, "build_context", lambda settings, url: object())
+    monkeypatch.setattr(worker_app, "run_job", lambda job_id, context, policy: run(job_id))
+    return worker_app.create_worker_app(SETTINGS, "redis://127.0.0.1:1/0")
+
+
+def raising_first(*errors: ModelProxyError) -> tuple[list[str], Callable[[str], JobRunResult]]:
+    """A pipeline that raises ``errors`` in turn, then runs the job; and the ids it was given."""
+    calls: list[str] = []
+
+    def run(job_id: str) -> JobRunResult:
+        calls.append(job_id)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return JobRunResult.DONE
+
+    return calls, run
+
+
+def apply(app: Celery, job_id: str) -> Any:
+    return app.tasks[RUN_INFERENCE].apply(args=[job_id])
+
+
+def test_redis_away_before_the_claim_sends_the_task_back_until_it_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls, run = raising_first(QueueUnavailable("Redis cannot be reached"))
+
+    result = apply(worker_with(monkeypatch, run), "job-1")
+
+    assert result.successful()
+    assert calls == ["job-1", "job-1"]
+
+
+def test_a_transient_error_is_retried_at_most_max_attempts_times_in_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blip = QueueUnavailable("Redis cannot be reached")
+    calls, run = raising_first(blip, blip, blip, blip)
+
+    result = apply(worker_with(monkeypatch, run), "job-1")
+
+    assert result.failed()
+    assert isinstance(result.result, QueueUnavailable)
+    assert len(calls) == SETTINGS.max_attempts
+
+
+def test_a_permanent_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls, run = raising_first(UnknownModel("no model m"))
+
+    result = apply(worker_with(monkeypatch, run), "job-1")
+
+    assert result.failed()
+    assert calls == ["job-1"]
