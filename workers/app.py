@@ -56,7 +56,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
     # retries them itself, within the job's time limit; any other error fails the job at once.
     policy = RetryPolicy.from_settings(settings)
 
-    @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None, shared=False)
+    @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None)
     def run_inference(self: Task, job_id: str, transient_retries: int = 0) -> None:
         """Thin: the job id in; the pipeline does the work and records the outcome.
 

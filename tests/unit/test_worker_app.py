@@ -21,11 +21,19 @@ from model_proxy.workers.pipeline import JobRunResult
 SETTINGS = Settings(retry_first_delay=0.001, retry_max_delay=0.002, max_attempts=3)
 
 
-def worker_with(monkeypatch: pytest.MonkeyPatch, run: Callable[[str], JobRunResult]) -> Celery:
-    """A worker app whose pipeline is ``run`` and which builds no real context."""
+@pytest.fixture(scope="module")
+def app() -> Celery:
+    """One worker app for the module: Celery shares a task name among the apps of a process."""
+    return worker_app.create_worker_app(SETTINGS, "redis://127.0.0.1:1/0")
+
+
+def worker_with(
+    monkeypatch: pytest.MonkeyPatch, app: Celery, run: Callable[[str], JobRunResult]
+) -> Celery:
+    """The worker app with ``run`` as its pipeline, building no real context."""
     monkeypatch.setattr(worker_app, "build_context", lambda settings, url: object())
     monkeypatch.setattr(worker_app, "run_job", lambda job_id, context, policy: run(job_id))
-    return worker_app.create_worker_app(SETTINGS, "redis://127.0.0.1:1/0")
+    return app
 
 
 def raising_first(*errors: ModelProxyError) -> tuple[list[str], Callable[[str], JobRunResult]]:
@@ -46,33 +54,33 @@ def apply(app: Celery, job_id: str) -> Any:
 
 
 def test_redis_away_before_the_claim_sends_the_task_back_until_it_works(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, app: Celery
 ) -> None:
     calls, run = raising_first(QueueUnavailable("Redis cannot be reached"))
 
-    result = apply(worker_with(monkeypatch, run), "job-1")
+    result = apply(worker_with(monkeypatch, app, run), "job-1")
 
     assert result.successful()
     assert calls == ["job-1", "job-1"]
 
 
 def test_a_transient_error_is_retried_at_most_max_attempts_times_in_all(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, app: Celery
 ) -> None:
     blip = QueueUnavailable("Redis cannot be reached")
     calls, run = raising_first(blip, blip, blip, blip)
 
-    result = apply(worker_with(monkeypatch, run), "job-1")
+    result = apply(worker_with(monkeypatch, app, run), "job-1")
 
     assert result.failed()
     assert isinstance(result.result, QueueUnavailable)
     assert len(calls) == SETTINGS.max_attempts
 
 
-def test_a_permanent_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_permanent_error_is_not_retried(monkeypatch: pytest.MonkeyPatch, app: Celery) -> None:
     calls, run = raising_first(UnknownModel("no model m"))
 
-    result = apply(worker_with(monkeypatch, run), "job-1")
+    result = apply(worker_with(monkeypatch, app, run), "job-1")
 
     assert result.failed()
     assert calls == ["job-1"]
