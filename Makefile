@@ -41,7 +41,7 @@ example-model: setup
 test: setup
 	./scripts/install-system-packages.sh
 	$(MAKE) check
-	$(BIN)/pytest --cov=model_proxy \
+	$(BIN)/pytest --cov \
 	  --cov-report=term:skip-covered
 
 test-unit: setup
