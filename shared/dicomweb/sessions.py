@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import redis
 import requests
@@ -22,6 +23,7 @@ TokenCallCounter = Callable[[str, str, str], None]
 """Called with (server key, kind of token call, outcome) after each call to a token server."""
 
 
+@dataclass
 class ServerSessions:
     """A session per PACS server with its TLS settings and auth (basic auth, or bearer tokens
     shared between processes through a :class:`TokenStore`), built on first use.
@@ -30,28 +32,21 @@ class ServerSessions:
     that :meth:`for_checks` opened).
     """
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        token_store: TokenStore | None,
-        timeouts: Timeouts,
-        *,
-        pool_size: int = 1,
-        refresh_margin: float,
-        count_token_call: TokenCallCounter | None = None,
-        owned_redis: redis.Redis | None = None,
-    ) -> None:
-        self._catalog = catalog
-        self._token_store = token_store
-        self._timeouts = timeouts
-        self._pool_size = pool_size
-        self._refresh_margin = refresh_margin
-        self._count_token_call = count_token_call
-        self._owned_redis = owned_redis
-        self._lock = threading.Lock()
-        self._sessions: dict[str, tuple[requests.Session, PacsAuth]] = {}
-        self._sources: dict[str, DicomWebSource] = {}
-        self._closed = False
+    catalog: Catalog
+    token_store: TokenStore | None
+    timeouts: Timeouts
+    _: KW_ONLY
+    refresh_margin: float
+    pool_size: int = 1
+    count_token_call: TokenCallCounter | None = None
+    owned_redis: redis.Redis | None = None
+    """Closed with the sessions: the client :meth:`for_checks` opened for the token store."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _sessions: dict[str, tuple[requests.Session, PacsAuth]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _sources: dict[str, DicomWebSource] = field(default_factory=dict, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def for_checks(
@@ -87,20 +82,20 @@ class ServerSessions:
 
     def get(self, server_id: str) -> tuple[requests.Session, PacsAuth]:
         """The session of a configured server and the auth to send on it."""
-        key, server = self._catalog.server(server_id)
+        key, server = self.catalog.server(server_id)
         with self._lock:
             if self._closed:
                 raise RuntimeError("these server sessions are closed")
             if key not in self._sessions:
-                session = new_session(self._pool_size)
+                session = new_session(self.pool_size)
                 session.verify = server.tls_verification
                 auth = auth_for_server(
                     key,
                     server,
                     session=session,
-                    token_store=self._token_store,
-                    timeouts=self._timeouts,
-                    refresh_margin=self._refresh_margin,
+                    token_store=self.token_store,
+                    timeouts=self.timeouts,
+                    refresh_margin=self.refresh_margin,
                     on_token_call=self._token_call_counter(key),
                 )
                 self._sessions[key] = (session, auth)
@@ -108,12 +103,12 @@ class ServerSessions:
 
     def source_for(self, server_id: str) -> DicomWebSource:
         """The :class:`DicomWebSource` of a configured server, on its session."""
-        key, server = self._catalog.server(server_id)
+        key, server = self.catalog.server(server_id)
         session, auth = self.get(key)
         with self._lock:
             if key not in self._sources:
                 self._sources[key] = DicomWebSource(
-                    key, server.dicomweb_root, session, auth, self._timeouts
+                    key, server.dicomweb_root, session, auth, self.timeouts
                 )
             return self._sources[key]
 
@@ -124,11 +119,11 @@ class ServerSessions:
                 session.close()
             self._sessions.clear()
             self._sources.clear()
-            if self._owned_redis is not None:
-                self._owned_redis.close()
+            if self.owned_redis is not None:
+                self.owned_redis.close()
 
     def _token_call_counter(self, key: str) -> Callable[[str, str], None] | None:
-        count = self._count_token_call
+        count = self.count_token_call
         if count is None:
             return None
         return lambda kind, outcome: count(key, kind, outcome)
