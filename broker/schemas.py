@@ -10,7 +10,12 @@ from pydantic.alias_generators import to_camel
 
 from model_proxy.shared.jobs import Job, JobState
 
-__all__ = ["ErrorBody", "JobList", "JobResource"]
+__all__ = ["ErrorBody", "JobList", "JobResource", "job_url"]
+
+
+def job_url(job_id: str) -> str:
+    """Where a client polls a job: ``GET /jobs/{id}``."""
+    return f"/jobs/{job_id}"
 
 
 class _Camel(BaseModel):
@@ -68,7 +73,7 @@ class JobResource(_Camel):
     @classmethod
     def from_job(cls, job: Job) -> JobResource:
         request = job.request
-        url = f"/jobs/{job.id}"
+        url = job_url(job.id)
         return cls(
             id=job.id,
             state=job.state,

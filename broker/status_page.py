@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from html import escape
 
-from model_proxy.broker.status import EndpointStatus, StatusReport, iso_time
+from model_proxy.broker.status import StatusReport, iso_time
+from model_proxy.shared.probe import EndpointStatus
 
 __all__ = ["prefers_html", "render_status_page"]
 
