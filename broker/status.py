@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import redis.exceptions
 import requests
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from model_proxy.broker.queue_depth import queue_depths
 from model_proxy.broker.services import BrokerServices, ServerSessions
 from model_proxy.shared.config import ModelConfig, ServerConfig
 from model_proxy.shared.dicomweb.auth import PacsAuth
@@ -47,7 +47,6 @@ __all__ = [
     "describe_failure",
     "probe",
     "public_uri",
-    "queue_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -306,16 +305,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 # --- Redis, workers, queues, jobs ------------------------------------------------------------
 
 
-def queue_keys(queue: str, transport_options: Mapping[str, Any]) -> list[str]:
-    """The Redis lists kombu keeps a queue in: the queue's own name for priority 0, and
-    ``<queue><sep><step>`` for each higher priority step (``priority_steps``, ``sep``)."""
-    steps: Iterable[int] = transport_options.get("priority_steps", PRIORITY_STEPS)
-    sep: str = transport_options.get("sep", Channel.sep)
-    keys = [queue]
-    keys += [f"{queue}{sep}{step}" for step in sorted(set(steps)) if step]
-    return keys
-
-
 async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> RedisStatus:
     started = time.perf_counter()
     try:
@@ -331,18 +320,6 @@ async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> Redi
         log.warning("status: Redis ping failed (%s)", type(exc).__name__)
         return RedisStatus("down", uri, error="ping failed")
     return RedisStatus("up", uri, round((time.perf_counter() - started) * 1000, 2))
-
-
-async def _queue_depths(
-    client: aioredis.Redis, queues: list[str], transport_options: Mapping[str, Any]
-) -> dict[str, int | None]:
-    keys = {queue: queue_keys(queue, transport_options) for queue in queues}
-    async with client.pipeline(transaction=False) as pipe:
-        for names in keys.values():
-            for name in names:
-                pipe.llen(name)
-        lengths = iter(await pipe.execute())
-    return {queue: sum(int(next(lengths)) for _ in names) for queue, names in keys.items()}
 
 
 async def _job_counts(services: BrokerServices, window: int) -> dict[str, int]:
@@ -455,7 +432,7 @@ async def _check_backend(
     options = dict(services.celery.conf.broker_transport_options or {})
     names, depths, jobs = await asyncio.gather(
         _bounded(loop.run_in_executor(executor, _ping_workers, services, ping), ping + timeout),
-        _bounded(_queue_depths(client, queues, options), timeout),
+        _bounded(queue_depths(client, queues, options), timeout),
         _bounded(_job_counts(services, jobs_window), timeout),
     )
     if isinstance(names, BaseException):
@@ -463,14 +440,16 @@ async def _check_backend(
         workers = WorkersStatus("unknown", error="the workers could not be asked")
     else:
         workers = WorkersStatus("up" if names else "down", names)
+    counts: dict[str, int | None] = dict.fromkeys(queues)
     if isinstance(depths, BaseException):
         log.warning("status: the queues could not be counted (%s)", type(depths).__name__)
-        depths = dict.fromkeys(queues)
+    else:
+        counts.update(depths)
     if isinstance(jobs, BaseException):
         if not isinstance(jobs, QueueUnavailable | TimeoutError):
             log.warning("status: the jobs could not be counted (%s)", type(jobs).__name__)
         jobs = {}
-    return redis_status, workers, depths, jobs
+    return redis_status, workers, counts, jobs
 
 
 async def _bounded(operation: Awaitable[_T], timeout: float) -> _T | BaseException:

@@ -19,11 +19,11 @@ from model_proxy.api_client import (
     TASK_ROUTES,
     ApiClient,
     ApiError,
-    JobError,
     JobProgress,
     JobResource,
 )
 from model_proxy.shared.http import new_session
+from model_proxy.shared.jobs import JOB_STATES, JobError
 from model_proxy.shared.settings import Settings
 
 __all__ = ["ProgressView", "progress_line", "register_job_commands"]
@@ -35,7 +35,6 @@ EXIT_API_ERROR = 2
 EXIT_TIMEOUT = 124  # as timeout(1): gave up waiting, the job goes on
 EXIT_INTERRUPTED = 130
 
-STATES = ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
 _HTTP_TIMEOUT = (10.0, 60.0)  # connect, read: per request, not for the whole job
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})  # while polling: wait and ask again
 _MAX_RETRIES = 10  # in a row
@@ -103,7 +102,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         description="Without show or cancel: a table of recent jobs, newest first.",
         epilog="exit status: 0 done; 2 a usage or API error (such as an unknown job)",
     )
-    jobs.add_argument("--state", choices=STATES, help="only jobs in this state")
+    jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     jobs.add_argument(
         "--limit",
         metavar="N",
@@ -247,12 +246,12 @@ def _follow(
         if job.state != "succeeded":
             default = f"job {job.id} was cancelled" if job.state == "cancelled" else "no reason"
             code = "job_cancelled" if job.state == "cancelled" else "job_failed"
-            raise _JobDidNotSucceed(job.error or JobError(code, default))
+            raise _JobDidNotSucceed(job.error or JobError(code=code, message=default))
         try:
             answer = client.result(job.id)
         except ApiError as exc:
             if exc.job_id is not None or exc.status == 410:  # it failed after all
-                raise _JobDidNotSucceed(JobError(exc.code, exc.message)) from None
+                raise _JobDidNotSucceed(JobError(code=exc.code, message=exc.message)) from None
             raise
         if isinstance(answer, bytes):
             return answer

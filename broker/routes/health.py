@@ -54,9 +54,9 @@ async def metrics(request: Request) -> Response:
     services = request.app.state.services
     await services.metrics.flush()  # this process's own latest counts too
     body = await render_metrics(
-        services.jobs.redis,
+        services.jobs,
         services.catalog.queues(services.settings.queue_name),
         services.catalog.models,
-        services.jobs.keys.prefix,
+        services.celery.conf.broker_transport_options or {},
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

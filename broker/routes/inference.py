@@ -129,8 +129,9 @@ async def _answer(
             retry_after=settings.queue_full_retry_after,
         )
     job = new_job(inference, queue=config.queue or settings.queue_name)
-    job_id = await services.jobs.create_or_attach(job, use_cached=not _asks_fresh(request))
-    if job_id == job.id:
+    admitted = await services.jobs.create_or_attach(job, use_cached=not _asks_fresh(request))
+    job_id = admitted.job_id
+    if admitted.created:
         try:
             await services.enqueue(job)
         except ModelProxyError as error:

@@ -11,7 +11,7 @@ from model_proxy.broker.outcomes import job_outcome
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobState, Terminated
 
 __all__ = ["router"]
 
@@ -80,9 +80,9 @@ async def cancel_job(request: Request, job_id: str) -> Response:
     outcome = await services.jobs.terminate(
         job, JobState.CANCELLED, JobCancelled("cancelled by a client")
     )
-    if outcome == "finished":
+    if outcome is Terminated.FINISHED:
         return error_response(JobFinished(f"job {job_id} had already finished"), jobId=job_id)
-    if outcome == "missing":
+    if outcome is Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(request, job_id)
     return Response(

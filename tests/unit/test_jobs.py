@@ -22,12 +22,18 @@ from model_proxy.broker.jobs import AsyncJobStore, JobEvents, wait_for_job
 from model_proxy.shared.config.schema import Level, Task
 from model_proxy.shared.errors import DicomNotFound, JobCancelled, QueueUnavailable
 from model_proxy.shared.jobs import (
+    Admission,
+    Admitted,
     Claim,
     Job,
     JobError,
     JobKeys,
     JobState,
     JobStore,
+    Lease,
+    Requeued,
+    Slot,
+    Terminated,
     Written,
     job_from_fields,
     job_to_fields,
@@ -210,10 +216,10 @@ class Broker:
 
         return asyncio.run(main())
 
-    def submit(self, job: Job, use_cached: bool = True) -> str:
+    def submit(self, job: Job, use_cached: bool = True) -> Admitted:
         return self.run(lambda jobs: jobs.create_or_attach(job, use_cached))
 
-    def cancel(self, job: Job) -> str:
+    def cancel(self, job: Job) -> Terminated:
         error = JobCancelled("cancelled by a client")
         return self.run(lambda jobs: jobs.terminate(job, JobState.CANCELLED, error))
 
@@ -239,7 +245,7 @@ def broker(server: fakeredis.FakeServer) -> Broker:
 def job(broker: Broker) -> Job:
     """A job the broker has recorded and queued."""
     created = make_job()
-    assert broker.submit(created) == created.id
+    assert broker.submit(created) == Admitted(created.id, Admission.CREATED)
     return created
 
 
@@ -290,7 +296,7 @@ def test_a_new_job_is_recorded_indexed_and_counted(
     client: redis.Redis, store: JobStore, broker: Broker, events: Any
 ) -> None:
     job = make_job()
-    assert broker.submit(job) == job.id
+    assert broker.submit(job) == Admitted(job.id, Admission.CREATED)
     assert store.get(job.id) == job
     assert broker.get(job.id) == job
     assert [found.id for found in broker.recent(10)] == [job.id]
@@ -304,7 +310,7 @@ def test_an_identical_request_attaches_to_the_unfinished_job(
     store: JobStore, broker: Broker, job: Job
 ) -> None:
     again = make_job()
-    assert broker.submit(again) == job.id
+    assert broker.submit(again) == Admitted(job.id, Admission.ATTACHED)
     assert store.get(again.id) is None
     assert broker.queued_count() == 1
     assert [found.id for found in broker.recent(10)] == [job.id]
@@ -313,15 +319,15 @@ def test_an_identical_request_attaches_to_the_unfinished_job(
 def test_an_identical_request_attaches_to_the_running_job(
     store: JobStore, broker: Broker, running: Job
 ) -> None:
-    assert broker.submit(make_job()) == running.id
+    assert broker.submit(make_job()) == Admitted(running.id, Admission.ATTACHED)
     assert broker.queued_count() == 0
 
 
 def test_a_different_request_is_a_new_job(broker: Broker, job: Job) -> None:
     other = make_job(series_uid="1.2.3.9", level=Level.SERIES)
-    assert broker.submit(other) == other.id
+    assert broker.submit(other) == Admitted(other.id, Admission.CREATED)
     elsewhere = make_job(model_id=OTHER_MODEL)
-    assert broker.submit(elsewhere) == elsewhere.id
+    assert broker.submit(elsewhere) == Admitted(elsewhere.id, Admission.CREATED)
     assert broker.queued_count() == 2
     assert broker.queued_count(OTHER_MODEL) == 1
 
@@ -335,7 +341,7 @@ def _fail(store: JobStore, broker: Broker, job: Job) -> None:
 
 
 def _cancel(store: JobStore, broker: Broker, job: Job) -> None:
-    assert broker.cancel(job) == "cancelled"
+    assert broker.cancel(job) is Terminated.TERMINATED
 
 
 @pytest.mark.parametrize(
@@ -346,7 +352,7 @@ def test_after_the_job_finished_an_identical_request_is_a_new_job(
 ) -> None:
     finish(store, broker, running)
     again = make_job()
-    assert broker.submit(again, use_cached=False) == again.id
+    assert broker.submit(again, use_cached=False) == Admitted(again.id, Admission.CREATED)
     assert current(store, again).state is JobState.QUEUED
     assert current(store, running).state.finished
 
@@ -357,7 +363,7 @@ def test_a_request_that_missed_the_cache_by_a_moment_gets_the_succeeded_job(
     """Its cache lookup came just before the job succeeded: no second run starts."""
     _succeed(store, broker, running)
     again = make_job()
-    assert broker.submit(again) == running.id
+    assert broker.submit(again) == Admitted(running.id, Admission.CACHED)
     assert store.get(again.id) is None
 
 
@@ -366,7 +372,7 @@ def test_after_the_job_expired_an_identical_request_is_a_new_job(
 ) -> None:
     expire(client, job)
     again = make_job()
-    assert broker.submit(again) == again.id
+    assert broker.submit(again) == Admitted(again.id, Admission.CREATED)
     assert store.get(again.id) == again
 
 
@@ -411,7 +417,7 @@ def test_a_finished_job_is_not_claimed(
 
 
 def test_a_cancelled_queued_job_is_not_claimed(store: JobStore, broker: Broker, job: Job) -> None:
-    assert broker.cancel(job) == "cancelled"
+    assert broker.cancel(job) is Terminated.TERMINATED
     assert store.claim(job, "worker-a", LEASE) is Claim.FINISHED
     assert current(store, job).state is JobState.CANCELLED
 
@@ -467,7 +473,7 @@ def test_progress_is_recorded_but_not_announced(store: JobStore, running: Job, e
 def test_update_after_cancel_is_ended(
     store: JobStore, broker: Broker, running: Job, events: Any
 ) -> None:
-    assert broker.cancel(running) == "cancelled"
+    assert broker.cancel(running) is Terminated.TERMINATED
     announced(events)
     fields = {"state": JobState.INFERRING.value, "bytes_fetched": "9"}
     assert store.update(running.id, "worker-a", fields, announce=True) is Written.ENDED
@@ -520,7 +526,7 @@ def test_succeed(
     assert 0 < client.ttl(KEYS.job(running.id)) <= TTL
     assert announced(events) == [running.id]
     again = make_job()  # the broker answers from the cache; asked for a fresh run, a new job
-    assert broker.submit(again, use_cached=False) == again.id
+    assert broker.submit(again, use_cached=False) == Admitted(again.id, Admission.CREATED)
 
 
 def test_nothing_is_cached_before_a_job_succeeds(broker: Broker, running: Job) -> None:
@@ -538,7 +544,7 @@ def test_the_cache_lasts_only_as_long_as_the_result(
 def test_succeed_after_cancel_drops_the_result(
     store: JobStore, broker: Broker, running: Job, events: Any
 ) -> None:
-    assert broker.cancel(running) == "cancelled"
+    assert broker.cancel(running) is Terminated.TERMINATED
     announced(events)
     assert store.succeed(running, "worker-a", RESULT) is Written.ENDED
     assert store.get_result(running.id) is None
@@ -574,7 +580,7 @@ def test_a_stale_worker_finishing_late_keeps_the_result_of_the_run_that_succeede
     """Worker A stalls past its lease; the job is queued again and worker B completes it.
     When A wakes and reports its own result, its write is refused, and B's result stays."""
     lapse(client, running)
-    assert store.requeue_abandoned(running, max_attempts=3) == 1
+    assert store.requeue_abandoned(running, max_attempts=3) is Requeued.REQUEUED
     assert store.claim(running, "worker-b", LEASE) is Claim.CLAIMED
     assert store.succeed(running, "worker-b", b'{"by": "b"}') is Written.DONE
 
@@ -604,7 +610,7 @@ def test_fail_records_code_and_message(
 def test_fail_after_cancel_keeps_the_cancellation(
     store: JobStore, broker: Broker, running: Job
 ) -> None:
-    assert broker.cancel(running) == "cancelled"
+    assert broker.cancel(running) is Terminated.TERMINATED
     assert store.fail(running, "worker-a", DicomNotFound("x")) is Written.ENDED
     after = current(store, running)
     assert after.state is JobState.CANCELLED
@@ -625,7 +631,7 @@ def test_fail_without_the_lease_or_after_expiry_writes_nothing(
 
 
 def test_cancel_a_queued_job(store: JobStore, broker: Broker, job: Job, events: Any) -> None:
-    assert broker.cancel(job) == "cancelled"
+    assert broker.cancel(job) is Terminated.TERMINATED
     cancelled = current(store, job)
     assert cancelled.state is JobState.CANCELLED
     assert cancelled.error == JobError(code="job_cancelled", message="cancelled by a client")
@@ -633,13 +639,13 @@ def test_cancel_a_queued_job(store: JobStore, broker: Broker, job: Job, events: 
     assert broker.queued_count() == 0
     assert announced(events) == [job.id]
     again = make_job()
-    assert broker.submit(again) == again.id
+    assert broker.submit(again) == Admitted(again.id, Admission.CREATED)
 
 
 def test_cancel_a_running_job(
     client: redis.Redis, store: JobStore, broker: Broker, running: Job
 ) -> None:
-    assert broker.cancel(running) == "cancelled"
+    assert broker.cancel(running) is Terminated.TERMINATED
     assert current(store, running).state is JobState.CANCELLED
     lapse(client, running)  # even if its worker dies now, the reaper leaves it alone
     assert store.abandoned() == []
@@ -651,7 +657,7 @@ def test_a_job_that_could_not_be_enqueued_is_failed(
 ) -> None:
     error = QueueUnavailable("Redis cannot be reached")
     outcome = broker.run(lambda jobs: jobs.terminate(job, JobState.FAILED, error))
-    assert outcome == "failed"
+    assert outcome is Terminated.TERMINATED
     failed = current(store, job)
     assert failed.state is JobState.FAILED
     assert failed.error == JobError(code="redis_unavailable", message="Redis cannot be reached")
@@ -667,14 +673,14 @@ def test_terminate_a_finished_job(
     finish(store, broker, running)
     before = current(store, running)
     announced(events)
-    assert broker.cancel(running) == "finished"
+    assert broker.cancel(running) is Terminated.FINISHED
     assert current(store, running) == before
     assert announced(events) == []
 
 
 def test_terminate_a_missing_job(client: redis.Redis, broker: Broker, events: Any) -> None:
     never_recorded = make_job()
-    assert broker.cancel(never_recorded) == "missing"
+    assert broker.cancel(never_recorded) is Terminated.MISSING
     assert not client.exists(KEYS.job(never_recorded.id))
     assert announced(events) == []
 
@@ -685,23 +691,23 @@ def test_terminate_a_missing_job(client: redis.Redis, broker: Broker, events: An
 def test_renew_lease(client: redis.Redis, store: JobStore, running: Job) -> None:
     lease = KEYS.lease(running.id)
     client.pexpire(lease, 1000)
-    assert store.renew_lease(running.id, "worker-b", LEASE) is False
+    assert store.renew_lease(running.id, "worker-b", LEASE) is Lease.LOST
     assert client.pttl(lease) <= 1000
-    assert store.renew_lease(running.id, "worker-a", LEASE) is True
+    assert store.renew_lease(running.id, "worker-a", LEASE) is Lease.RENEWED
     assert 1000 < client.pttl(lease) <= LEASE * 1000
     lapse(client, running)
-    assert store.renew_lease(running.id, "worker-a", LEASE) is False
+    assert store.renew_lease(running.id, "worker-a", LEASE) is Lease.LOST
     assert not client.exists(lease)
 
 
 def test_release_lease(client: redis.Redis, store: JobStore, running: Job) -> None:
-    store.release_lease(running.id, "worker-b")
+    assert store.release_lease(running.id, "worker-b") is Lease.LOST
     assert client.exists(KEYS.lease(running.id))
     assert store.claim(running, "worker-b", LEASE) is Claim.BUSY
-    store.release_lease(running.id, "worker-a")
+    assert store.release_lease(running.id, "worker-a") is Lease.RELEASED
     assert not client.exists(KEYS.lease(running.id))
     assert store.abandoned() == []  # released by its worker: not abandoned
-    store.release_lease(running.id, "worker-a")  # twice is harmless
+    assert store.release_lease(running.id, "worker-a") is Lease.LOST  # twice is harmless
 
 
 def test_abandoned_lists_claimed_jobs_whose_lease_is_gone(
@@ -709,7 +715,7 @@ def test_abandoned_lists_claimed_jobs_whose_lease_is_gone(
 ) -> None:
     alive, dead = make_job(series_uid="1.2.3.1"), make_job(series_uid="1.2.3.2")
     for other in (alive, dead):
-        assert broker.submit(other) == other.id
+        assert broker.submit(other) == Admitted(other.id, Admission.CREATED)
         assert store.claim(other, f"worker-{other.id}", LEASE) is Claim.CLAIMED
     assert store.abandoned() == []
     lapse(client, dead)
@@ -721,7 +727,7 @@ def test_requeue_an_abandoned_job(
 ) -> None:
     announced(events)
     lapse(client, running)
-    assert store.requeue_abandoned(running, max_attempts=3) == 1
+    assert store.requeue_abandoned(running, max_attempts=3) is Requeued.REQUEUED
     requeued = current(store, running)
     assert requeued.state is JobState.QUEUED
     assert requeued.attempts == 1
@@ -729,7 +735,8 @@ def test_requeue_an_abandoned_job(
     assert broker.queued_count() == 1
     assert store.abandoned() == []
     assert announced(events) == [running.id]
-    assert broker.submit(make_job()) == running.id  # still the active job of its request
+    # still the active job of its request
+    assert broker.submit(make_job()) == Admitted(running.id, Admission.ATTACHED)
     assert store.claim(running, "worker-b", LEASE) is Claim.CLAIMED
     assert current(store, running).attempts == 2
 
@@ -738,7 +745,7 @@ def test_a_job_with_a_live_lease_is_not_requeued(
     store: JobStore, broker: Broker, running: Job, events: Any
 ) -> None:
     announced(events)
-    assert store.requeue_abandoned(running, max_attempts=3) == 0
+    assert store.requeue_abandoned(running, max_attempts=3) is Requeued.SKIPPED
     assert current(store, running).state is JobState.FETCHING
     assert broker.queued_count() == 0
     assert announced(events) == []
@@ -750,7 +757,7 @@ def test_a_finished_job_is_not_requeued(
     assert store.succeed(running, "worker-a", RESULT) is Written.DONE
     client.zadd(KEYS.running, {running.id: time.time()})  # as if the finish raced the reaper
     assert store.abandoned() == [running.id]
-    assert store.requeue_abandoned(running, max_attempts=3) == 0
+    assert store.requeue_abandoned(running, max_attempts=3) is Requeued.SKIPPED
     assert current(store, running).state is JobState.SUCCEEDED
     assert store.abandoned() == []
     assert broker.queued_count() == 0
@@ -762,12 +769,12 @@ def test_after_max_attempts_an_abandoned_job_fails(
     for attempt in (1, 2):
         assert store.claim(job, f"worker-{attempt}", LEASE) is Claim.CLAIMED
         lapse(client, job)
-        assert store.requeue_abandoned(job, max_attempts=3) == 1
+        assert store.requeue_abandoned(job, max_attempts=3) is Requeued.REQUEUED
     assert store.claim(job, "worker-3", LEASE) is Claim.CLAIMED
     lapse(client, job)
     announced(events)
 
-    assert store.requeue_abandoned(job, max_attempts=3) == -1
+    assert store.requeue_abandoned(job, max_attempts=3) is Requeued.FAILED
 
     failed = current(store, job)
     assert failed.state is JobState.FAILED
@@ -780,40 +787,41 @@ def test_after_max_attempts_an_abandoned_job_fails(
     assert announced(events) == [job.id]
     assert store.claim(job, "worker-4", LEASE) is Claim.FINISHED
     again = make_job()
-    assert broker.submit(again) == again.id
+    assert broker.submit(again) == Admitted(again.id, Admission.CREATED)
 
 
 # --- model slots --------------------------------------------------------------------------------
 
 
 def test_acquire_slot_respects_the_limit(store: JobStore) -> None:
-    assert store.acquire_slot(MODEL, "job-a", 2, 60) is True
-    assert store.acquire_slot(MODEL, "job-b", 2, 60) is True
-    assert store.acquire_slot(MODEL, "job-c", 2, 60) is False
-    assert store.acquire_slot(MODEL, "job-a", 2, 60) is True  # a holder asking again keeps it
-    assert store.acquire_slot(OTHER_MODEL, "job-c", 2, 60) is True  # each model its own places
+    assert store.acquire_slot(MODEL, "job-a", 2, 60) is Slot.TAKEN
+    assert store.acquire_slot(MODEL, "job-b", 2, 60) is Slot.TAKEN
+    assert store.acquire_slot(MODEL, "job-c", 2, 60) is Slot.FULL
+    assert store.acquire_slot(MODEL, "job-a", 2, 60) is Slot.TAKEN  # a holder asking again keeps it
+    # each model its own places
+    assert store.acquire_slot(OTHER_MODEL, "job-c", 2, 60) is Slot.TAKEN
 
 
 def test_release_slot_frees_a_place(store: JobStore) -> None:
-    assert store.acquire_slot(MODEL, "job-a", 1, 60) is True
-    assert store.acquire_slot(MODEL, "job-b", 1, 60) is False
+    assert store.acquire_slot(MODEL, "job-a", 1, 60) is Slot.TAKEN
+    assert store.acquire_slot(MODEL, "job-b", 1, 60) is Slot.FULL
     store.release_slot(MODEL, "job-a")
-    assert store.acquire_slot(MODEL, "job-b", 1, 60) is True
+    assert store.acquire_slot(MODEL, "job-b", 1, 60) is Slot.TAKEN
 
 
 def test_an_expired_slot_is_reclaimed(store: JobStore) -> None:
-    assert store.acquire_slot(MODEL, "job-a", 1, 0.01) is True
+    assert store.acquire_slot(MODEL, "job-a", 1, 0.01) is Slot.TAKEN
     time.sleep(0.05)  # its worker died and stopped renewing
-    assert store.acquire_slot(MODEL, "job-b", 1, 60) is True
-    assert store.acquire_slot(MODEL, "job-a", 1, 60) is False
+    assert store.acquire_slot(MODEL, "job-b", 1, 60) is Slot.TAKEN
+    assert store.acquire_slot(MODEL, "job-a", 1, 60) is Slot.FULL
 
 
 def test_a_renewed_slot_outlives_its_first_hold(client: redis.Redis, store: JobStore) -> None:
-    assert store.acquire_slot(MODEL, "job-a", 1, 0.01) is True
+    assert store.acquire_slot(MODEL, "job-a", 1, 0.01) is Slot.TAKEN
     store.renew_slot(MODEL, "job-a", 60)
     store.renew_slot(MODEL, "job-z", 60)  # renewing a slot never held takes none
     time.sleep(0.05)
-    assert store.acquire_slot(MODEL, "job-b", 1, 60) is False
+    assert store.acquire_slot(MODEL, "job-b", 1, 60) is Slot.FULL
     assert client.zscore(KEYS.model_slots(MODEL), "job-z") is None
 
 
@@ -824,15 +832,15 @@ def _submit_at(broker: Broker, created_at: float, **request_changes: Any) -> Job
     job = make_job(**request_changes).model_copy(
         update={"created_at": created_at, "updated_at": created_at}
     )
-    assert broker.submit(job) == job.id
+    assert broker.submit(job) == Admitted(job.id, Admission.CREATED)
     return job
 
 
 def test_recent_is_newest_first_limited_and_filtered(broker: Broker, store: JobStore) -> None:
     now = time.time()
     jobs = [_submit_at(broker, now - 100 + i, series_uid=f"1.2.3.{i}") for i in range(5)]
-    assert broker.cancel(jobs[1]) == "cancelled"
-    assert broker.cancel(jobs[3]) == "cancelled"
+    assert broker.cancel(jobs[1]) is Terminated.TERMINATED
+    assert broker.cancel(jobs[3]) is Terminated.TERMINATED
 
     assert [job.id for job in broker.recent(10)] == [job.id for job in reversed(jobs)]
     assert [job.id for job in broker.recent(2)] == [jobs[4].id, jobs[3].id]
@@ -850,7 +858,7 @@ def test_recent_is_newest_first_limited_and_filtered(broker: Broker, store: JobS
 def test_recent_looks_past_the_first_batch(broker: Broker) -> None:
     now = time.time()
     jobs = [_submit_at(broker, now - 100 + i, series_uid=f"1.2.3.{i}") for i in range(60)]
-    assert broker.cancel(jobs[0]) == "cancelled"
+    assert broker.cancel(jobs[0]) is Terminated.TERMINATED
     found = broker.recent(5, JobState.CANCELLED)
     assert [job.id for job in found] == [jobs[0].id]
 
@@ -1053,7 +1061,8 @@ def test_wait_wakes_when_another_request_cancels_the_job(
         async def cancel() -> None:
             await jobs.read.wait()
             await _subscribed(jobs.redis)
-            assert await jobs.terminate(job, JobState.CANCELLED, JobCancelled("no")) == "cancelled"
+            outcome = await jobs.terminate(job, JobState.CANCELLED, JobCancelled("no"))
+            assert outcome is Terminated.TERMINATED
 
         cancelling = asyncio.create_task(cancel())
         found = await wait_for_job(jobs, events, job.id, 60)

@@ -29,7 +29,6 @@ from model_proxy.broker.status import (
     describe_failure,
     probe,
     public_uri,
-    queue_keys,
 )
 from model_proxy.broker.status_page import prefers_html, render_status_page
 from model_proxy.shared.config import Catalog, ServerConfig
@@ -242,20 +241,6 @@ def test_server_sessions_carry_each_servers_tls_settings_and_auth() -> None:
     sessions.close()
     with pytest.raises(RuntimeError):
         sessions.get(SERVER)
-
-
-# --- queues ------------------------------------------------------------------------------------
-
-
-def test_queue_keys_follow_kombus_priority_lists() -> None:
-    sep = "\x06\x16"
-    assert queue_keys("inference", {}) == [
-        "inference",
-        f"inference{sep}3",
-        f"inference{sep}6",
-        f"inference{sep}9",
-    ]
-    assert queue_keys("slow", {"priority_steps": [0, 5], "sep": ":"}) == ["slow", "slow:5"]
 
 
 # --- the verdict -------------------------------------------------------------------------------
