@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from model_proxy.api_client import (
     TASK_ROUTES,
@@ -28,6 +28,8 @@ from model_proxy.shared.settings import Settings
 
 __all__ = ["ProgressView", "progress_line", "register_job_commands"]
 
+
+_N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -144,23 +146,24 @@ def _positive_float(text: str) -> float:
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _converted(text, float, "a number")
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _converted(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _converted(text: str, convert: Callable[[str], _N], what: str) -> _N:
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
 
 
 # --- model-proxy infer -------------------------------------------------------------------------

@@ -14,19 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from model_proxy.shared.errors import ModelProxyError
-from model_proxy.shared.jobs import scripts
+from model_proxy.shared.jobs import outcomes, scripts
 from model_proxy.shared.jobs.keys import JobKeys
 from model_proxy.shared.jobs.model import Job, JobError, JobState, job_to_fields
-from model_proxy.shared.jobs.outcomes import (
-    Admission,
-    Admitted,
-    Claim,
-    Lease,
-    Requeued,
-    Slot,
-    Terminated,
-    Written,
-)
 
 __all__ = ["JobOperations", "ScriptCall", "text"]
 
@@ -48,9 +38,9 @@ def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _admitted(reply: Any) -> Admitted:
+def _admitted(reply: Any) -> outcomes.Admitted:
     job_id, admission = reply
-    return Admitted(text(job_id), Admission(text(admission)))
+    return outcomes.Admitted(text(job_id), outcomes.Admission(text(admission)))
 
 
 def _cached(reply: Any) -> tuple[str, bytes] | None:
@@ -79,7 +69,7 @@ class JobOperations:
         self.keys = keys
         self.ttl = ttl_seconds
 
-    def create_or_attach(self, job: Job, use_cached: bool) -> ScriptCall[Admitted]:
+    def create_or_attach(self, job: Job, use_cached: bool) -> ScriptCall[outcomes.Admitted]:
         keys, fingerprint = self.keys, job.fingerprint
         return ScriptCall(
             scripts.CREATE_OR_ATTACH,
@@ -110,39 +100,39 @@ class JobOperations:
             _cached,
         )
 
-    def claim(self, job: Job, token: str, lease_seconds: float) -> ScriptCall[Claim]:
+    def claim(self, job: Job, token: str, lease_seconds: float) -> ScriptCall[outcomes.Claim]:
         keys = self.keys
         return ScriptCall(
             scripts.CLAIM,
             [keys.job(job.id), keys.lease(job.id), keys.running, keys.queued(job.request.model_id)],
             [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id, self.ttl],
-            _as(Claim),
+            _as(outcomes.Claim),
         )
 
     def update(
         self, job_id: str, token: str, fields: Mapping[str, str], announce: bool
-    ) -> ScriptCall[Written]:
+    ) -> ScriptCall[outcomes.Written]:
         keys = self.keys
         pairs = _pairs({**fields, "updated_at": repr(time.time())})
         return ScriptCall(
             scripts.UPDATE,
             [keys.job(job_id), keys.lease(job_id)],
             [self.ttl, keys.events, job_id, token, "1" if announce else "0", *pairs],
-            _as(Written),
+            _as(outcomes.Written),
         )
 
-    def succeed(self, job: Job, token: str) -> ScriptCall[Written]:
+    def succeed(self, job: Job, token: str) -> ScriptCall[outcomes.Written]:
         """Move the result staged under :meth:`JobKeys.staged_result` into place."""
         return self._finish(job, token, JobState.SUCCEEDED, {})
 
-    def fail(self, job: Job, token: str, error: ModelProxyError) -> ScriptCall[Written]:
+    def fail(self, job: Job, token: str, error: ModelProxyError) -> ScriptCall[outcomes.Written]:
         return self._finish(
             job, token, JobState.FAILED, {"error": _error_json(error.code, error.message)}
         )
 
     def _finish(
         self, job: Job, token: str, state: JobState, fields: dict[str, str]
-    ) -> ScriptCall[Written]:
+    ) -> ScriptCall[outcomes.Written]:
         keys, fingerprint = self.keys, job.fingerprint
         now = repr(time.time())
         return ScriptCall(
@@ -164,21 +154,16 @@ class JobOperations:
                 state.value,
                 *_pairs({**fields, "finished_at": now, "updated_at": now}),
             ],
-            _as(Written),
+            _as(outcomes.Written),
         )
 
     def terminate(
         self, job: Job, state: JobState, error: ModelProxyError
-    ) -> ScriptCall[Terminated]:
+    ) -> ScriptCall[outcomes.Terminated]:
         keys = self.keys
         return ScriptCall(
             scripts.TERMINATE,
-            [
-                keys.job(job.id),
-                keys.running,
-                keys.queued(job.request.model_id),
-                keys.active(job.fingerprint),
-            ],
+            [keys.job(job.id), *self._places(job)],
             [
                 repr(time.time()),
                 keys.events,
@@ -186,37 +171,39 @@ class JobOperations:
                 state.value,
                 _error_json(error.code, error.message),
             ],
-            _as(Terminated),
+            _as(outcomes.Terminated),
         )
 
-    def renew_lease(self, job_id: str, token: str, lease_seconds: float) -> ScriptCall[Lease]:
+    def _places(self, job: Job) -> list[str]:
+        """The running and queued sets and the active pointer, which a job leaves when it ends
+        and re-enters when it is queued again: KEYS in this order for both scripts."""
+        keys = self.keys
+        return [keys.running, keys.queued(job.request.model_id), keys.active(job.fingerprint)]
+
+    def renew_lease(
+        self, job_id: str, token: str, lease_seconds: float
+    ) -> ScriptCall[outcomes.Lease]:
         return ScriptCall(
             scripts.RENEW_LEASE,
             [self.keys.lease(job_id)],
             [token, int(lease_seconds * 1000)],
-            _as(Lease),
+            _as(outcomes.Lease),
         )
 
-    def release_lease(self, job_id: str, token: str) -> ScriptCall[Lease]:
+    def release_lease(self, job_id: str, token: str) -> ScriptCall[outcomes.Lease]:
         return ScriptCall(
             scripts.RELEASE_LEASE,
             [self.keys.lease(job_id), self.keys.running],
             [token, job_id],
-            _as(Lease),
+            _as(outcomes.Lease),
         )
 
-    def requeue_abandoned(self, job: Job, max_attempts: int) -> ScriptCall[Requeued]:
+    def requeue_abandoned(self, job: Job, max_attempts: int) -> ScriptCall[outcomes.Requeued]:
         keys = self.keys
         message = f"the worker running this job stopped, {max_attempts} times; giving up"
         return ScriptCall(
             scripts.REQUEUE_IF_ABANDONED,
-            [
-                keys.job(job.id),
-                keys.lease(job.id),
-                keys.running,
-                keys.queued(job.request.model_id),
-                keys.active(job.fingerprint),
-            ],
+            [keys.job(job.id), keys.lease(job.id), *self._places(job)],
             [
                 repr(time.time()),
                 keys.events,
@@ -224,16 +211,16 @@ class JobOperations:
                 max_attempts,
                 _error_json("worker_lost", message),
             ],
-            _as(Requeued),
+            _as(outcomes.Requeued),
         )
 
     def acquire_slot(
         self, model_id: str, job_id: str, limit: int, hold_seconds: float
-    ) -> ScriptCall[Slot]:
+    ) -> ScriptCall[outcomes.Slot]:
         now = time.time()
         return ScriptCall(
             scripts.ACQUIRE_SLOT,
             [self.keys.model_slots(model_id)],
             [repr(now), repr(now + hold_seconds), limit, job_id],
-            _as(Slot),
+            _as(outcomes.Slot),
         )

@@ -23,6 +23,21 @@ __all__ = [
 
 _FINISHED = "(state == 'succeeded' or state == 'failed' or state == 'cancelled')"
 
+
+def _unfinished_or(gone: str, ended: str, lost: str | None = None) -> str:
+    """Lua that returns ``gone`` when the job's record (KEYS[1]) is missing, ``ended`` when it
+    has finished, and, given ``lost``, that when its lease (KEYS[2]) is not this run's (ARGV[4]).
+    It leaves the job's state in ``state``."""
+    lines = [
+        "local state = redis.call('HGET', KEYS[1], 'state')",
+        f"if not state then return {gone} end",
+        f"if {_FINISHED} then return {ended} end",
+    ]
+    if lost is not None:
+        lines.append(f"if redis.call('GET', KEYS[2]) ~= ARGV[4] then return {lost} end")
+    return "\n".join(lines)
+
+
 # KEYS: job, active, index, queued, cached.
 # ARGV: id, ttl, now, job-key prefix, use cached (1/0), field, value, ...
 # Returns {id, 'attached'} for the unfinished identical job if there is one, else creates this
@@ -62,9 +77,7 @@ return {id, result}
 
 # KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id, ttl
 CLAIM = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if {_FINISHED} then return 'finished' end
+{_unfinished_or("'missing'", "'finished'")}
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'busy' end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -79,10 +92,7 @@ return 'claimed'
 # Returns 'done', 'gone' (record expired), 'ended' (finished or cancelled meanwhile) or 'lost'
 # (the lease went to another worker).
 UPDATE = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'gone' end
-if {_FINISHED} then return 'ended' end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'lost' end
+{_unfinished_or("'gone'", "'ended'", "'lost'")}
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[5] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
@@ -94,14 +104,11 @@ return 'done'
 # A succeeding worker stages its result under a key of its own; only the run that still holds
 # the lease moves it into place, so a late worker can neither overwrite nor delete it.
 FINISH = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
 local function refuse(code)
   redis.call('DEL', KEYS[6])
   return code
 end
-if not state then return refuse('gone') end
-if {_FINISHED} then return refuse('ended') end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return refuse('lost') end
+{_unfinished_or("refuse('gone')", "refuse('ended')", "refuse('lost')")}
 if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -117,9 +124,7 @@ return 'done'
 # KEYS: job, running, queued, active.  ARGV: now, channel, id, final state, error json
 # Returns 'terminated', 'finished' (already) or 'missing'.
 TERMINATE = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if {_FINISHED} then return 'finished' end
+{_unfinished_or("'missing'", "'finished'")}
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[1], 'updated_at', ARGV[1],
            'error', ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[3])
