@@ -6,6 +6,7 @@ import pytest
 
 from model_proxy.shared.config.schema import Level
 from model_proxy.shared.jobs import (
+    JOB_STATES,
     Job,
     JobError,
     JobState,
@@ -115,3 +116,8 @@ def test_an_incomplete_hash_is_no_job(fields: dict[str, str]) -> None:
 )
 def test_finished_states(state: JobState, finished: bool) -> None:
     assert state.finished is finished
+
+
+def test_the_one_list_of_states_follows_a_jobs_life() -> None:
+    assert JOB_STATES == ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
+    assert tuple(state.value for state in JobState) == JOB_STATES
