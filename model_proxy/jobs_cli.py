@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
@@ -184,8 +185,7 @@ class _GaveUpWaiting(Exception):
 def _infer(args: argparse.Namespace, settings: Settings) -> int:
     view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
     job_id: str | None = None
-    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-        client = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
+    with _api_client(args, settings) as client:
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         try:
             submitted = client.submit(
@@ -409,10 +409,8 @@ def _size(count: int) -> str:
 
 def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            jobs = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).jobs(
-                args.state, args.limit
-            )
+        with _api_client(args, settings) as client:
+            jobs = client.jobs(args.state, args.limit)
     except ApiError as exc:
         return _report(exc)
     if not jobs:
@@ -436,23 +434,42 @@ def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show_job(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).job(args.job_id)
-    except ApiError as exc:
-        return _report(exc)
-    print(json.dumps(job.document, indent=2, ensure_ascii=False))
-    return EXIT_OK
+    return _on_one_job(args, settings, _print_document, lambda client: client.job(args.job_id))
 
 
 def _cancel_job(args: argparse.Namespace, settings: Settings) -> int:
+    return _on_one_job(args, settings, _print_state, lambda client: client.cancel(args.job_id))
+
+
+def _on_one_job(
+    args: argparse.Namespace,
+    settings: Settings,
+    show: Callable[[JobResource], None],
+    ask: Callable[[ApiClient], JobResource],
+) -> int:
+    """Ask the API about one job and show the answer, or report the API's error."""
     try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).cancel(args.job_id)
+        with _api_client(args, settings) as client:
+            job = ask(client)
     except ApiError as exc:
         return _report(exc)
-    print(f"job {job.id} {job.state}")
+    show(job)
     return EXIT_OK
+
+
+def _print_document(job: JobResource) -> None:
+    print(json.dumps(job.document, indent=2, ensure_ascii=False))
+
+
+def _print_state(job: JobResource) -> None:
+    print(f"job {job.id} {job.state}")
+
+
+@contextmanager
+def _api_client(args: argparse.Namespace, settings: Settings) -> Iterator[ApiClient]:
+    """A client of the API for one command, on a session of its own."""
+    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+        yield ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
 
 
 def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
