@@ -86,13 +86,13 @@ async def _start_or_join_job(
             retry_after=settings.queue_full_retry_after,
         )
     job = new_job(inference, queue=config.queue or settings.queue_name)
-    job_id = await services.jobs.create_or_attach(job, use_cached=use_cached)
-    if job_id != job.id:
+    admitted = await services.jobs.create_or_attach(job, use_cached=use_cached)
+    if not admitted.created:
         services.metrics.add("shared_jobs", {"model": inference.model_id})
-        return job_id
+        return admitted.job_id
     try:
         await services.enqueue(job)
     except ModelProxyError as error:
         await services.jobs.terminate(job, JobState.FAILED, error)
         raise
-    return job_id
+    return admitted.job_id

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobError, JobState
 
 __all__ = ["ErrorBody", "JobList", "JobResource", "job_url"]
 
@@ -46,11 +46,6 @@ class JobProgress(_Camel):
     bytes_total: int | None = Field(description="Unknown: PACS stream without a length")
 
 
-class JobErrorView(_Camel):
-    code: str
-    message: str
-
-
 class JobLinks(_Camel):
     self_: str = Field(alias="self")
     result: str
@@ -67,7 +62,7 @@ class JobResource(_Camel):
     finished_at: dt.datetime | None
     updated_at: dt.datetime
     attempts: int = Field(description="Runs started; more than one when a worker died")
-    error: JobErrorView | None
+    error: JobError | None
     links: JobLinks
 
     @classmethod
@@ -99,7 +94,7 @@ class JobResource(_Camel):
             finished_at=_moment(job.finished_at),
             updated_at=_moment(job.updated_at),
             attempts=job.attempts,
-            error=JobErrorView(**job.error.model_dump()) if job.error else None,
+            error=job.error,
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
         )
 

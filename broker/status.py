@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,8 +21,8 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from model_proxy.broker.queue_depth import queue_depths
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import QueueUnavailable
 from model_proxy.shared.http import caused_by
@@ -43,7 +43,6 @@ __all__ = [
     "WorkersStatus",
     "check_status",
     "iso_time",
-    "queue_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,16 +145,6 @@ def iso_time(moment: dt.datetime) -> str:
 # --- Redis, workers, queues, jobs ------------------------------------------------------------
 
 
-def queue_keys(queue: str, transport_options: Mapping[str, Any]) -> list[str]:
-    """The Redis lists kombu keeps a queue in: the queue's own name for priority 0, and
-    ``<queue><sep><step>`` for each higher priority step (``priority_steps``, ``sep``)."""
-    steps: Iterable[int] = transport_options.get("priority_steps", PRIORITY_STEPS)
-    sep: str = transport_options.get("sep", Channel.sep)
-    keys = [queue]
-    keys += [f"{queue}{sep}{step}" for step in sorted(set(steps)) if step]
-    return keys
-
-
 async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> RedisStatus:
     started = time.perf_counter()
     try:
@@ -171,18 +160,6 @@ async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> Redi
         log.warning("status: Redis ping failed (%s)", type(exc).__name__)
         return RedisStatus("down", uri, error="ping failed")
     return RedisStatus("up", uri, round((time.perf_counter() - started) * 1000, 2))
-
-
-async def _queue_depths(
-    client: aioredis.Redis, queues: list[str], transport_options: Mapping[str, Any]
-) -> dict[str, int | None]:
-    keys = {queue: queue_keys(queue, transport_options) for queue in queues}
-    async with client.pipeline(transaction=False) as pipe:
-        for names in keys.values():
-            for name in names:
-                pipe.llen(name)
-        lengths = iter(await pipe.execute())
-    return {queue: sum(int(next(lengths)) for _ in names) for queue, names in keys.items()}
 
 
 async def _job_counts(services: BrokerServices, window: int) -> dict[str, int]:
@@ -279,7 +256,7 @@ async def _check_backend(
     options = dict(services.celery.conf.broker_transport_options or {})
     names, depths, jobs = await asyncio.gather(
         _bounded(loop.run_in_executor(executor, _ping_workers, services, ping), ping + timeout),
-        _bounded(_queue_depths(client, queues, options), timeout),
+        _bounded(queue_depths(client, queues, options), timeout),
         _bounded(_job_counts(services, jobs_window), timeout),
     )
     if isinstance(names, BaseException):
@@ -287,14 +264,16 @@ async def _check_backend(
         workers = WorkersStatus("unknown", error="the workers could not be asked")
     else:
         workers = WorkersStatus("up" if names else "down", names)
+    counts: dict[str, int | None] = dict.fromkeys(queues)
     if isinstance(depths, BaseException):
         log.warning("status: the queues could not be counted (%s)", type(depths).__name__)
-        depths = dict.fromkeys(queues)
+    else:
+        counts.update(depths)
     if isinstance(jobs, BaseException):
         if not isinstance(jobs, QueueUnavailable | TimeoutError):
             log.warning("status: the jobs could not be counted (%s)", type(jobs).__name__)
         jobs = {}
-    return redis_status, workers, depths, jobs
+    return redis_status, workers, counts, jobs
 
 
 async def _bounded(operation: Awaitable[_T], timeout: float) -> _T | BaseException:

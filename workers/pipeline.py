@@ -20,7 +20,7 @@ from model_proxy.shared.config import ModelConfig
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
-from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Written
+from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Lease, Slot, Written
 from model_proxy.shared.model_body import open_model_body
 from model_proxy.workers.context import WorkerContext
 
@@ -82,13 +82,13 @@ class _Run:
         interval = self.lease_seconds / 3
         while not self._stop_heartbeat.wait(interval):
             try:
-                alive = self.store.renew_lease(self.job.id, self.token, self.lease_seconds)
+                lease = self.store.renew_lease(self.job.id, self.token, self.lease_seconds)
                 if renew_slot:
                     model = self.job.request.model_id
                     self.store.renew_slot(model, self.job.id, self.lease_seconds)
             except ModelProxyError:
                 continue  # Redis away for a moment: the lease outlasts a few misses
-            if not alive:
+            if lease is Lease.LOST:
                 self.lease_lost.set()
                 return
 
@@ -110,7 +110,7 @@ def run_job(job_id: str, context: WorkerContext) -> Outcome:
         model = None
     if model is not None and model.max_concurrency is not None:
         hold = context.settings.job_lease_seconds
-        if not store.acquire_slot(model_id, job.id, model.max_concurrency, hold):
+        if store.acquire_slot(model_id, job.id, model.max_concurrency, hold) is Slot.FULL:
             return Outcome.DEFERRED
     try:
         _run_claimed(job, model, context)

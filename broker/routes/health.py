@@ -53,9 +53,9 @@ async def metrics(services: Services) -> Response:
     queue depths, from the API and every worker, in the Prometheus text format."""
     await services.metrics.flush()  # this process's own latest counts too
     body = await render_metrics(
-        services.jobs.redis,
+        services.jobs,
         services.catalog.queues(services.settings.queue_name),
         services.catalog.models,
-        services.jobs.keys.prefix,
+        services.celery.conf.broker_transport_options or {},
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

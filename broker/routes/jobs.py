@@ -12,7 +12,7 @@ from model_proxy.broker.errors import error_response
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobState, Terminated
 
 __all__ = ["router"]
 
@@ -77,9 +77,9 @@ async def cancel_job(services: Services, job_id: str) -> Response:
     outcome = await services.jobs.terminate(
         job, JobState.CANCELLED, JobCancelled("cancelled by a client")
     )
-    if outcome == "finished":
+    if outcome is Terminated.FINISHED:
         return error_response(JobFinished(f"job {job_id} had already finished"), jobId=job_id)
-    if outcome == "missing":
+    if outcome is Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
     return Response(

@@ -21,7 +21,6 @@ from model_proxy.broker.status import (
     RedisStatus,
     StatusReport,
     WorkersStatus,
-    queue_keys,
 )
 from model_proxy.broker.status_page import prefers_html, render_status_page
 from model_proxy.shared.settings import Settings
@@ -39,20 +38,6 @@ CHECKED_AT = dt.datetime(2026, 11, 28, 3, 10, 0, 123000, tzinfo=dt.UTC)
 def test_the_redis_entry_strips_userinfo() -> None:
     redis_status = RedisStatus("up", f"redis://:{SECRET}@localhost:6379/0", 0.3)
     assert SECRET not in json.dumps(redis_status.to_json())
-
-
-# --- queues ------------------------------------------------------------------------------------
-
-
-def test_queue_keys_follow_kombus_priority_lists() -> None:
-    sep = "\x06\x16"
-    assert queue_keys("inference", {}) == [
-        "inference",
-        f"inference{sep}3",
-        f"inference{sep}6",
-        f"inference{sep}9",
-    ]
-    assert queue_keys("slow", {"priority_steps": [0, 5], "sep": ":"}) == ["slow", "slow:5"]
 
 
 # --- the verdict -------------------------------------------------------------------------------
