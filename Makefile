@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo run example-model test test-unit lint typecheck check clean
+.PHONY: setup demo run example-model test test-unit lint typecheck check clean lock
 
-$(BIN)/model-proxy: pyproject.toml
+# The dependencies come from the hashed lock file, then the project itself without them.
+$(BIN)/model-proxy: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(BIN)/model-proxy
@@ -41,7 +43,7 @@ example-model: setup
 test: setup
 	./scripts/install-system-packages.sh
 	$(MAKE) check
-	$(BIN)/pytest --cov=model_proxy \
+	$(BIN)/pytest --cov \
 	  --cov-report=term:skip-covered
 
 test-unit: setup
@@ -64,3 +66,13 @@ clean:
 bench: setup
 	./scripts/install-system-packages.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Pin every dependency with its hashes after a change to pyproject.toml: requirements/dev.lock
+# (tests and development) and requirements/runtime.lock (the image). CI and the image install
+# only from these.
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --quiet
+lock: setup
+	$(BIN)/pip install --quiet uv
+	$(LOCK) --extra test --extra example-model -o requirements/dev.lock
+	$(LOCK) --extra example-model -o requirements/runtime.lock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -16,7 +15,7 @@ from model_proxy.broker.metrics import AsyncMetrics
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
 from model_proxy.broker.services import BrokerServices
-from model_proxy.shared.config import load_catalog
+from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.jobs import JobKeys
 from model_proxy.shared.queue import create_celery
 from model_proxy.shared.settings import Settings
@@ -37,9 +36,7 @@ def create_app(
     url = redis_url or settings.redis_url
     if url is None:
         raise ValueError("create_app needs a Redis URL: set MODEL_PROXY_REDIS_URL")
-    catalog = load_catalog(
-        settings.servers_file, settings.models_file, os.environ if environ is None else environ
-    )
+    catalog = catalog_from_settings(settings, environ)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

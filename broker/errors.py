@@ -9,19 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model_proxy.shared.errors import (
-    ConfigError,
-    InvalidRequest,
-    InvalidUid,
-    JobConflict,
-    JobGone,
-    ModelProxyError,
-    NotFound,
-    QueueFull,
-    ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from model_proxy.shared import errors as ours
+from model_proxy.shared.errors import ModelProxyError, QueueFull
 
 __all__ = ["error_response", "install_error_handlers", "status_for"]
 
@@ -29,17 +18,17 @@ log = logging.getLogger(__name__)
 
 # Most specific first: the first class in an error's MRO that is listed here decides.
 _STATUS: dict[type[ModelProxyError], int] = {
-    InvalidUid: 422,
-    InvalidRequest: 400,
-    NotFound: 404,
-    JobConflict: 409,
-    JobGone: 410,
-    QueueFull: 429,
-    UpstreamError: 502,
-    UpstreamTimeout: 504,
-    ServiceUnavailable: 503,
-    ConfigError: 500,
-    ModelProxyError: 500,
+    ours.InvalidUid: 422,
+    ours.InvalidRequest: 400,
+    ours.NotFound: 404,
+    ours.JobConflict: 409,
+    ours.JobGone: 410,
+    ours.QueueFull: 429,
+    ours.UpstreamError: 502,
+    ours.UpstreamTimeout: 504,
+    ours.ServiceUnavailable: 503,
+    ours.ConfigError: 500,
+    ours.ModelProxyError: 500,
 }
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -1,4 +1,4 @@
-"""The broker's asyncio view of the job records, and waiting for a job without a thread."""
+"""The broker's asyncio client of the job records, and waiting for a job without a thread."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from redis.commands.core import AsyncScript
 
-from model_proxy.shared.errors import ModelProxyError, QueueUnavailable
-from model_proxy.shared.jobs import (
-    Job,
-    JobError,
-    JobKeys,
-    JobState,
-    job_from_fields,
-    job_to_fields,
-    scripts,
-)
+from model_proxy.broker.background import BackgroundTask
+from model_proxy.shared.errors import ModelProxyError
+from model_proxy.shared.jobs import Job, JobKeys, JobState, job_from_fields
+from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
+from model_proxy.shared.jobs.outcomes import Admitted, Terminated
+from model_proxy.shared.redis_errors import redis_errors
 
 __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
 
@@ -33,10 +28,22 @@ _RECHECK_SECONDS = 1.0
 
 
 class AsyncJobStore:
+    """The job records as the API sees them: record a request's job (or find the identical one
+    already there), read jobs, results and queue lengths, and end a job from outside.
+
+    It runs the same scripts, with the same keys and arguments, as the workers'
+    :class:`~model_proxy.shared.jobs.JobStore` (both build them with
+    :class:`~model_proxy.shared.jobs.operations.JobOperations`), so its guarantees are theirs:
+    each change is atomic, identical unfinished requests share one job, and a finished job is
+    never changed again. Redis being unreachable raises
+    :class:`~model_proxy.shared.errors.QueueUnavailable`.
+    """
+
     def __init__(self, client: aioredis.Redis, ttl_seconds: int, keys: JobKeys) -> None:
         self._redis = client
         self._ttl = ttl_seconds
         self.keys = keys
+        self._operations = JobOperations(keys, ttl_seconds)
         self._scripts: dict[str, AsyncScript] = {}
 
     @property
@@ -44,99 +51,47 @@ class AsyncJobStore:
         return self._redis
 
     async def ping(self) -> None:
-        await _call(self._redis.ping)
+        with redis_errors():
+            await self._redis.ping()
 
-    async def create_or_attach(self, job: Job, use_cached: bool = True) -> str:
-        """Record ``job``, or return the id of the unfinished identical job if there is one
-        (or, with ``use_cached``, of one that has just succeeded)."""
-        keys = self.keys
-        fields = job_to_fields(job)
-        value = await self._eval(
-            scripts.CREATE_OR_ATTACH,
-            [
-                keys.job(job.id),
-                keys.active(job.fingerprint),
-                keys.index,
-                keys.queued(job.request.model_id),
-                keys.cached(job.fingerprint),
-            ],
-            [
-                job.id,
-                self._ttl,
-                repr(job.created_at),
-                keys.job(""),
-                "1" if use_cached else "0",
-                *[item for pair in fields.items() for item in pair],
-            ],
-        )
-        return value.decode() if isinstance(value, bytes) else str(value)
+    async def create_or_attach(self, job: Job, use_cached: bool = True) -> Admitted:
+        """Record ``job``, or answer the unfinished identical job if there is one (or, with
+        ``use_cached``, one that has just succeeded)."""
+        return await self._run(self._operations.create_or_attach(job, use_cached))
 
     async def cached(self, fingerprint: str) -> tuple[str, bytes] | None:
         """The id of the succeeded job of identical requests and its result, while both last
         (one round trip: this is the hot path of cached answers)."""
-        found = await self._eval(
-            scripts.CACHED_RESULT,
-            [self.keys.cached(fingerprint)],
-            [self.keys.job(""), self.keys.result("")],
-        )
-        if not found:
-            return None
-        job_id, result = found
-        return _text(job_id), bytes(result)
+        return await self._run(self._operations.cached_result(fingerprint))
 
     async def get(self, job_id: str) -> Job | None:
-        async def read() -> Job | None:
+        with redis_errors():
             return job_from_fields(await self._redis.hgetall(self.keys.job(job_id)))
 
-        return await _call(read)
-
     async def get_result(self, job_id: str) -> bytes | None:
-        async def read() -> bytes | None:
+        with redis_errors():
             value = await self._redis.get(self.keys.result(job_id))
-            assert value is None or isinstance(value, bytes)
-            return value
+        assert value is None or isinstance(value, bytes)
+        return value
 
-        return await _call(read)
-
-    async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> str:
+    async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> Terminated:
         """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
-        queued. Returns ``missing``, ``finished`` or the state set."""
-        keys = self.keys
-        value = await self._eval(
-            scripts.TERMINATE,
-            [
-                keys.job(job.id),
-                keys.running,
-                keys.queued(job.request.model_id),
-                keys.active(job.fingerprint),
-            ],
-            [
-                repr(time.time()),
-                keys.events,
-                job.id,
-                state.value,
-                JobError(code=error.code, message=error.message).model_dump_json(),
-            ],
-        )
-        return value.decode() if isinstance(value, bytes) else str(value)
+        queued."""
+        return await self._run(self._operations.terminate(job, state, error))
 
     async def queued_count(self, model_id: str) -> int:
         """Jobs of this model waiting for a worker (entries older than the TTL are dropped)."""
         key = self.keys.queued(model_id)
-
-        async def count() -> int:
+        with redis_errors():
             await self._redis.zremrangebyscore(key, "-inf", time.time() - self._ttl)
             return int(await self._redis.zcard(key))
-
-        return await _call(count)
 
     async def recent(self, limit: int, state: JobState | None = None) -> list[Job]:
         """The newest jobs first, optionally only those in ``state``."""
         index = self.keys.index
-
-        async def read() -> list[Job]:
+        found: list[Job] = []
+        with redis_errors():
             await self._redis.zremrangebyscore(index, "-inf", time.time() - self._ttl)
-            found: list[Job] = []
             start = 0
             batch = max(limit, 50)
             while len(found) < limit:
@@ -145,33 +100,21 @@ class AsyncJobStore:
                     break
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for job_id in ids:
-                        pipe.hgetall(self.keys.job(_text(job_id)))
+                        pipe.hgetall(self.keys.job(text(job_id)))
                     records = await pipe.execute()
                 for record in records:
                     job = job_from_fields(record)
                     if job is not None and (state is None or job.state is state):
                         found.append(job)
                 start += batch
-            return found[:limit]
+        return found[:limit]
 
-        return await _call(read)
-
-    async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        if script not in self._scripts:
-            self._scripts[script] = self._redis.register_script(script)
-        runner = self._scripts[script]
-        return await _call(lambda: runner(keys=keys, args=args))
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _call(operation: Callable[[], Awaitable[_T]]) -> _T:
-    try:
-        return await operation()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-        raise QueueUnavailable("Redis cannot be reached; try again shortly") from None
+    async def _run(self, call: ScriptCall[_T]) -> _T:
+        if call.script not in self._scripts:
+            self._scripts[call.script] = self._redis.register_script(call.script)
+        with redis_errors():
+            reply = await self._scripts[call.script](keys=call.keys, args=call.args)
+        return call.reply(reply)
 
 
 class JobEvents:
@@ -181,16 +124,13 @@ class JobEvents:
         self._redis = client
         self._channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._listener = BackgroundTask("job-events", self._listen)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="job-events")
+        self._listener.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._listener.stop()
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[asyncio.Event]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -18,6 +18,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from model_proxy.broker.background import BackgroundTask
+from model_proxy.broker.jobs import AsyncJobStore
+from model_proxy.broker.queue_depth import queue_depths
+from model_proxy.shared.jobs.operations import text
 from model_proxy.shared.metrics import (
     BUCKETS,
     COUNTERS,
@@ -48,7 +52,7 @@ class AsyncMetrics:
         self._prefix = prefix
         self._interval = interval
         self._pending: dict[tuple[str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = BackgroundTask("metrics-flush", self._flush_every)
 
     def add(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         spec = COUNTERS[name]
@@ -57,13 +61,10 @@ class AsyncMetrics:
         self._pending[key] = self._pending.get(key, 0.0) + amount
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_every(), name="metrics-flush")
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._flusher.stop()
         await self.flush()
 
     async def flush(self) -> None:
@@ -93,32 +94,34 @@ class _Snapshot(Collector):
 
 
 async def render_metrics(
-    client: aioredis.Redis,
+    jobs: AsyncJobStore,
     queues: Iterable[str],
     models: Iterable[str],
-    prefix: str = "model-proxy",
+    transport_options: Mapping[str, Any],
 ) -> bytes:
     """The Prometheus text of all counters, histograms and the current queue depths."""
+    client, prefix = jobs.redis, jobs.keys.prefix
     families: list[Metric] = []
     for name, spec in COUNTERS.items():
         family = CounterMetricFamily(f"{_NAMESPACE}_{name}", spec.help, labels=spec.labels)
         stored = await client.hgetall(counter_key(prefix, name))
         for field, value in sorted(stored.items()):
-            family.add_metric(parse_label_field(_text(field)), float(value))
+            family.add_metric(parse_label_field(text(field)), float(value))
         families.append(family)
     for name, spec in HISTOGRAMS.items():
         families.append(await _histogram(client, prefix, name, spec.help, spec.labels))
     depth = GaugeMetricFamily(
         f"{_NAMESPACE}_queue_depth", "Tasks waiting in each Celery queue", labels=("queue",)
     )
-    for queue in sorted(set(queues)):
-        depth.add_metric([queue], float(await client.llen(queue)))
+    depths = await queue_depths(client, sorted(set(queues)), transport_options)
+    for queue, count in depths.items():
+        depth.add_metric([queue], float(count))
     families.append(depth)
     waiting = GaugeMetricFamily(
         f"{_NAMESPACE}_jobs_queued", "Jobs of each model waiting for a worker", labels=("model",)
     )
     for model in sorted(set(models)):
-        waiting.add_metric([model], float(await client.zcard(f"{prefix}:queued:{model}")))
+        waiting.add_metric([model], float(await jobs.queued_count(model)))
     families.append(waiting)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
@@ -132,7 +135,7 @@ async def _histogram(
     stored = await client.hgetall(histogram_key(prefix, name))
     series: dict[tuple[str, ...], dict[str, float]] = {}
     for field, value in stored.items():
-        *label_values, bucket = parse_label_field(_text(field))
+        *label_values, bucket = parse_label_field(text(field))
         series.setdefault(tuple(label_values), {})[bucket] = float(value)
     for values, cells in sorted(series.items()):
         cumulative = 0.0
@@ -143,7 +146,3 @@ async def _histogram(
         buckets.append(("+Inf", cumulative + cells.get("+Inf", 0.0)))
         family.add_metric(list(values), buckets, cells.get("sum", 0.0))
     return family
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

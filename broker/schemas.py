@@ -8,9 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobError, JobState
 
-__all__ = ["ErrorBody", "JobList", "JobResource"]
+__all__ = ["ErrorBody", "JobList", "JobResource", "job_url"]
+
+
+def job_url(job_id: str) -> str:
+    """Where a client polls a job: ``GET /jobs/{id}``."""
+    return f"/jobs/{job_id}"
 
 
 class _Camel(BaseModel):
@@ -41,11 +46,6 @@ class JobProgress(_Camel):
     bytes_total: int | None = Field(description="Unknown: PACS stream without a length")
 
 
-class JobErrorView(_Camel):
-    code: str
-    message: str
-
-
 class JobLinks(_Camel):
     self_: str = Field(alias="self")
     result: str
@@ -62,13 +62,13 @@ class JobResource(_Camel):
     finished_at: dt.datetime | None
     updated_at: dt.datetime
     attempts: int = Field(description="Runs started; more than one when a worker died")
-    error: JobErrorView | None
+    error: JobError | None
     links: JobLinks
 
     @classmethod
     def from_job(cls, job: Job) -> JobResource:
         request = job.request
-        url = f"/jobs/{job.id}"
+        url = job_url(job.id)
         return cls(
             id=job.id,
             state=job.state,
@@ -94,7 +94,7 @@ class JobResource(_Camel):
             finished_at=_moment(job.finished_at),
             updated_at=_moment(job.updated_at),
             attempts=job.attempts,
-            error=JobErrorView(**job.error.model_dump()) if job.error else None,
+            error=job.error,
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
         )
 

@@ -1,10 +1,9 @@
 """The status page's checks: every server's and model's ``statusUri``, Redis, the workers, the
-queues and the recent jobs, all at once, each within ``status_timeout`` (contract §6, G7).
+queues and the recent jobs, all at once, each within ``status_timeout`` (model-contract §5).
 
-A server's ``statusUri`` is asked with that server's auth and TLS settings, exactly as the
-workers would reach it; a model's without auth. Redirects are followed and 200 means up. An entry
-without a ``statusUri`` is ``unknown``, not down. What the report says is safe to show: URIs
-without their userinfo, and errors in our own short words, never a foreign exception's text.
+Each endpoint is probed as :mod:`model_proxy.shared.probe` describes; an entry without a
+``statusUri`` is ``unknown``, not down. What the report says is safe to show: URIs without their
+userinfo, and errors in our own short words, never a foreign exception's text.
 """
 
 from __future__ import annotations
@@ -12,47 +11,42 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
-import socket
-import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
-import requests
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from model_proxy.broker.services import BrokerServices, ServerSessions
-from model_proxy.shared.config import ModelConfig, ServerConfig
-from model_proxy.shared.dicomweb.auth import PacsAuth
-from model_proxy.shared.errors import ModelProxyError, QueueUnavailable
-from model_proxy.shared.http import new_session
+from model_proxy.broker.queue_depth import queue_depths
+from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.errors import QueueUnavailable
+from model_proxy.shared.http import caused_by
 from model_proxy.shared.jobs import JobState
+from model_proxy.shared.probe import (
+    EndpointStatus,
+    Health,
+    probe_model,
+    probe_server,
+    public_uri,
+    with_error,
+)
 
 __all__ = [
     "JOBS_WINDOW",
-    "EndpointStatus",
-    "Health",
     "RedisStatus",
     "StatusReport",
     "WorkersStatus",
     "check_status",
-    "describe_failure",
-    "probe",
-    "public_uri",
-    "queue_keys",
+    "iso_time",
 ]
 
 log = logging.getLogger(__name__)
 
-Health = Literal["up", "down", "unknown"]
 Overall = Literal["ok", "degraded", "down"]
 _T = TypeVar("_T")
 
@@ -60,64 +54,9 @@ JOBS_WINDOW = 200
 """How many of the most recent jobs the report counts by state."""
 _GRACE = 0.5  # past its own timeouts, a check in a thread gets this long before it is given up
 _WORKER_PING = 1.0
-_SECRET_PARAMETER = re.compile(r"token|key|secret|pass|auth|sig|credential", re.IGNORECASE)
-_SERVER_PREFIX = re.compile(r"^server [^:\s]+: ")
-_TLS_ADVICE = (
-    'TLS certificate not trusted: set "caBundle" in servers.json to the CA that signed it, '
-    'or "tlsVerify": false for a self-signed local PACS'
-)
-
-
-def public_uri(uri: str) -> str:
-    """``uri`` safe to show: without userinfo (``user:pass@``) or fragment, and the values of
-    query parameters whose names suggest a secret (``token``, ``key``, …) replaced by ``***``."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "(not a valid URI)"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_SECRET_PARAMETER.search(name) for name, _ in pairs):
-            query = urlencode(
-                [(n, "***" if _SECRET_PARAMETER.search(n) else v) for n, v in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 
 # --- what the report holds -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EndpointStatus:
-    """A server's or a model's check. URIs are made safe to show on construction."""
-
-    uri: str
-    status_uri: str | None
-    status: Health
-    status_code: int | None = None
-    latency_ms: float | None = None
-    error: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "uri", public_uri(self.uri))
-        if self.status_uri is not None:
-            object.__setattr__(self, "status_uri", public_uri(self.status_uri))
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "uri": self.uri,
-            "statusUri": self.status_uri,
-            "status": self.status,
-            # the contract's G7 name for the same verdict: true, false, or null when unknown
-            "ok": None if self.status == "unknown" else self.status == "up",
-            "statusCode": self.status_code,
-            "latencyMs": self.latency_ms,
-        }
-        if self.error is not None:
-            body["error"] = self.error
-        return body
 
 
 @dataclass(frozen=True)
@@ -131,14 +70,8 @@ class RedisStatus:
         object.__setattr__(self, "uri", public_uri(self.uri))
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "status": self.status,
-            "uri": self.uri,
-            "latencyMs": self.latency_ms,
-        }
-        if self.error is not None:
-            body["error"] = self.error
-        return body
+        body = {"status": self.status, "uri": self.uri, "latencyMs": self.latency_ms}
+        return with_error(body, self.error)
 
 
 @dataclass(frozen=True)
@@ -155,10 +88,8 @@ class WorkersStatus:
         return len(self.names)
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": self.status, "count": self.count, "names": [*self.names]}
-        if self.error is not None:
-            body["error"] = self.error
-        return body
+        body = {"status": self.status, "count": self.count, "names": [*self.names]}
+        return with_error(body, self.error)
 
 
 @dataclass(frozen=True)
@@ -211,109 +142,7 @@ def iso_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# --- one HTTP check (blocking, run in a thread) ----------------------------------------------
-
-
-def probe(
-    session: requests.Session,
-    uri: str,
-    status_uri: str,
-    timeout: float,
-    auth: PacsAuth | None = None,
-    tls_advice: str = "TLS certificate not trusted",
-) -> EndpointStatus:
-    """GET ``status_uri`` (redirects followed, ``auth``'s headers sent): 200 is up.
-
-    ``uri`` is the address the entry is known by. With auth, a 401 or 403 is retried once when
-    the auth could be renewed (an expired token), as the workers do.
-    """
-    started = time.perf_counter()
-    try:
-        code = _status_code(session, status_uri, timeout, auth)
-    except Exception as exc:
-        if not isinstance(exc, requests.exceptions.RequestException | ModelProxyError):
-            log.warning("status: the check of %s failed (%s)", public_uri(uri), type(exc).__name__)
-        return EndpointStatus(
-            uri, status_uri, "down", error=describe_failure(exc, timeout, tls_advice)
-        )
-    latency = round((time.perf_counter() - started) * 1000, 1)
-    if code == 200:
-        return EndpointStatus(uri, status_uri, "up", code, latency)
-    refused = " (credentials refused)" if auth is not None and code in (401, 403) else ""
-    return EndpointStatus(uri, status_uri, "down", code, latency, f"HTTP {code}{refused}")
-
-
-def _status_code(session: requests.Session, url: str, timeout: float, auth: PacsAuth | None) -> int:
-    headers = auth.headers() if auth is not None else {}
-    code = _get(session, url, headers, timeout)
-    if code in (401, 403) and auth is not None and auth.renew(headers):
-        code = _get(session, url, auth.headers(), timeout)
-    return code
-
-
-def _get(session: requests.Session, url: str, headers: dict[str, str], timeout: float) -> int:
-    # stream: only the status is wanted, not a PACS's whole list of studies
-    with session.get(
-        url, headers=headers, timeout=(timeout, timeout), allow_redirects=True, stream=True
-    ) as response:
-        return response.status_code
-
-
-def describe_failure(exc: BaseException, timeout: float, tls_advice: str) -> str:
-    """Our own short wording for a failed check; never the text of a foreign exception."""
-    if isinstance(exc, ModelProxyError):  # ours: safe by design; drop the "server <key>: "
-        return _SERVER_PREFIX.sub("", exc.message)
-    if isinstance(exc, requests.exceptions.SSLError):
-        if _caused_by(exc, ssl.SSLCertVerificationError):
-            return tls_advice
-        return "TLS handshake failed"
-    if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
-        return f"timed out after {timeout:g} s"
-    if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return "too many redirects"
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        if _caused_by(exc, ConnectionRefusedError):
-            return "connection refused"
-        if _caused_by(exc, socket.gaierror):
-            return "host name not found"
-        if _caused_by(exc, ConnectionResetError):
-            return "connection reset"
-        return "cannot connect"
-    if isinstance(exc, requests.exceptions.RequestException):
-        return "request failed"
-    return "check failed"
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(cause, kind) for cause in _causes(exc))
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: causes, contexts, urllib3's ``reason`` and exception args."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked += [arg for arg in current.args if isinstance(arg, BaseException)]
-        pending += [item for item in linked if isinstance(item, BaseException)]
-
-
 # --- Redis, workers, queues, jobs ------------------------------------------------------------
-
-
-def queue_keys(queue: str, transport_options: Mapping[str, Any]) -> list[str]:
-    """The Redis lists kombu keeps a queue in: the queue's own name for priority 0, and
-    ``<queue><sep><step>`` for each higher priority step (``priority_steps``, ``sep``)."""
-    steps: Iterable[int] = transport_options.get("priority_steps", PRIORITY_STEPS)
-    sep: str = transport_options.get("sep", Channel.sep)
-    keys = [queue]
-    keys += [f"{queue}{sep}{step}" for step in sorted(set(steps)) if step]
-    return keys
 
 
 async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> RedisStatus:
@@ -325,24 +154,12 @@ async def _check_redis(client: aioredis.Redis, uri: str, timeout: float) -> Redi
     except redis.exceptions.AuthenticationError:
         return RedisStatus("down", uri, error="authentication refused")
     except (redis.exceptions.ConnectionError, OSError) as exc:
-        refused = _caused_by(exc, ConnectionRefusedError)
+        refused = caused_by(exc, ConnectionRefusedError)
         return RedisStatus("down", uri, error="connection refused" if refused else "cannot connect")
     except redis.exceptions.RedisError as exc:
         log.warning("status: Redis ping failed (%s)", type(exc).__name__)
         return RedisStatus("down", uri, error="ping failed")
     return RedisStatus("up", uri, round((time.perf_counter() - started) * 1000, 2))
-
-
-async def _queue_depths(
-    client: aioredis.Redis, queues: list[str], transport_options: Mapping[str, Any]
-) -> dict[str, int | None]:
-    keys = {queue: queue_keys(queue, transport_options) for queue in queues}
-    async with client.pipeline(transaction=False) as pipe:
-        for names in keys.values():
-            for name in names:
-                pipe.llen(name)
-        lengths = iter(await pipe.execute())
-    return {queue: sum(int(next(lengths)) for _ in names) for queue, names in keys.items()}
 
 
 async def _job_counts(services: BrokerServices, window: int) -> dict[str, int]:
@@ -372,7 +189,7 @@ async def check_status(services: BrokerServices, jobs_window: int = JOBS_WINDOW)
                     timeout,
                     server.uri,
                     server.status_uri,
-                    partial(_check_server, sessions, key, server, timeout),
+                    partial(probe_server, sessions, key, server, timeout),
                 )
                 for key, server in catalog.servers.items()
             ]
@@ -382,7 +199,7 @@ async def check_status(services: BrokerServices, jobs_window: int = JOBS_WINDOW)
                     timeout,
                     model.uri,
                     model.status_uri,
-                    partial(_check_model, model, timeout),
+                    partial(probe_model, model, timeout),
                 )
                 for model in catalog.models.values()
             ]
@@ -404,22 +221,6 @@ async def check_status(services: BrokerServices, jobs_window: int = JOBS_WINDOW)
         checked_at=dt.datetime.now(dt.UTC),
         jobs_window=jobs_window,
     )
-
-
-def _check_server(
-    sessions: ServerSessions, key: str, server: ServerConfig, timeout: float
-) -> EndpointStatus:
-    """Blocking: the server's statusUri with its auth, on its session (its TLS settings)."""
-    assert server.status_uri is not None
-    session, auth = sessions.get(key)
-    return probe(session, server.uri, server.status_uri, timeout, auth, _TLS_ADVICE)
-
-
-def _check_model(model: ModelConfig, timeout: float) -> EndpointStatus:
-    """Blocking: the model's statusUri, without auth."""
-    assert model.status_uri is not None
-    with new_session(1) as session:
-        return probe(session, model.uri, model.status_uri, timeout)
 
 
 async def _check_endpoint(
@@ -455,7 +256,7 @@ async def _check_backend(
     options = dict(services.celery.conf.broker_transport_options or {})
     names, depths, jobs = await asyncio.gather(
         _bounded(loop.run_in_executor(executor, _ping_workers, services, ping), ping + timeout),
-        _bounded(_queue_depths(client, queues, options), timeout),
+        _bounded(queue_depths(client, queues, options), timeout),
         _bounded(_job_counts(services, jobs_window), timeout),
     )
     if isinstance(names, BaseException):
@@ -463,14 +264,16 @@ async def _check_backend(
         workers = WorkersStatus("unknown", error="the workers could not be asked")
     else:
         workers = WorkersStatus("up" if names else "down", names)
+    counts: dict[str, int | None] = dict.fromkeys(queues)
     if isinstance(depths, BaseException):
         log.warning("status: the queues could not be counted (%s)", type(depths).__name__)
-        depths = dict.fromkeys(queues)
+    else:
+        counts.update(depths)
     if isinstance(jobs, BaseException):
         if not isinstance(jobs, QueueUnavailable | TimeoutError):
             log.warning("status: the jobs could not be counted (%s)", type(jobs).__name__)
         jobs = {}
-    return redis_status, workers, depths, jobs
+    return redis_status, workers, counts, jobs
 
 
 async def _bounded(operation: Awaitable[_T], timeout: float) -> _T | BaseException:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from html import escape
 
-from model_proxy.broker.status import EndpointStatus, StatusReport, iso_time
+from model_proxy.broker.status import StatusReport, iso_time
+from model_proxy.shared.jobs import JOB_STATES
+from model_proxy.shared.probe import EndpointStatus
 
 __all__ = ["prefers_html", "render_status_page"]
 
@@ -15,7 +17,6 @@ _VERDICTS = {
     "degraded": ("Degraded", "model-proxy is serving, but some checks failed:"),
     "down": ("Down", "No inference job can run until this is fixed:"),
 }
-_JOB_STATES = ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
 
 _CSS = """
 :root { --ok: #1a7f37; --ok-bg: #dafbe1; --down: #cf222e; --down-bg: #ffebe9;
@@ -297,7 +298,7 @@ def _jobs_card(report: StatusReport) -> str:
     if not report.jobs:
         body = '<span class="muted">not read: Redis cannot be reached</span>'
     else:
-        states = [*_JOB_STATES, *(s for s in report.jobs if s not in _JOB_STATES)]
+        states = [*JOB_STATES, *(s for s in report.jobs if s not in JOB_STATES)]
         body = '<div class="states">' + "".join(
             f'<div class="state {escape(state)}"><b>{report.jobs.get(state, 0)}</b>'
             f"<span>{escape(state)}</span></div>"

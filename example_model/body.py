@@ -1,6 +1,6 @@
 """The request body of the model contract, decoded into DICOM file bytes. No I/O here.
 
-A model receives one of three JSON shapes (zhiva contract §2.2):
+A model receives one of three JSON shapes (model-contract §2):
 
 * ``"array"``: a list of instance strings (the study or series level);
 * ``"string"``: a single instance string (the instance level);

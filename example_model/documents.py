@@ -1,4 +1,4 @@
-"""The answers of the three tasks, shaped as the viewer expects them (zhiva contract §2.4-2.6).
+"""The answers of the three tasks, shaped as the viewer expects them (model-contract §3).
 
 Every answer nests study → series → instance by the UIDs read from the files::
 

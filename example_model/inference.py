@@ -45,7 +45,7 @@ def answer(
     """The JSON answer of ``task`` for ``instances``.
 
     With ``wrap`` the document is encoded once more as a JSON string, the way zhiva's reference
-    models answer (zhiva contract §8); model-proxy unwraps it.
+    models answer (model-contract §3.1); model-proxy unwraps it.
     """
     findings = [analyse(instance, threshold) for instance in instances]
     document = build_document(task, findings, color=settings.color, class_name=settings.class_name)

@@ -17,18 +17,19 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from model_proxy.shared.jobs import JobError, JobState
+
 __all__ = [
     "FINISHED_STATES",
     "TASK_ROUTES",
     "ApiClient",
     "ApiError",
-    "JobError",
     "JobProgress",
     "JobRequest",
     "JobResource",
 ]
 
-FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED_STATES = frozenset(state.value for state in JobState if state.finished)
 
 # The viewer route of each task: GET /{route}/{model}/studies/...
 TASK_ROUTES = {
@@ -75,12 +76,6 @@ class JobProgress:
     instances_total: int | None = None
     bytes_fetched: int = 0
     bytes_total: int | None = None
-
-
-@dataclass(frozen=True)
-class JobError:
-    code: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +127,7 @@ class JobResource:
             updated_at=str(document.get("updatedAt", "")),
             attempts=int(document.get("attempts") or 0),
             error=(
-                JobError(str(error.get("code", "")), str(error.get("message", "")))
+                JobError(code=str(error.get("code", "")), message=str(error.get("message", "")))
                 if isinstance(error, Mapping)
                 else None
             ),

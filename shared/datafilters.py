@@ -1,6 +1,6 @@
 """Reading ``data-filters`` from a query string, in every form a viewer may send it.
 
-Accepted (contract gap G1), all normalised to a tuple of :class:`DataFilter`:
+Accepted (model-contract §2.2), all normalised to a tuple of :class:`DataFilter`:
 
 * ``data-filters=[{"dataKey": "a", "uuid": "1.2"}, ...]`` (one JSON array);
 * ``data-filters={"dataKey": "a", ...}`` repeated, also as ``data-filters[]=`` (axios);
@@ -19,12 +19,18 @@ from model_proxy.shared.errors import InvalidDataFilter
 from model_proxy.shared.request import DataFilter
 from model_proxy.shared.uids import check_uid
 
-__all__ = ["PARAMETER", "parse_data_filters"]
+__all__ = ["MAX_DEPTH", "MAX_FILTERS", "PARAMETER", "parse_data_filters"]
 
 PARAMETER = "data-filters"
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _INDEX = re.compile(r"[0-9]{1,4}")
-_MAX_FILTERS = 256
+# Caps that keep a hostile query from costing more than a real one: filters in all (nested ones
+# included), levels of nesting (a series filter and its instance filters), bracket keys in one
+# parameter name, and characters in a dataKey.
+MAX_FILTERS = 256
+MAX_DEPTH = 2
+_MAX_BRACKETS = 2 * MAX_DEPTH + 1
+_MAX_KEY_LENGTH = 128
 
 
 def parse_data_filters(query: Iterable[tuple[str, str]]) -> tuple[DataFilter, ...]:
@@ -39,9 +45,20 @@ def parse_data_filters(query: Iterable[tuple[str, str]]) -> tuple[DataFilter, ..
             _assign(nested, path, value)
     if nested:
         items.extend(_ordered_values(nested))
-    if len(items) > _MAX_FILTERS:
-        raise InvalidDataFilter(f"{PARAMETER}: at most {_MAX_FILTERS} filters")
-    return tuple(_to_filter(item, f"{PARAMETER}[{i}]") for i, item in enumerate(items))
+    budget = _Budget()
+    return tuple(_to_filter(item, f"{PARAMETER}[{i}]", 1, budget) for i, item in enumerate(items))
+
+
+class _Budget:
+    """Counts the filters read, nested ones included, against :data:`MAX_FILTERS`."""
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def take(self) -> None:
+        self.used += 1
+        if self.used > MAX_FILTERS:
+            raise InvalidDataFilter(f"{PARAMETER}: at most {MAX_FILTERS} filters in all")
 
 
 def _json_items(value: str) -> list[Any]:
@@ -49,7 +66,7 @@ def _json_items(value: str) -> list[Any]:
         return []
     try:
         document = json.loads(value)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # also numbers too long to convert
         raise InvalidDataFilter(
             f"{PARAMETER} must be a JSON array or object of {{dataKey, uuid}}"
         ) from None
@@ -60,7 +77,9 @@ def _bracket_path(name: str) -> list[str]:
     rest = name[len(PARAMETER) :]
     keys = _BRACKETS.findall(rest)
     if "".join(f"[{k}]" for k in keys) != rest or not keys:
-        raise InvalidDataFilter(f"query parameter {name!r} is not a valid {PARAMETER} key")
+        raise InvalidDataFilter(f"query parameter {name[:80]!r} is not a valid {PARAMETER} key")
+    if len(keys) > _MAX_BRACKETS:
+        raise InvalidDataFilter(f"{PARAMETER}: filters nest at most {MAX_DEPTH} levels deep")
     return keys
 
 
@@ -87,13 +106,18 @@ def _ordered_values(tree: dict[str, Any]) -> list[Any]:
     return [tree[k] for k in sorted(tree, key=index)]
 
 
-def _to_filter(item: Any, where: str) -> DataFilter:
+def _to_filter(item: Any, where: str, depth: int, budget: _Budget) -> DataFilter:
+    budget.take()
     if not isinstance(item, dict):
         raise InvalidDataFilter(f"{where} must be an object with dataKey and uuid")
     data_key = item.get("dataKey")
     uid = item.get("uuid")
     if not isinstance(data_key, str) or not data_key:
         raise InvalidDataFilter(f"{where}.dataKey is missing")
+    if len(data_key) > _MAX_KEY_LENGTH or not _is_text(data_key):
+        raise InvalidDataFilter(
+            f"{where}.dataKey must be text of at most {_MAX_KEY_LENGTH} characters"
+        )
     if not isinstance(uid, str) or not uid:
         raise InvalidDataFilter(f"{where}.uuid is missing")
     check_uid(uid, f"{where}.uuid")
@@ -102,10 +126,22 @@ def _to_filter(item: Any, where: str) -> DataFilter:
         children = _ordered_values(children)
     if not isinstance(children, list):
         raise InvalidDataFilter(f"{where}.dataFilter must be a list")
+    if children and depth >= MAX_DEPTH:
+        raise InvalidDataFilter(f"{PARAMETER}: filters nest at most {MAX_DEPTH} levels deep")
     return DataFilter(
         data_key=data_key,
         uuid=uid,
         data_filter=tuple(
-            _to_filter(child, f"{where}.dataFilter[{i}]") for i, child in enumerate(children)
+            _to_filter(child, f"{where}.dataFilter[{i}]", depth + 1, budget)
+            for i, child in enumerate(children)
         ),
     )
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text (no lone surrogates from a JSON escape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,13 +1,28 @@
-"""HTTP sessions for PACS, token servers and models: pooled, one per peer and process."""
+"""HTTP sessions for PACS, token servers and models: pooled, one per peer and process; and the
+one translation of ``requests``' exceptions into ours, by exception type."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-__all__ = ["Timeouts", "new_session", "tls_advice"]
+from model_proxy.shared.errors import ModelProxyError
+
+__all__ = [
+    "Peer",
+    "Timeouts",
+    "caused_by",
+    "is_timeout",
+    "new_session",
+    "tls_advice",
+    "translate_request_error",
+    "translated_errors",
+]
 
 
 @dataclass(frozen=True)
@@ -38,3 +53,77 @@ def new_session(pool_size: int, user_agent: str = "model-proxy") -> requests.Ses
     # Proxies from the environment must not see PACS traffic or patient data by surprise.
     session.trust_env = False
     return session
+
+
+# --- requests' exceptions into ours ----------------------------------------------------------
+
+_TIMEOUTS = (requests.exceptions.Timeout, TimeoutError, urllib3.exceptions.TimeoutError)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Whom a request went to, and which of our errors its failures become.
+
+    ``name`` starts each message ("server X", "model X", "server X: signInServer"); ``tls``
+    is the message for a certificate that failed verification (None: just unreachable);
+    ``failed`` is the wording of any other failure (None: unreachable as well).
+    """
+
+    name: str
+    timeout: type[ModelProxyError]
+    unreachable: type[ModelProxyError]
+    failed: type[ModelProxyError]
+    failed_text: str | None = None
+    tls: str | None = None
+
+
+def translate_request_error(exc: BaseException, peer: Peer) -> ModelProxyError:
+    """Our error for a failed request to ``peer``, chosen by the exception's type (and the types
+    of what it wraps), naming the peer and nothing secret."""
+    if isinstance(exc, requests.exceptions.SSLError) and peer.tls is not None:
+        return peer.unreachable(peer.tls)
+    if is_timeout(exc):
+        return peer.timeout(f"{peer.name} did not answer in time")
+    if isinstance(exc, requests.exceptions.ConnectionError) or peer.failed_text is None:
+        return peer.unreachable(f"{peer.name} cannot be reached")
+    return peer.failed(f"{peer.name}: {peer.failed_text}")
+
+
+@contextmanager
+def translated_errors(peer: Peer) -> Iterator[None]:
+    """Raise :func:`translate_request_error`'s answer for any request failure in the block."""
+    try:
+        yield
+    except (requests.exceptions.RequestException, TimeoutError) as exc:
+        raise translate_request_error(exc, peer) from None
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """A connect or read timeout, also when ``requests`` wraps a read timeout met while a body
+    streams in a ``ConnectionError``. (urllib3's refused connection is a kind of its connect
+    timeout for history's sake; it is not one here.)"""
+    return any(
+        isinstance(cause, _TIMEOUTS)
+        and not isinstance(cause, urllib3.exceptions.NewConnectionError)
+        for cause in _causes(exc)
+    )
+
+
+def caused_by(exc: BaseException, *kinds: type[BaseException]) -> bool:
+    """``exc``, or anything it wraps, is one of ``kinds``."""
+    return any(isinstance(cause, kinds) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, urllib3's ``reason`` and exception args."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += [arg for arg in current.args if isinstance(arg, BaseException)]
+        pending += [item for item in linked if isinstance(item, BaseException)]

@@ -41,38 +41,36 @@ class MetricSpec:
     labels: tuple[str, ...]
 
 
-COUNTERS: dict[str, MetricSpec] = {
-    spec.name: spec
-    for spec in (
-        MetricSpec(
-            "requests",
-            "Viewer requests by route, model, server and HTTP status",
-            ("route", "model", "server", "status"),
-        ),
-        MetricSpec(
-            "jobs", "Finished jobs by model, server and outcome", ("model", "server", "outcome")
-        ),
-        MetricSpec("bytes_fetched", "DICOM bytes retrieved from each PACS", ("server",)),
-        MetricSpec("instances_fetched", "DICOM instances retrieved from each PACS", ("server",)),
-        MetricSpec("cache_hits", "Requests answered from a stored result", ("model",)),
-        MetricSpec("shared_jobs", "Requests that attached to an identical running job", ("model",)),
-        MetricSpec(
-            "token_requests",
-            "Calls to token servers by kind and outcome",
-            ("server", "kind", "outcome"),
-        ),
-    )
-}
-HISTOGRAMS: dict[str, MetricSpec] = {
-    spec.name: spec
-    for spec in (
-        MetricSpec(
-            "stage_seconds",
-            "Seconds per job stage: queue_wait, fetch, encode, model_call, total",
-            ("stage", "model"),
-        ),
-    )
-}
+def _by_name(*specs: MetricSpec) -> dict[str, MetricSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+COUNTERS: dict[str, MetricSpec] = _by_name(
+    MetricSpec(
+        "requests",
+        "Viewer requests by route, model, server and HTTP status",
+        ("route", "model", "server", "status"),
+    ),
+    MetricSpec(
+        "jobs", "Finished jobs by model, server and outcome", ("model", "server", "outcome")
+    ),
+    MetricSpec("bytes_fetched", "DICOM bytes retrieved from each PACS", ("server",)),
+    MetricSpec("instances_fetched", "DICOM instances retrieved from each PACS", ("server",)),
+    MetricSpec("cache_hits", "Requests answered from a stored result", ("model",)),
+    MetricSpec("shared_jobs", "Requests that attached to an identical running job", ("model",)),
+    MetricSpec(
+        "token_requests",
+        "Calls to token servers by kind and outcome",
+        ("server", "kind", "outcome"),
+    ),
+)
+HISTOGRAMS: dict[str, MetricSpec] = _by_name(
+    MetricSpec(
+        "stage_seconds",
+        "Seconds per job stage: queue_wait, fetch, encode, model_call, total",
+        ("stage", "model"),
+    ),
+)
 
 
 def label_field(values: Sequence[str]) -> str:

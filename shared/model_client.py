@@ -8,7 +8,7 @@ import orjson
 import requests
 
 from model_proxy.shared.errors import BadModelResponse, ModelFailed, ModelTimeout, ModelUnreachable
-from model_proxy.shared.http import Timeouts
+from model_proxy.shared.http import Peer, Timeouts, translated_errors
 
 __all__ = ["ModelClient", "unwrap_model_json"]
 
@@ -52,21 +52,20 @@ class ModelClient:
         ``time_left`` shortens the read timeout to what remains of the job's time limit.
         """
         read = self._timeouts.read if time_left is None else min(self._timeouts.read, time_left)
-        try:
+        peer = Peer(
+            f"model {model_id}",
+            timeout=ModelTimeout,
+            unreachable=ModelUnreachable,
+            failed=ModelUnreachable,
+            failed_text="the request failed",
+        )
+        with translated_errors(peer):
             response = self._session.post(
                 uri,
                 data=body,
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 timeout=(self._timeouts.connect, read),
             )
-        except requests.exceptions.Timeout:
-            raise ModelTimeout(f"model {model_id} did not answer in time") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc).lower():
-                raise ModelTimeout(f"model {model_id} did not answer in time") from None
-            raise ModelUnreachable(f"model {model_id} cannot be reached") from None
-        except requests.exceptions.RequestException:
-            raise ModelUnreachable(f"model {model_id}: the request failed") from None
         if not 200 <= response.status_code < 300:
             raise ModelFailed(
                 f"model {model_id} answered HTTP {response.status_code}"

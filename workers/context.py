@@ -2,95 +2,60 @@
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import redis
 import requests
 
 from model_proxy.shared.auth.token_store import TokenStore
-from model_proxy.shared.config import Catalog, load_catalog
-from model_proxy.shared.dicomweb.auth import auth_for_server
-from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.config import Catalog, catalog_from_settings
+from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.http import Timeouts, new_session
 from model_proxy.shared.jobs import JobStore
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
 from model_proxy.shared.settings import Settings
 
-__all__ = ["PacsSources", "WorkerContext", "build_context"]
-
-
-@dataclass
-class PacsSources:
-    """One :class:`DicomWebSource` per configured server, each with its own pooled session."""
-
-    catalog: Catalog
-    token_store: TokenStore
-    timeouts: Timeouts
-    pool_size: int
-    refresh_margin: float
-    metrics: Metrics
-    _sources: dict[str, DicomWebSource] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def source_for(self, server_id: str) -> DicomWebSource:
-        with self._lock:
-            if server_id not in self._sources:
-                key, server = self.catalog.server(server_id)
-                session = new_session(self.pool_size)
-                session.verify = server.tls_verification
-                auth = auth_for_server(
-                    key,
-                    server,
-                    session=session,
-                    token_store=self.token_store,
-                    timeouts=self.timeouts,
-                    refresh_margin=self.refresh_margin,
-                    on_token_call=self._token_call_counter(key),
-                )
-                self._sources[key] = DicomWebSource(
-                    key, server.dicomweb_root, session, auth, self.timeouts
-                )
-            return self._sources[server_id]
-
-    def _token_call_counter(self, server_id: str) -> Callable[[str, str], None]:
-        def count(kind: str, outcome: str) -> None:
-            labels = {"server": server_id, "kind": kind, "outcome": outcome}
-            self.metrics.inc("token_requests", labels)
-
-        return count
+__all__ = ["WorkerContext", "build_context"]
 
 
 @dataclass
 class WorkerContext:
+    """Everything one worker process uses to run jobs: the settings and catalog, the job store
+    on its Redis, the metrics, a session per PACS server (``sources``) and the model client.
+
+    Built once per process by :func:`build_context` (after a prefork fork too) and passed to
+    the pipeline; nothing in it is a module global.
+    """
+
     settings: Settings
     redis: redis.Redis
     catalog: Catalog
     store: JobStore
     metrics: Metrics
-    sources: PacsSources
+    sources: ServerSessions
     model_client: ModelClient
 
 
 def build_context(
     settings: Settings, redis_url: str, environ: Mapping[str, str] | None = None
 ) -> WorkerContext:
-    catalog = load_catalog(
-        settings.servers_file, settings.models_file, os.environ if environ is None else environ
-    )
+    catalog = catalog_from_settings(settings, environ)
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
     model_session: requests.Session = new_session(settings.worker_concurrency)
     metrics = Metrics(client)
+
+    def count_token_call(server_id: str, kind: str, outcome: str) -> None:
+        metrics.inc("token_requests", {"server": server_id, "kind": kind, "outcome": outcome})
+
     return WorkerContext(
         settings=settings,
         redis=client,
         catalog=catalog,
         store=JobStore(client, settings.job_ttl_seconds),
         metrics=metrics,
-        sources=PacsSources(
+        sources=ServerSessions(
             catalog,
             TokenStore(
                 client,
@@ -98,9 +63,9 @@ def build_context(
                 wait_timeout=settings.token_lock_timeout + 5,
             ),
             Timeouts(settings.pacs_connect_timeout, settings.pacs_read_timeout),
-            settings.worker_concurrency,
-            settings.token_refresh_margin,
-            metrics,
+            pool_size=settings.worker_concurrency,
+            refresh_margin=settings.token_refresh_margin,
+            count_token_call=count_token_call,
         ),
         model_client=ModelClient(
             model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)

@@ -13,7 +13,7 @@ import threading
 from types import TracebackType
 
 from model_proxy.shared.errors import ModelProxyError
-from model_proxy.shared.jobs import Job, JobStore
+from model_proxy.shared.jobs import Job, JobStore, Lease
 
 __all__ = ["LeaseHeartbeat"]
 
@@ -52,11 +52,11 @@ class LeaseHeartbeat:
 
     def renew_once(self) -> bool:
         """Renew the lease (and the model slot); False when the lease is another worker's."""
-        alive = self._store.renew_lease(self._job.id, self._token, self._lease_seconds)
+        lease = self._store.renew_lease(self._job.id, self._token, self._lease_seconds)
         if self._renew_slot:
             model_id = self._job.request.model_id
             self._store.renew_slot(model_id, self._job.id, self._lease_seconds)
-        return alive
+        return lease is not Lease.LOST
 
     def _beat(self) -> None:
         while not self._stopped.wait(self._lease_seconds / 3):

@@ -21,7 +21,7 @@ from model_proxy.shared.config import ModelConfig
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout, QueueUnavailable
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
-from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Written
+from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Slot, Written
 from model_proxy.shared.model_body import open_model_body
 from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.lease import LeaseHeartbeat
@@ -120,7 +120,7 @@ def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = No
     limit = model.max_concurrency if model is not None else None
     if limit is not None:
         hold = context.settings.job_lease_seconds
-        if not store.acquire_slot(model_id, job.id, limit, hold):
+        if store.acquire_slot(model_id, job.id, limit, hold) is Slot.FULL:
             return JobRunResult.DEFERRED
     try:
         _run_claimed(job, model, context, policy or RetryPolicy.from_settings(context.settings))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import redis
 
 from model_proxy.shared.errors import ModelProxyError
-from model_proxy.shared.jobs import JobStore
+from model_proxy.shared.jobs import JobStore, Requeued
 
 __all__ = ["Reaper", "reap_once"]
 
@@ -32,11 +32,11 @@ def reap_once(store: JobStore, max_attempts: int, enqueue: Callable[[str, str], 
             store.forget_running(job_id)
             continue
         outcome = store.requeue_abandoned(job, max_attempts)
-        if outcome == 1:
+        if outcome is Requeued.REQUEUED:
             enqueue(job.id, job.queue)
             requeued += 1
             log.warning("job %s: its worker stopped; queued again", job.id)
-        elif outcome == -1:
+        elif outcome is Requeued.FAILED:
             log.error("job %s: its workers stopped %d times; failed", job.id, max_attempts)
     return requeued
 

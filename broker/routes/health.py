@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from model_proxy.broker.deps import Services
 from model_proxy.broker.metrics import render_metrics
 
 __all__ = ["router"]
@@ -20,9 +21,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(services: Services) -> JSONResponse:
     """Configuration loaded and Redis reachable."""
-    services = request.app.state.services
     try:
         await services.jobs.ping()
     except Exception:
@@ -48,15 +48,14 @@ async def readyz(request: Request) -> JSONResponse:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
-async def metrics(request: Request) -> Response:
+async def metrics(services: Services) -> Response:
     """Requests, jobs, stage durations, bytes fetched, cache hits, shared jobs, token calls and
     queue depths, from the API and every worker, in the Prometheus text format."""
-    services = request.app.state.services
     await services.metrics.flush()  # this process's own latest counts too
     body = await render_metrics(
-        services.jobs.redis,
+        services.jobs,
         services.catalog.queues(services.settings.queue_name),
         services.catalog.models,
-        services.jobs.keys.prefix,
+        services.celery.conf.broker_transport_options or {},
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
+from model_proxy.broker.answers import answer_for_job
+from model_proxy.broker.deps import Services
 from model_proxy.broker.errors import error_response
-from model_proxy.broker.outcomes import job_outcome
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobState, Terminated
 
 __all__ = ["router"]
 
@@ -22,8 +23,7 @@ _NOT_FOUND: dict[int | str, dict[str, object]] = {
 }
 
 
-async def _job(request: Request, job_id: str) -> Job:
-    services: BrokerServices = request.app.state.services
+async def _job(services: BrokerServices, job_id: str) -> Job:
     job = await services.jobs.get(job_id)
     if job is None:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
@@ -32,20 +32,19 @@ async def _job(request: Request, job_id: str) -> Job:
 
 @router.get("", response_model=JobList)
 async def list_jobs(
-    request: Request,
+    services: Services,
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobList:
     """Recent jobs, newest first."""
-    services: BrokerServices = request.app.state.services
     jobs = await services.jobs.recent(limit, state)
     return JobList(jobs=[JobResource.from_job(job) for job in jobs])
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=_NOT_FOUND)
-async def get_job(request: Request, job_id: str) -> JobResource:
+async def get_job(services: Services, job_id: str) -> JobResource:
     """A job's state, request, progress, stage times and error."""
-    return JobResource.from_job(await _job(request, job_id))
+    return JobResource.from_job(await _job(services, job_id))
 
 
 @router.get(
@@ -58,10 +57,9 @@ async def get_job(request: Request, job_id: str) -> JobResource:
         **_NOT_FOUND,
     },
 )
-async def get_result(request: Request, job_id: str) -> Response:
+async def get_result(services: Services, job_id: str) -> Response:
     """The model's JSON once the job succeeded; otherwise what became of it."""
-    services: BrokerServices = request.app.state.services
-    return await job_outcome(services.jobs, await _job(request, job_id))
+    return await answer_for_job(services.jobs, await _job(services, job_id))
 
 
 @router.delete(
@@ -72,19 +70,18 @@ async def get_result(request: Request, job_id: str) -> Response:
         **_NOT_FOUND,
     },
 )
-async def cancel_job(request: Request, job_id: str) -> Response:
+async def cancel_job(services: Services, job_id: str) -> Response:
     """Cancel a queued or running job; a running one stops at its next step, and its model
     call is not made if it has not started."""
-    services: BrokerServices = request.app.state.services
-    job = await _job(request, job_id)
+    job = await _job(services, job_id)
     outcome = await services.jobs.terminate(
         job, JobState.CANCELLED, JobCancelled("cancelled by a client")
     )
-    if outcome == "finished":
+    if outcome is Terminated.FINISHED:
         return error_response(JobFinished(f"job {job_id} had already finished"), jobId=job_id)
-    if outcome == "missing":
+    if outcome is Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
-    current = await _job(request, job_id)
+    current = await _job(services, job_id)
     return Response(
         JobResource.from_job(current).model_dump_json(by_alias=True),
         media_type="application/json",

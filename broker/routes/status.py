@@ -1,4 +1,4 @@
-"""``/status``: whether every server, model, Redis and the workers answer (contract §6, G7).
+"""``/status``: whether every server, model, Redis and the workers answer (model-contract §5).
 
 Served only when ``ZHIVA_SHOW_STATUS_PAGE`` (the original's variable) or
 ``MODEL_PROXY_SHOW_STATUS_PAGE`` is true; otherwise 404 like any unknown path. JSON for programs,
@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
+from model_proxy.broker.deps import Services
 from model_proxy.broker.schemas import ErrorBody
-from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.status import check_status
 from model_proxy.broker.status_page import prefers_html, render_status_page
 
@@ -39,6 +39,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 )
 async def status(
     request: Request,
+    services: Services,
     format: Annotated[
         Literal["json", "html"] | None,
         Query(description="Overrides the Accept header: `json` or `html`"),
@@ -47,7 +48,6 @@ async def status(
     """Checks every server's `statusUri` (with its auth) and every model's at once, each
     within `MODEL_PROXY_STATUS_TIMEOUT`; 200 is up, an entry without `statusUri` is unknown.
     Only when `ZHIVA_SHOW_STATUS_PAGE` or `MODEL_PROXY_SHOW_STATUS_PAGE` is `true`."""
-    services: BrokerServices = request.app.state.services
     if not services.settings.show_status_page:
         raise HTTPException(status_code=404)
     report = await check_status(services)

@@ -5,7 +5,7 @@ written into that ``uri`` (e.g. ``http://127.0.0.1:8011/segmentation?wrap=true``
 
 * ``threshold`` — mark values above this (modality units) instead of each instance's mean;
 * ``delay`` — seconds to wait before answering, to test slow models;
-* ``wrap`` — answer with the document encoded once more as a JSON string (zhiva contract §8);
+* ``wrap`` — answer with the document encoded once more as a JSON string (model-contract §3.1);
 * ``fail`` — answer with this HTTP status (400-599) and ``{"detail": "simulated failure"}``.
 
 The body is read raw and decoded by :mod:`example_model.body`, so every shape of the contract is

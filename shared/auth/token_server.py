@@ -1,17 +1,16 @@
-"""The three calls to a zhiva-style token server (contract §4.2): sign in, exchange, refresh."""
+"""The three calls to a token server (model-contract §4.1): sign in, exchange, refresh."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import orjson
 import requests
 
 from model_proxy.shared.errors import PacsFailed, PacsTimeout, PacsUnreachable
-from model_proxy.shared.http import Timeouts, tls_advice
+from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
 
 __all__ = ["Exchanged", "TokenRejected", "TokenServerClient"]
 
@@ -82,20 +81,15 @@ class TokenServerClient:
             raise TokenRejected(endpoint, response.status_code)
         return response
 
-    @contextmanager
-    def _errors(self, endpoint: str) -> Iterator[None]:
-        try:
-            yield
-        except requests.exceptions.SSLError:
-            raise PacsUnreachable(tls_advice(self._server_id, endpoint)) from None
-        except requests.exceptions.Timeout:
-            raise PacsTimeout(
-                f"server {self._server_id}: {endpoint} did not answer in time"
-            ) from None
-        except requests.exceptions.RequestException:
-            raise PacsUnreachable(
-                f"server {self._server_id}: {endpoint} cannot be reached"
-            ) from None
+    def _errors(self, endpoint: str) -> AbstractContextManager[None]:
+        peer = Peer(
+            f"server {self._server_id}: {endpoint}",
+            timeout=PacsTimeout,
+            unreachable=PacsUnreachable,
+            failed=PacsUnreachable,
+            tls=tls_advice(self._server_id, endpoint),
+        )
+        return translated_errors(peer)
 
 
 def _bearer(token: str, origin: str | None) -> dict[str, str]:

@@ -17,12 +17,14 @@ import redis
 from redis.exceptions import LockError
 
 from model_proxy.shared.auth.tokens import TokenSet
-from model_proxy.shared.errors import QueueUnavailable
+from model_proxy.shared.redis_errors import redis_errors
 
 __all__ = ["TokenStore"]
 
 
 class TokenStore:
+    """The tokens of each server in Redis, shared by every process, with a lock per server."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -41,20 +43,16 @@ class TokenStore:
 
     def load(self, server_id: str, fingerprint: str) -> TokenSet | None:
         """The stored tokens of this server, if they were obtained with these auth settings."""
-        try:
+        with redis_errors():
             raw = self._redis.get(self._key(server_id))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            raise QueueUnavailable("Redis cannot be reached") from None
         if raw is None:
             return None
         tokens = TokenSet.from_dict(json.loads(raw))
         return tokens if tokens.fingerprint == fingerprint else None
 
     def save(self, server_id: str, tokens: TokenSet) -> None:
-        try:
+        with redis_errors():
             self._redis.set(self._key(server_id), json.dumps(tokens.to_dict()))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            raise QueueUnavailable("Redis cannot be reached") from None
 
     @contextmanager
     def locked(self, server_id: str) -> Iterator[bool]:
@@ -65,10 +63,8 @@ class TokenStore:
             blocking_timeout=self._wait_timeout,
             thread_local=False,
         )
-        try:
+        with redis_errors():
             acquired = bool(lock.acquire())
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            raise QueueUnavailable("Redis cannot be reached") from None
         try:
             yield acquired
         finally:

@@ -1,6 +1,6 @@
 """servers.json and models.json: their schemas and the catalog loaded from them."""
 
-from model_proxy.shared.config.catalog import Catalog, load_catalog
+from model_proxy.shared.config.catalog import Catalog, catalog_from_settings, load_catalog
 from model_proxy.shared.config.schema import (
     AuthType,
     DataFilterSpec,
@@ -18,5 +18,6 @@ __all__ = [
     "ModelConfig",
     "ServerConfig",
     "Task",
+    "catalog_from_settings",
     "load_catalog",
 ]

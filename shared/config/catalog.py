@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from model_proxy.shared.config.schema import ModelConfig, ServerConfig
 from model_proxy.shared.errors import ConfigError, UnknownModel, UnknownServer
+
+if TYPE_CHECKING:
+    from model_proxy.shared.settings import Settings
 
 __all__ = ["Catalog", "load_catalog"]
 
@@ -55,6 +59,14 @@ class Catalog:
             return self.models[model_id.lower()]
         except KeyError:
             raise UnknownModel(f"Not found: no model {model_id!r} in models.json") from None
+
+
+def catalog_from_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> Catalog:
+    """The catalog of the configured servers.json and models.json; ``environ`` (the process
+    environment unless given) fills their ``${VARIABLE}`` references."""
+    return load_catalog(
+        settings.servers_file, settings.models_file, os.environ if environ is None else environ
+    )
 
 
 def load_catalog(servers_file: Path, models_file: Path, environ: Mapping[str, str]) -> Catalog:

@@ -5,25 +5,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import requests
 
+from model_proxy.shared import errors
 from model_proxy.shared.dicomweb.auth import PacsAuth
 from model_proxy.shared.dicomweb.multipart import (
     MultipartError,
     boundary_from_content_type,
     iter_parts,
 )
-from model_proxy.shared.errors import (
-    DicomNotFound,
-    ModelProxyError,
-    PacsAuthFailed,
-    PacsFailed,
-    PacsTimeout,
-    PacsUnreachable,
-)
-from model_proxy.shared.http import Timeouts, tls_advice
+from model_proxy.shared.errors import DicomNotFound, ModelProxyError, PacsFailed
+from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
 
 __all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
 
@@ -119,6 +113,14 @@ class DicomWebSource:
         self._session = session
         self._auth = auth
         self._timeouts = timeouts
+        self._peer = Peer(
+            f"server {server_id}",
+            timeout=errors.PacsTimeout,
+            unreachable=errors.PacsUnreachable,
+            failed=PacsFailed,
+            failed_text="the transfer failed",
+            tls=tls_advice(server_id, "DICOMweb endpoint"),
+        )
 
     def retrieve(
         self, study_uid: str, series_uid: str | None = None, instance_uid: str | None = None
@@ -190,24 +192,12 @@ class DicomWebSource:
         if status == 404:
             return DicomNotFound(f"the {what} was not found on server {self.server_id}")
         if status in (401, 403):
-            return PacsAuthFailed(
+            return errors.PacsAuthFailed(
                 f"server {self.server_id} refused access (HTTP {status}); "
                 "check its authType and credentials in servers.json"
             )
         return PacsFailed(f"server {self.server_id} answered HTTP {status}", status=status)
 
-    @contextmanager
-    def translate_errors(self) -> Iterator[None]:
+    def translate_errors(self) -> AbstractContextManager[None]:
         """Turn requests' exceptions into ours, naming the server and nothing secret."""
-        try:
-            yield
-        except requests.exceptions.SSLError:
-            raise PacsUnreachable(tls_advice(self.server_id, "DICOMweb endpoint")) from None
-        except (requests.exceptions.Timeout, TimeoutError):
-            raise PacsTimeout(f"server {self.server_id} did not answer in time") from None
-        except requests.exceptions.ConnectionError as exc:
-            if "timed out" in str(exc).lower():
-                raise PacsTimeout(f"server {self.server_id} did not answer in time") from None
-            raise PacsUnreachable(f"server {self.server_id} cannot be reached") from None
-        except requests.exceptions.RequestException:
-            raise PacsFailed(f"server {self.server_id}: the transfer failed") from None
+        return translated_errors(self._peer)

@@ -4,11 +4,14 @@ A job is a hash ``model-proxy:job:{id}``; its result, the model's JSON document 
 ``model-proxy:result:{id}``. Every visible change is announced on the channel
 ``model-proxy:job-events`` (the message is the job id), so waiters wake at once. Records and
 results expire after the configured time to live. All changes go through the Lua scripts of
-:mod:`shared.jobs.scripts`.
+:mod:`~model_proxy.shared.jobs.scripts`, called as :mod:`~model_proxy.shared.jobs.operations`
+describes, by the workers' :class:`JobStore` and the broker's asyncio store alike; each change
+answers one of the enums of :mod:`~model_proxy.shared.jobs.outcomes`.
 """
 
 from model_proxy.shared.jobs.keys import JobKeys
 from model_proxy.shared.jobs.model import (
+    JOB_STATES,
     Job,
     JobError,
     JobState,
@@ -16,15 +19,32 @@ from model_proxy.shared.jobs.model import (
     job_to_fields,
     new_job,
 )
-from model_proxy.shared.jobs.store import Claim, JobStore, Written
+from model_proxy.shared.jobs.outcomes import (
+    Admission,
+    Admitted,
+    Claim,
+    Lease,
+    Requeued,
+    Slot,
+    Terminated,
+    Written,
+)
+from model_proxy.shared.jobs.store import JobStore
 
 __all__ = [
+    "JOB_STATES",
+    "Admission",
+    "Admitted",
     "Claim",
     "Job",
     "JobError",
     "JobKeys",
     "JobState",
     "JobStore",
+    "Lease",
+    "Requeued",
+    "Slot",
+    "Terminated",
     "Written",
     "job_from_fields",
     "job_to_fields",

@@ -8,14 +8,24 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from model_proxy.shared.request import InferenceRequest
 
-__all__ = ["Job", "JobError", "JobState", "job_from_fields", "job_to_fields", "new_job"]
+__all__ = [
+    "JOB_STATES",
+    "Job",
+    "JobError",
+    "JobState",
+    "job_from_fields",
+    "job_to_fields",
+    "new_job",
+]
 
 
 class JobState(StrEnum):
+    """Where a job is in its life; the last three are final."""
+
     QUEUED = "queued"
     FETCHING = "fetching"
     INFERRING = "inferring"
@@ -29,22 +39,37 @@ class JobState(StrEnum):
 
 
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+JOB_STATES: tuple[str, ...] = tuple(state.value for state in JobState)
+"""Every state's name, in the order of a job's life: the one list for menus, tables, choices."""
 
 
 class JobError(BaseModel):
+    """Why a job failed or was cancelled: a stable ``code`` and a message safe to show."""
+
+    model_config = ConfigDict(frozen=True)
+
     code: str
     message: str
 
 
 class Job(BaseModel):
+    """The public record of one inference request: what was asked, where it stands, how far its
+    fetch has got, and why it failed if it did.
+
+    It is what clients see through ``/jobs/{id}`` and what every process reads from Redis; the
+    Celery task carries only its id. A job is created ``queued`` and changes only through the
+    job stores' atomic steps; once finished (succeeded, failed or cancelled) it never changes
+    again and expires with its result. Times are Unix seconds.
+    """
+
     id: str
     state: JobState
     request: InferenceRequest
-    queue: str
+    queue: str  # the Celery queue its task was sent to
     created_at: float
     updated_at: float
-    started_at: float | None = None
-    inferring_at: float | None = None
+    started_at: float | None = None  # last claimed by a worker
+    inferring_at: float | None = None  # the model call began
     finished_at: float | None = None
     error: JobError | None = None
     instances_fetched: int = 0

@@ -23,28 +23,45 @@ __all__ = [
 
 _FINISHED = "(state == 'succeeded' or state == 'failed' or state == 'cancelled')"
 
+
+def _unfinished_or(gone: str, ended: str, lost: str | None = None) -> str:
+    """Lua that returns ``gone`` when the job's record (KEYS[1]) is missing, ``ended`` when it
+    has finished, and, given ``lost``, that when its lease (KEYS[2]) is not this run's (ARGV[4]).
+    It leaves the job's state in ``state``."""
+    lines = [
+        "local state = redis.call('HGET', KEYS[1], 'state')",
+        f"if not state then return {gone} end",
+        f"if {_FINISHED} then return {ended} end",
+    ]
+    if lost is not None:
+        lines.append(f"if redis.call('GET', KEYS[2]) ~= ARGV[4] then return {lost} end")
+    return "\n".join(lines)
+
+
 # KEYS: job, active, index, queued, cached.
 # ARGV: id, ttl, now, job-key prefix, use cached (1/0), field, value, ...
-# Returns the id of the unfinished identical job if there is one, else creates this one.
-# With ARGV[5] == '1' (no fresh run asked for), a job that succeeded meanwhile (KEYS[5], the
-# cached pointer) is returned too: a request must not start a second run because the first
-# finished between its cache lookup and this script.
+# Returns {id, 'attached'} for the unfinished identical job if there is one, else creates this
+# one: {id, 'created'}. With ARGV[5] == '1' (no fresh run asked for), a job that succeeded
+# meanwhile (KEYS[5], the cached pointer) is returned too, {id, 'cached'}: a request must not
+# start a second run because the first finished between its cache lookup and this script.
 CREATE_OR_ATTACH = f"""
 local existing = redis.call('GET', KEYS[2])
 if existing then
   local state = redis.call('HGET', ARGV[4] .. existing, 'state')
-  if state and not {_FINISHED} then return existing end
+  if state and not {_FINISHED} then return {{existing, 'attached'}} end
 end
 if ARGV[5] == '1' then
   local done = redis.call('GET', KEYS[5])
-  if done and redis.call('HGET', ARGV[4] .. done, 'state') == 'succeeded' then return done end
+  if done and redis.call('HGET', ARGV[4] .. done, 'state') == 'succeeded' then
+    return {{done, 'cached'}}
+  end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-return ARGV[1]
+return {{ARGV[1], 'created'}}
 """
 
 # The stored answer of identical requests, in one round trip: {job id, result} or nil.
@@ -60,9 +77,7 @@ return {id, result}
 
 # KEYS: job, lease, running, queued.  ARGV: token, lease ms, now, channel, id, ttl
 CLAIM = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if {_FINISHED} then return 'finished' end
+{_unfinished_or("'missing'", "'finished'")}
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'busy' end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -74,16 +89,14 @@ return 'claimed'
 """
 
 # KEYS: job, lease.  ARGV: ttl, channel, id, token, announce (1/0), field, value, ...
-# Returns 1, 0 (record gone), -1 (finished or cancelled meanwhile), -2 (lease lost).
+# Returns 'done', 'gone' (record expired), 'ended' (finished or cancelled meanwhile) or 'lost'
+# (the lease went to another worker).
 UPDATE = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 0 end
-if {_FINISHED} then return -1 end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return -2 end
+{_unfinished_or("'gone'", "'ended'", "'lost'")}
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[5] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return 1
+return 'done'
 """
 
 # KEYS: job, lease, running, active, cached, staged result, result.
@@ -91,14 +104,11 @@ return 1
 # A succeeding worker stages its result under a key of its own; only the run that still holds
 # the lease moves it into place, so a late worker can neither overwrite nor delete it.
 FINISH = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
 local function refuse(code)
   redis.call('DEL', KEYS[6])
   return code
 end
-if not state then return refuse(0) end
-if {_FINISHED} then return refuse(-1) end
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return refuse(-2) end
+{_unfinished_or("refuse('gone')", "refuse('ended')", "refuse('lost')")}
 if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
 redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -107,69 +117,69 @@ redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 if ARGV[5] == 'succeeded' then redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return 'done'
 """
 
 # Ends a job from outside its worker (cancel, or a failed enqueue).
 # KEYS: job, running, queued, active.  ARGV: now, channel, id, final state, error json
+# Returns 'terminated', 'finished' (already) or 'missing'.
 TERMINATE = f"""
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 'missing' end
-if {_FINISHED} then return 'finished' end
+{_unfinished_or("'missing'", "'finished'")}
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[1], 'updated_at', ARGV[1],
            'error', ARGV[5])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return ARGV[4]
+return 'terminated'
 """
 
-# KEYS: lease.  ARGV: token, lease ms.
+# KEYS: lease.  ARGV: token, lease ms.  Returns 'renewed' or 'lost'.
 RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 'renewed'
 """
 
-# KEYS: lease, running.  ARGV: token, id.
+# KEYS: lease, running.  ARGV: token, id.  Returns 'released' or 'lost'.
 RELEASE_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[2])
-end
-return 1
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'lost' end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 'released'
 """
 
 # A claimed job whose lease expired (its worker died): back to the queue, or failed for good
 # after too many attempts.  KEYS: job, lease, running, queued, active.
-# ARGV: now, channel, id, max attempts, error json.  Returns 1 requeued, -1 failed, 0 nothing.
+# ARGV: now, channel, id, max attempts, error json.  Returns 'requeued', 'failed' or 'skipped'.
 REQUEUE_IF_ABANDONED = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'skipped' end
 local state = redis.call('HGET', KEYS[1], 'state')
 redis.call('ZREM', KEYS[3], ARGV[3])
-if state ~= 'fetching' and state ~= 'inferring' then return 0 end
+if state ~= 'fetching' and state ~= 'inferring' then return 'skipped' end
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if attempts >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[5], 'finished_at', ARGV[1],
              'updated_at', ARGV[1])
   if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end
   redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return -1
+  return 'failed'
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'updated_at', ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return 'requeued'
 """
 
 # A place among a model's concurrent calls.  KEYS: slots.  ARGV: now, expires at, limit, id.
+# Returns 'taken' or 'full'.
 ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-  return 1
+  return 'taken'
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 'full' end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-return 1
+return 'taken'
 """

@@ -1,4 +1,4 @@
-"""``data-filters`` in every query form of contract gap G1, normalised to DataFilter."""
+"""``data-filters`` in every query form of model-contract §2.2, normalised to DataFilter."""
 
 from __future__ import annotations
 
@@ -204,3 +204,51 @@ def test_deeply_nested_json_is_a_bad_request() -> None:
     """A few kilobytes of ``[`` must give the viewer a 400, not an internal error."""
     with pytest.raises(InvalidDataFilter):
         parse_data_filters([(PARAMETER, "[" * 5000)])
+
+
+def _nested(depth: int) -> dict[str, object]:
+    """A filter with ``depth`` levels: each but the last holds one nested filter."""
+    item: dict[str, object] = {"dataKey": f"level-{depth}", "uuid": "1.2"}
+    for level in range(depth - 1, 0, -1):
+        item = {"dataKey": f"level-{level}", "uuid": "1.2", "dataFilter": [item]}
+    return item
+
+
+def test_nested_filters_count_toward_the_cap() -> None:
+    """The cap holds for filters in all, not only the top level."""
+    inner = [{"dataKey": f"i{i}", "uuid": "1.2"} for i in range(256)]
+    items = [{"dataKey": "series", "uuid": "1.2", "dataFilter": inner}]
+    with pytest.raises(InvalidDataFilter, match="at most 256 filters in all"):
+        parse_data_filters([(PARAMETER, json.dumps(items))])
+    items[0]["dataFilter"] = inner[:255]
+    assert len(parse_data_filters([(PARAMETER, json.dumps(items))])[0].data_filter) == 255
+
+
+@pytest.mark.parametrize("depth", [3, 250])
+def test_filters_nest_at_most_two_levels(depth: int) -> None:
+    with pytest.raises(InvalidDataFilter, match="nest at most 2 levels"):
+        parse_data_filters([(PARAMETER, json.dumps([_nested(depth)]))])
+    assert parse_data_filters([(PARAMETER, json.dumps([_nested(2)]))])[0].data_filter
+
+
+def test_bracket_names_nest_at_most_two_levels() -> None:
+    name = "data-filters[0]" + "[dataFilter][0]" * 2 + "[dataKey]"
+    with pytest.raises(InvalidDataFilter, match="nest at most 2 levels"):
+        parse_data_filters([(name, "k")])
+
+
+def test_a_number_too_long_to_convert_is_a_bad_request() -> None:
+    """json.loads raises a plain ValueError past 4,300 digits, not a JSONDecodeError."""
+    with pytest.raises(InvalidDataFilter):
+        parse_data_filters([(PARAMETER, "[" + "9" * 5000 + "]")])
+
+
+def test_a_lone_surrogate_in_a_data_key_is_a_bad_request() -> None:
+    """``\\ud800`` decodes to a str that no UTF-8 writer (Redis, the log) can encode."""
+    with pytest.raises(InvalidDataFilter, match="dataKey must be text"):
+        parse_data_filters([(PARAMETER, '{"dataKey": "\\ud800", "uuid": "1.2"}')])
+
+
+def test_a_data_key_is_at_most_128_characters() -> None:
+    with pytest.raises(InvalidDataFilter, match="at most 128 characters"):
+        parse_data_filters([(PARAMETER, json.dumps({"dataKey": "k" * 129, "uuid": "1.2"}))])

@@ -86,3 +86,15 @@ def test_the_walk_finds_imports() -> None:
     """Guard against a vacuous pass: the walker sees broker's use of shared."""
     seen = set().union(*(imported_modules(p) for p in (ROOT / "broker").rglob("*.py")))
     assert "shared" in {part_of(m) for m in seen}
+
+
+def test_the_cli_reaches_the_api_and_workers_only_through_their_app_factories() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            m
+            for m in imported_modules(path)
+            if part_of(m) in {"broker", "workers"} and m not in CLI_MAY_IMPORT
+        )
+        for path in cli_files()
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from model_proxy.shared.config.schema import Level, Task
-from model_proxy.shared.jobs import Claim, Job, JobKeys, JobStore, job_to_fields, new_job
+from model_proxy.shared.jobs import Claim, Job, JobKeys, JobStore, Slot, job_to_fields, new_job
 from model_proxy.shared.request import InferenceRequest
 from model_proxy.workers.lease import LeaseHeartbeat
 
@@ -65,10 +65,10 @@ def test_a_lease_taken_by_another_worker_is_noticed(client: redis.Redis, store: 
 
 def test_the_heartbeat_renews_the_models_place_too(client: redis.Redis, store: JobStore) -> None:
     job = claimed(client, store, "worker-a")
-    assert store.acquire_slot(MODEL_ID, job.id, 1, LEASE)
+    assert store.acquire_slot(MODEL_ID, job.id, 1, LEASE) is Slot.TAKEN
     with LeaseHeartbeat(store, job, "worker-a", LEASE, renew_slot=True):
         time.sleep(LEASE * 2.5)
-        assert not store.acquire_slot(MODEL_ID, "another-job", 1, LEASE)
+        assert store.acquire_slot(MODEL_ID, "another-job", 1, LEASE) is Slot.FULL
 
 
 def test_after_the_run_the_heartbeat_stops_renewing(client: redis.Redis, store: JobStore) -> None:

@@ -13,6 +13,7 @@ import redis
 
 from model_proxy.shared.config import Catalog, ModelConfig
 from model_proxy.shared.config.schema import Level, Task
+from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.errors import (
     DicomNotFound,
     ModelFailed,
@@ -22,12 +23,20 @@ from model_proxy.shared.errors import (
     PacsUnreachable,
     QueueUnavailable,
 )
-from model_proxy.shared.jobs import Job, JobKeys, JobState, JobStore, job_to_fields, new_job
+from model_proxy.shared.jobs import (
+    Job,
+    JobKeys,
+    JobState,
+    JobStore,
+    Slot,
+    job_to_fields,
+    new_job,
+)
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
 from model_proxy.shared.request import InferenceRequest
 from model_proxy.shared.settings import Settings
-from model_proxy.workers.context import PacsSources, WorkerContext
+from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.retry import RetryPolicy
 
@@ -67,7 +76,7 @@ def whole_series(*uids: str | None) -> FakeStream:
 
 @dataclass
 class FakePacs:
-    """Plays PacsSources and the one DicomWebSource it hands out; ``open`` answers retrieves."""
+    """Plays ServerSessions and the one DicomWebSource it hands out; ``open`` answers retrieves."""
 
     open: Callable[..., FakeStream] = whole_series
     retrieves: int = 0
@@ -158,7 +167,7 @@ def make_world(
         catalog=catalog,
         store=store,
         metrics=Metrics(client),
-        sources=cast(PacsSources, pacs),
+        sources=cast(ServerSessions, pacs),
         model_client=cast(ModelClient, fake_model),
     )
     request = InferenceRequest(
@@ -238,7 +247,7 @@ def test_a_job_held_by_another_worker_is_left_to_it(world: World, client: redis.
 
 def test_a_model_without_a_free_place_defers_the_job_untouched(client: redis.Redis) -> None:
     world = make_world(client, model_config(maxConcurrency=1))
-    assert world.store.acquire_slot(MODEL_ID, "another-job", 1, 30.0)
+    assert world.store.acquire_slot(MODEL_ID, "another-job", 1, 30.0) is Slot.TAKEN
 
     assert world.run() is JobRunResult.DEFERRED
 

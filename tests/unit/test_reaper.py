@@ -17,6 +17,7 @@ from model_proxy.shared.jobs import (
     JobKeys,
     JobState,
     JobStore,
+    Lease,
     Written,
     job_to_fields,
     new_job,
@@ -138,7 +139,7 @@ def test_a_job_with_a_live_lease_is_left_alone(
     assert enqueue.calls == []
     assert state(store, job) is JobState.FETCHING
     assert not queued(client, job)
-    assert store.renew_lease(job.id, "worker-a", LEASE) is True
+    assert store.renew_lease(job.id, "worker-a", LEASE) is Lease.RENEWED
 
 
 def test_only_the_dead_workers_jobs_are_queued_again(

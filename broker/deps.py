@@ -1,0 +1,79 @@
+"""The API's FastAPI dependencies: the services built in the lifespan, and what a viewer's
+request asks for. No handler reads ``request.app.state`` itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Query, Request
+
+from model_proxy.broker.services import BrokerServices
+from model_proxy.broker.validation import ViewerPath
+
+__all__ = [
+    "AnswerOptions",
+    "Services",
+    "answer_options",
+    "get_services",
+    "instance_path",
+    "series_path",
+    "study_path",
+]
+
+
+def get_services(request: Request) -> BrokerServices:
+    """The app's :class:`BrokerServices`, built in its lifespan."""
+    return cast(BrokerServices, request.app.state.services)
+
+
+Services = Annotated[BrokerServices, Depends(get_services)]
+
+ServerParam = Annotated[
+    str | None, Query(description="Key of a server in servers.json; the default server if absent")
+]
+
+
+def study_path(model: str, study: str, server: ServerParam = None) -> ViewerPath:
+    """``/{model}/studies/{study}``."""
+    return ViewerPath(model, study, server_id=server)
+
+
+def series_path(model: str, study: str, series: str, server: ServerParam = None) -> ViewerPath:
+    """``/{model}/studies/{study}/series/{series}``."""
+    return ViewerPath(model, study, series, server_id=server)
+
+
+def instance_path(
+    model: str, study: str, series: str, instance: str, server: ServerParam = None
+) -> ViewerPath:
+    """``/{model}/studies/{study}/series/{series}/instances/{instance}``."""
+    return ViewerPath(model, study, series, instance, server)
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """How the viewer wants its answer, from its headers and query.
+
+    ``respond_async``: ``Prefer: respond-async`` (RFC 7240) or ``?async=true``, answer 202 at
+    once; ``fresh``: ``Cache-Control: no-cache`` (or ``no-store``), run the model again instead
+    of answering from the cache; ``query``: every query parameter (the data filters among them).
+    """
+
+    query: tuple[tuple[str, str], ...]
+    respond_async: bool = False
+    fresh: bool = False
+
+
+def answer_options(request: Request) -> AnswerOptions:
+    prefer = request.headers.get("prefer", "").lower()
+    preferences = {
+        token.split("=")[0].strip() for item in prefer.split(",") for token in item.split(";")
+    }
+    flag = request.query_params.get("async", "").lower()
+    directives = request.headers.get("cache-control", "").lower()
+    return AnswerOptions(
+        query=tuple(request.query_params.multi_items()),
+        respond_async="respond-async" in preferences or flag in ("true", "1", "yes"),
+        fresh=any(d.strip() in ("no-cache", "no-store") for d in directives.split(",")),
+    )
