@@ -1,5 +1,5 @@
 """The status page's checks: every server's and model's ``statusUri``, Redis, the workers, the
-queues and the recent jobs, all at once, each within ``status_timeout`` (contract §6, G7).
+queues and the recent jobs, all at once, each within ``status_timeout`` (model-contract §5).
 
 Each endpoint is probed as :mod:`model_proxy.shared.probe` describes; an entry without a
 ``statusUri`` is ``unknown``, not down. What the report says is safe to show: URIs without their

@@ -1,6 +1,6 @@
 """Reading ``data-filters`` from a query string, in every form a viewer may send it.
 
-Accepted (contract gap G1), all normalised to a tuple of :class:`DataFilter`:
+Accepted (model-contract §2.2), all normalised to a tuple of :class:`DataFilter`:
 
 * ``data-filters=[{"dataKey": "a", "uuid": "1.2"}, ...]`` (one JSON array);
 * ``data-filters={"dataKey": "a", ...}`` repeated, also as ``data-filters[]=`` (axios);

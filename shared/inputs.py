@@ -1,4 +1,4 @@
-"""Which DICOM data a model receives, and in which shape (the model contract, section 2.2).
+"""Which DICOM data a model receives, and in which shape (model-contract §2).
 
 :func:`plan_inputs` turns a request and the model's declared ``dataFilter`` into a tree of
 :class:`InstanceList`, :class:`SingleInstance` and :class:`Keyed` nodes. The broker builds it to

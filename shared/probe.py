@@ -91,7 +91,7 @@ class EndpointStatus:
             "uri": self.uri,
             "statusUri": self.status_uri,
             "status": self.status,
-            # the contract's G7 name for the same verdict: true, false, or null when unknown
+            # the same verdict as a boolean for simple checks: null when unknown
             "ok": None if self.status == "unknown" else self.status == "up",
             "statusCode": self.status_code,
             "latencyMs": self.latency_ms,

@@ -1,4 +1,4 @@
-"""``/status``: whether every server, model, Redis and the workers answer (contract §6, G7).
+"""``/status``: whether every server, model, Redis and the workers answer (model-contract §5).
 
 Served only when ``ZHIVA_SHOW_STATUS_PAGE`` (the original's variable) or
 ``MODEL_PROXY_SHOW_STATUS_PAGE`` is true; otherwise 404 like any unknown path. JSON for programs,

@@ -1,6 +1,6 @@
 """``token`` and ``zhivaAuth``: bearer access tokens, refreshed ahead of expiry, shared by all.
 
-The flow (contract §4.5, §4.6):
+The flow (model-contract §4.1):
 
 1. ``zhivaAuth`` with ``login``/``password`` signs in at ``signInServer`` for an auth token;
    ``token`` (or ``zhivaAuth`` without a login) uses the configured one-off ``authToken``.

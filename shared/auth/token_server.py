@@ -1,4 +1,4 @@
-"""The three calls to a zhiva-style token server (contract §4.2): sign in, exchange, refresh."""
+"""The three calls to a token server (model-contract §4.1): sign in, exchange, refresh."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class NoAuth:
 
 
 class BasicAuth:
-    """``Authorization: Basic base64(login:password)``, UTF-8 (contract G17)."""
+    """``Authorization: Basic base64(login:password)``, UTF-8 (model-contract §4)."""
 
     def __init__(self, login: str, password: str) -> None:
         credentials = f"{login}:{password}".encode()

@@ -1,4 +1,4 @@
-"""``data-filters`` in every query form of contract gap G1, normalised to DataFilter."""
+"""``data-filters`` in every query form of model-contract §2.2, normalised to DataFilter."""
 
 from __future__ import annotations
 

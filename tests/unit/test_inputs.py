@@ -1,4 +1,4 @@
-"""Which DICOM data a model receives, and in which shape (contract 2.2 and gap G2)."""
+"""Which DICOM data a model receives, and in which shape (model-contract §2 and §2.1)."""
 
 from __future__ import annotations
 
