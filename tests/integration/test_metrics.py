@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,12 +37,22 @@ def test_a_job_shows_in_the_metrics_of_the_api_and_of_the_worker(
 
     assert api.get(url).status_code == 200
     assert api.get(url, headers={"Cache-Control": ""}).status_code == 200  # from the cache
-    after = samples(api)
+    model = {"model": Ids.SEGMENTATION}
+    # The worker counts a job once it has written the result that answered the viewer, so its
+    # numbers reach Redis a moment after the answer: a scrape shows them soon, not at once.
+    last = {"stage": "total", **model}  # the last number the worker writes for a job
+    deadline = time.monotonic() + 10
+    while True:
+        after = samples(api)
+        counted = value(after, "model_proxy_stage_seconds_count", **last)
+        if counted > value(before, "model_proxy_stage_seconds_count", **last):
+            break
+        assert time.monotonic() < deadline, "the worker's numbers never reached /metrics"
+        time.sleep(0.1)
 
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    model = {"model": Ids.SEGMENTATION}
     assert (
         grew("model_proxy_requests_total", route="segmentations:series", status="200", **model) == 2
     )
