@@ -50,7 +50,7 @@ test-unit: setup
 	$(BIN)/pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check shared broker workers model_proxy example_model tests scripts bench
+	$(BIN)/ruff check shared broker workers model_proxy example_model devtools tests scripts bench
 
 typecheck: setup
 	$(BIN)/mypy

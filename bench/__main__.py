@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bench.report import render_table
 from bench.suite import FULL, SMOKE, run
+from devtools.errors import MissingBinaryError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,13 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         rows = run(sizes)
+    except MissingBinaryError as exc:
+        print(f"bench: could not run: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         print(f"bench: could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except BaseException as exc:  # pytest's skip when Orthanc or Redis is not installed
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-        print(f"bench: could not run: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
     mode = "smoke" if args.smoke else "full"

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import requests
 
+from bench.together import at_once
+
 __all__ = ["Load", "measure_rps"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,12 +76,10 @@ def _generate(url: str, seconds: float, connections: int) -> dict[str, float]:
     deadline = time.perf_counter() + seconds
     counts = {"requests": 0, "errors": 0}
     lock = threading.Lock()
-    start = threading.Barrier(connections + 1)
 
-    def client() -> None:
+    def client(_: int) -> None:
         session = requests.Session()
         done = errors = 0
-        start.wait()
         while time.perf_counter() < deadline:
             try:
                 ok = session.get(url, timeout=30).status_code == 200
@@ -91,14 +91,7 @@ def _generate(url: str, seconds: float, connections: int) -> dict[str, float]:
             counts["requests"] += done
             counts["errors"] += errors
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    elapsed = at_once(connections, client)
     return {**counts, "seconds": elapsed, "rps": counts["requests"] / elapsed}
 
 

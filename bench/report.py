@@ -32,30 +32,29 @@ def at_least(
     name: str, measured: float, baseline: float, unit: str, goal: float, note: str = ""
 ) -> Row:
     """Higher is better: passes when measured / baseline >= goal."""
-    ratio = _ratio(measured, baseline)
-    return Row(
-        name,
-        _fmt(measured, unit),
-        _fmt(baseline, unit),
-        ratio,
-        f">= {goal:g}x",
-        ratio >= goal,
-        note,
-    )
+    passed = _ratio(measured, baseline) >= goal
+    return _ratio_row(name, measured, baseline, unit, f">= {goal:g}x", passed, note)
 
 
 def at_most(
     name: str, measured: float, baseline: float, unit: str, goal: float, note: str = ""
 ) -> Row:
     """Lower is better: passes when measured / baseline <= goal."""
-    ratio = _ratio(measured, baseline)
+    passed = _ratio(measured, baseline) <= goal
+    return _ratio_row(name, measured, baseline, unit, f"<= {goal:g}x", passed, note)
+
+
+def _ratio_row(
+    name: str, measured: float, baseline: float, unit: str, goal: str, passed: bool, note: str
+) -> Row:
+    """A measured row: both values formatted in ``unit``, their ratio, the goal and verdict."""
     return Row(
         name,
         _fmt(measured, unit),
         _fmt(baseline, unit),
-        ratio,
-        f"<= {goal:g}x",
-        ratio <= goal,
+        _ratio(measured, baseline),
+        goal,
+        passed,
         note,
     )
 
@@ -65,14 +64,9 @@ def growth_at_most(
 ) -> Row:
     """Lower is better: passes when measured - baseline <= limit."""
     growth = measured - baseline
-    return Row(
-        name,
-        _fmt(measured, unit),
-        _fmt(baseline, unit),
-        _ratio(measured, baseline),
-        f"<= +{limit:g} {unit}",
-        growth <= limit,
-        f"{growth:+.1f} {unit}" + (f"; {note}" if note else ""),
+    growth_note = f"{growth:+.1f} {unit}" + (f"; {note}" if note else "")
+    return _ratio_row(
+        name, measured, baseline, unit, f"<= +{limit:g} {unit}", growth <= limit, growth_note
     )
 
 

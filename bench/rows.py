@@ -7,7 +7,6 @@ import json
 import math
 import random
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -18,6 +17,7 @@ import requests
 from bench.load import measure_rps
 from bench.report import Row, at_least, at_most, growth_at_most
 from bench.stack import DELAY_QUEUE, SERVER_KEY, ModelKey, Series, Stack, rss_queue
+from bench.together import at_once
 from model_proxy.shared.dicomweb.auth import BasicAuth
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.encoding import encode_byte_array
@@ -174,23 +174,14 @@ def _at_once(
     """``count`` requests sent together, each from its own thread and connection."""
     sessions = [requests.Session() for _ in range(count)]
     answers: list[requests.Response | BaseException | None] = [None] * count
-    barrier = threading.Barrier(count + 1)
 
     def client(index: int) -> None:
-        barrier.wait()
         try:
             answers[index] = request(sessions[index], index)
         except BaseException as exc:
             answers[index] = exc
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = at_once(count, client)
     responses: list[requests.Response] = []
     for answer in answers:
         if not isinstance(answer, requests.Response):

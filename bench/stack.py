@@ -12,20 +12,18 @@ import functools
 import json
 import os
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from tests.support.dicom import ct_series
-from tests.support.orthanc import OrthancServer
-from tests.support.processes import ManagedProcess, free_port, wait_until
-from tests.support.redis_server import RedisServer
+from devtools.dicom import ct_series
+from devtools.orthanc import OrthancServer
+from devtools.processes import ManagedProcess, free_port
+from devtools.redis_server import RedisServer
 
 __all__ = ["ModelKey", "Series", "Stack"]
 
@@ -85,7 +83,7 @@ def _worker_ready(process: ManagedProcess) -> bool:
 
 
 def _wait_ready(process: ManagedProcess, check: Callable[[], bool]) -> None:
-    wait_until(check, 120, process.name, alive=lambda: process.alive)
+    process.wait_ready(check, 120, process.name)
 
 
 class Stack:
@@ -256,23 +254,7 @@ class Stack:
     def load_series(self, slices: int, rows: int, columns: int, seed: int) -> Series:
         """Generate a CT series and store it in Orthanc (4 uploads at a time)."""
         files = ct_series(study_uid=STUDY_UID, slices=slices, rows=rows, columns=columns, seed=seed)
-        orthanc = self.orthanc
-        local = threading.local()
-
-        def upload(data: bytes) -> None:
-            if not hasattr(local, "session"):
-                local.session = requests.Session()
-                local.session.auth = (orthanc.user, orthanc.password)
-            response = local.session.post(
-                f"{orthanc.base}/instances",
-                data=data,
-                headers={"Content-Type": "application/dicom"},
-                timeout=60,
-            )
-            response.raise_for_status()
-
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(upload, (item.data for item in files)))
+        self.orthanc.upload_many(item.data for item in files)
         return Series(
             files[0].study_uid, files[0].series_uid, tuple(item.sop_uid for item in files)
         )

@@ -14,48 +14,36 @@ import requests
 from bench import rows as r
 from bench.report import Row, failed_row
 from bench.stack import ModelKey, Series, Stack
-from tests.support.dicom import ct_series
+from devtools.dicom import ct_series
 
 __all__ = ["FULL", "SMOKE", "Sizes", "run"]
 
 
 @dataclass(frozen=True)
 class Sizes:
-    rows: int  # of each CT slice
-    columns: int
-    encode_rounds: int
-    series_slices: tuple[int, int, int]  # small, medium (the synchronous rows), large
-    sync_runs: int
-    identical_clients: int
-    identical_runs: int
-    distinct_jobs: int
-    model_delay: float  # seconds the slow model of the distinct jobs takes
-    shared_delay: float  # seconds the model of identical requests takes (0: the sink as is)
-    load_seconds: float
-    load_connections: int
+    """How big the benchmark runs; the defaults are the full run, :data:`SMOKE` the quick one."""
+
+    rows: int = 512  # of each CT slice
+    columns: int = 512
+    encode_rounds: int = 7
+    series_slices: tuple[int, int, int] = (50, 200, 400)  # small, medium (synchronous), large
+    sync_runs: int = 5
+    identical_clients: int = 50
+    identical_runs: int = 3
+    distinct_jobs: int = 32
+    model_delay: float = 1.0  # seconds the slow model of the distinct jobs takes
+    shared_delay: float = 0.0  # seconds the model of identical requests takes (0: the sink)
+    load_seconds: float = 5.0
+    load_connections: int = 32
 
 
-FULL = Sizes(
-    rows=512,
-    columns=512,
-    encode_rounds=7,
-    series_slices=(50, 200, 400),
-    sync_runs=5,
-    identical_clients=50,
-    identical_runs=3,
-    distinct_jobs=32,
-    model_delay=1.0,
-    shared_delay=0.0,
-    load_seconds=5.0,
-    load_connections=32,
-)
+FULL = Sizes()
 SMOKE = Sizes(
     rows=64,
     columns=64,
     encode_rounds=2,
     series_slices=(4, 16, 32),
     sync_runs=2,
-    identical_clients=50,
     identical_runs=1,
     distinct_jobs=16,
     model_delay=0.2,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.dicom import ct_series, sample_file
-from tests.support.orthanc import OrthancServer
+from devtools.dicom import ct_series, sample_file
+from devtools.orthanc import OrthancServer
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1001"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.rows import ROW_NAMES
-from tests.support.orthanc import ORTHANC_PLUGIN
-from tests.support.processes import require_binary
+from devtools.orthanc import ORTHANC_PLUGIN
+from devtools.processes import require_binary
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.conftest import Deployment, Ids, PacsData
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from devtools.processes import ManagedProcess, free_port, wait_until
+from tests.support.deployment import Deployment, Ids, PacsData
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devtools.processes import free_port, start_service
 from model_proxy.broker.app import create_app
-from tests.integration.conftest import Deployment, PacsData, start_worker
-from tests.support.processes import free_port, start_service
+from tests.support.deployment import Deployment, PacsData, start_worker
 
 pytestmark = pytest.mark.integration
 

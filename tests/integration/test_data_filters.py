@@ -9,7 +9,7 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from tests.integration.conftest import Ids, PacsData
+from tests.support.deployment import Ids, PacsData
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devtools.processes import free_port
 from model_proxy.broker.app import create_app
 from model_proxy.shared.settings import Settings
-from tests.integration.conftest import Deployment, Ids, PacsData
-from tests.support.processes import free_port
+from tests.support.deployment import Deployment, Ids, PacsData
 
 pytestmark = pytest.mark.integration
 

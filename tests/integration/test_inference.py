@@ -14,8 +14,8 @@ import requests
 from fastapi.testclient import TestClient
 from pydicom.pixels import apply_modality_lut
 
-from tests.integration.conftest import Ids, PacsData
-from tests.support.dicom import DicomFile
+from devtools.dicom import DicomFile
+from tests.support.deployment import Ids, PacsData
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
+from devtools.processes import ManagedProcess
 from model_proxy.broker.app import create_app
-from tests.integration.conftest import Deployment, PacsData, start_worker
-from tests.support.processes import ManagedProcess
+from tests.support.deployment import Deployment, PacsData, start_worker
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Ids, PacsData
+from tests.support.deployment import Ids, PacsData
 
 pytestmark = pytest.mark.integration
 

@@ -20,16 +20,16 @@ import requests
 import uvicorn
 from fastapi.testclient import TestClient
 
+from devtools.processes import ManagedProcess, free_port, require_binary, wait_until
 from model_proxy.broker.app import create_app
 from model_proxy.shared.settings import Settings
-from tests.integration.conftest import (
+from tests.support.deployment import (
     PACS_PASSWORD_ENV,
     BlackHole,
     Deployment,
     PacsData,
     start_token_server,
 )
-from tests.support.processes import ManagedProcess, free_port, require_binary, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
+from devtools.processes import ManagedProcess, free_port, wait_until
 from model_proxy.broker.app import create_app
 from model_proxy.tls import write_self_signed
-from tests.integration.conftest import Deployment, Ids, PacsData, start_worker
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.deployment import Deployment, Ids, PacsData, start_worker
 
 pytestmark = pytest.mark.integration
 

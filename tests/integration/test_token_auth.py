@@ -23,14 +23,14 @@ import pytest
 import redis
 import requests
 
-from tests.integration.conftest import PacsData, start_token_server
-from tests.support.processes import (
+from devtools.processes import (
     ManagedProcess,
     free_port,
     wait_until,
     wait_until_worker_ready,
 )
-from tests.support.redis_server import RedisServer
+from devtools.redis_server import RedisServer
+from tests.support.deployment import PacsData, start_token_server
 
 pytestmark = pytest.mark.integration
 

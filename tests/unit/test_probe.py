@@ -12,10 +12,10 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
+from devtools.processes import free_port
 from model_proxy.shared.dicomweb.auth import BasicAuth
 from model_proxy.shared.errors import PacsAuthFailed
 from model_proxy.shared.probe import EndpointStatus, describe_failure, probe, public_uri
-from tests.support.processes import free_port
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
 SECRET = "s3cret-Pa55word"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.processes import free_port
 from model_proxy.shared.config import Catalog, ServerConfig
 from model_proxy.shared.dicomweb.auth import BasicAuth, NoAuth
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.http import Timeouts
-from tests.support.processes import free_port
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
 SERVER_UNKNOWN = "1d6d3e4f-6b66-4b5f-9a22-ab8c3f9d2e02"

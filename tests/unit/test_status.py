@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from devtools.processes import free_port
 from model_proxy.broker.app import create_app
 from model_proxy.broker.status import (
     EndpointStatus,
@@ -24,7 +25,6 @@ from model_proxy.broker.status import (
 )
 from model_proxy.broker.status_page import prefers_html, render_status_page
 from model_proxy.shared.settings import Settings
-from tests.support.processes import free_port
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
 SERVER_DOWN = "0c5c2d3e-5a55-4a4e-8f11-9a7b2f8c1d01"

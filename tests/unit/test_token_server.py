@@ -22,7 +22,7 @@ import requests
 import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.support.processes import free_port, wait_until
+from devtools.processes import free_port, wait_until
 from tests.support.token_server import TokenServerConfig, create_app
 
 USER = "proxy-reader"

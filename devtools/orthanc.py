@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-from tests.support.processes import ManagedProcess, free_port, require_binary, wait_until
+from devtools.processes import ManagedProcess, ensure_port_free, free_port, require_binary
 
 __all__ = ["ORTHANC_PLUGIN", "OrthancServer"]
 
@@ -15,6 +18,12 @@ ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 class OrthancServer:
+    """Orthanc on ``port`` (a free one when not given), its data and log in ``workdir``.
+
+    A fixed ``port`` that is taken raises :class:`~devtools.errors.PortInUseError` before
+    Orthanc starts, so that another Orthanc on it is never mistaken for this one.
+    """
+
     def __init__(
         self,
         workdir: Path,
@@ -26,6 +35,8 @@ class OrthancServer:
         require_binary(ORTHANC_PLUGIN, "orthanc-dicomweb")
         self.user = user
         self.password = password
+        if port:
+            ensure_port_free(port, "Orthanc")
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.dicomweb = f"{self.base}/dicom-web"
@@ -60,21 +71,31 @@ class OrthancServer:
         self.process = ManagedProcess(
             "orthanc", [binary, str(config_path)], workdir / "orthanc.log"
         )
-        wait_until(
-            lambda: self.session.get(f"{self.base}/system", timeout=1).ok,
-            30,
-            "Orthanc",
-            alive=lambda: self.process.alive,
+        self.process.wait_ready(
+            lambda: self.session.get(f"{self.base}/system", timeout=1).ok, 30, "Orthanc"
         )
 
-    def upload(self, data: bytes) -> None:
-        response = self.session.post(
+    def upload(self, data: bytes, session: requests.Session | None = None) -> None:
+        response = (session or self.session).post(
             f"{self.base}/instances",
             data=data,
             headers={"Content-Type": "application/dicom"},
-            timeout=30,
+            timeout=60,
         )
         response.raise_for_status()
+
+    def upload_many(self, files: Iterable[bytes], parallel: int = 4) -> None:
+        """Store DICOM files ``parallel`` at a time, each thread with its own session."""
+        local = threading.local()
+
+        def upload(data: bytes) -> None:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.auth = (self.user, self.password)
+            self.upload(data, local.session)
+
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(upload, files))
 
     def instance_bytes(self, study: str, series: str, sop: str) -> bytes:
         """The Part-10 file Orthanc holds for this instance, looked up through its REST API."""

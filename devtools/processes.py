@@ -1,7 +1,9 @@
-"""Starting and stopping the real servers the tests talk to."""
+"""Starting and stopping the real servers that the tests, the benchmark and the demo talk to."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -11,11 +13,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import pytest
 import requests
+
+from devtools.errors import MissingBinaryError, NotReadyError, PortInUseError
 
 __all__ = [
     "ManagedProcess",
+    "ensure_port_free",
     "free_port",
     "require_binary",
     "start_service",
@@ -31,31 +35,43 @@ def free_port() -> int:
         return port
 
 
+def ensure_port_free(port: int, what: str) -> None:
+    """Raise :class:`PortInUseError` when something already listens on loopback ``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(port, what) from None
+            raise
+
+
 def require_binary(path: str, package: str) -> str:
-    """The binary's path; without it the test fails under CI and is skipped elsewhere."""
+    """The binary's path, or :class:`MissingBinaryError` naming the package that provides it.
+
+    The tests turn that error into a skip (a failure under CI): see ``tests/conftest.py``.
+    """
     found = path if Path(path).is_file() else shutil.which(path)
     if found:
         return found
-    message = f"{path} is missing: apt-get install {package}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    raise MissingBinaryError(path, package)
 
 
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, alive: Callable[[], bool] = lambda: True
 ) -> None:
+    """Poll ``check`` until it is true; :class:`NotReadyError` if ``alive`` turns false first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
-            raise RuntimeError(f"{what}: the process exited while starting")
+            raise NotReadyError(f"{what}: the process exited while starting")
         try:
             if check():
                 return
         except Exception:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{what}: not ready after {timeout} s")
+    raise NotReadyError(f"{what}: not ready after {timeout} s")
 
 
 class ManagedProcess:
@@ -96,13 +112,23 @@ class ManagedProcess:
             self.process.wait()
 
     def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, SIGKILL it after ``timeout`` s; then close the log."""
         if self.alive:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """:func:`wait_until` ``check``; stop the process when it does not get ready."""
+        try:
+            wait_until(check, timeout, what, alive=lambda: self.alive)
+        except BaseException:
+            self.stop()
+            raise
 
 
 def start_service(
@@ -118,12 +144,7 @@ def start_service(
 ) -> ManagedProcess:
     """Start a server process and return once ``ready_url`` answers 2xx."""
     process = ManagedProcess(name, argv, log_path, env=env, cwd=cwd)
-    wait_until(
-        lambda: requests.get(ready_url, timeout=1, verify=verify).ok,
-        timeout,
-        name,
-        alive=lambda: process.alive,
-    )
+    process.wait_ready(lambda: requests.get(ready_url, timeout=1, verify=verify).ok, timeout, name)
     return process
 
 

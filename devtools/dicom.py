@@ -1,4 +1,4 @@
-"""DICOM test data made in memory: pydicom's sample files and generated multi-slice CT series."""
+"""DICOM data made in memory: pydicom's sample files and generated multi-slice CT series."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 __all__ = ["DicomFile", "ct_series", "sample_file"]
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 
 
 @dataclass(frozen=True)
 class DicomFile:
+    """A Part-10 file and the identifiers a request names it by."""
+
     data: bytes
     study_uid: str
     series_uid: str

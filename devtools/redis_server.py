@@ -6,12 +6,14 @@ from pathlib import Path
 
 import redis
 
-from tests.support.processes import ManagedProcess, free_port, require_binary, wait_until
+from devtools.processes import ManagedProcess, free_port, require_binary
 
 __all__ = ["RedisServer"]
 
 
 class RedisServer:
+    """redis-server on a free loopback port, without snapshots; append-only when asked."""
+
     def __init__(self, workdir: Path, appendonly: bool = False) -> None:
         self._binary = require_binary("/usr/bin/redis-server", "redis-server")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -38,10 +40,10 @@ class RedisServer:
         ]
         self.process = ManagedProcess("redis", argv, workdir / "redis.log")
         client = redis.Redis.from_url(self.url)
-        wait_until(
-            lambda: bool(client.ping()), 15, "redis-server", alive=lambda: self.process.alive
-        )
-        client.close()
+        try:
+            self.process.wait_ready(lambda: bool(client.ping()), 15, "redis-server")
+        finally:
+            client.close()
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)

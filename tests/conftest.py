@@ -1,0 +1,32 @@
+"""A system program the tests need and do not find: skipped here, a failure under CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+
+import pytest
+
+from devtools.errors import MissingBinaryError
+
+
+def _missing(exc: MissingBinaryError) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(str(exc), pytrace=False)
+    pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except MissingBinaryError as exc:
+        _missing(exc)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    try:
+        return (yield)
+    except MissingBinaryError as exc:
+        _missing(exc)

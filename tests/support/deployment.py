@@ -1,0 +1,241 @@
+"""The deployment the integration tests run against: its config keys, its parts, its processes.
+
+The fixtures in ``tests/integration/conftest.py`` build it; test modules that start extra parts
+(another worker, the token server) use the functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from devtools.dicom import DicomFile
+from devtools.orthanc import OrthancServer
+from devtools.processes import (
+    ManagedProcess,
+    free_port,
+    start_service,
+    wait_until_worker_ready,
+)
+from devtools.redis_server import RedisServer
+from model_proxy.shared.settings import Settings
+
+__all__ = [
+    "PACS_PASSWORD_ENV",
+    "STUDY_UID",
+    "BlackHole",
+    "Deployment",
+    "Ids",
+    "PacsData",
+    "start_token_server",
+    "start_worker",
+    "write_configs",
+]
+
+STUDY_UID = "1.2.826.0.1.3680043.8.498.4242.1"
+PACS_PASSWORD_ENV = "MP_TEST_PACS_PASSWORD"
+
+
+class Ids:
+    """Keys of servers.json and models.json used by the tests."""
+
+    PACS = "b5208f48-f748-4339-9402-d1148dab571e"
+    PACS_WRONG_PASSWORD = "0c5c2d3e-5a55-4a4e-8f11-9a7b2f8c1d01"
+    PACS_UNREACHABLE = "1d6d3e4f-6b66-4b5f-9a22-ab8c3f9d2e02"
+    PACS_SLOW = "2e7e4f50-7c77-4c60-8b33-bc9d40ae3f03"
+    SEGMENTATION = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
+    ANNOTATION = "7a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+    PREDICTION = "8b2f3c4d-5e6f-4071-9b8c-0d1e2f3a4b5c"
+    SERIES_ONLY = "9c304d5e-6f70-4182-8c9d-1e2f3a4b5c6d"
+    WRAPPED = "ad415e6f-7081-4293-9dae-2f3a4b5c6d7e"
+    STUDY_FILTERS = "be526f70-8192-43a4-8ebf-3a4b5c6d7e8f"
+    SERIES_FILTERS = "cf637081-92a3-44b5-9fc0-4b5c6d7e8f90"
+    NESTED_FILTERS = "d0748192-a3b4-45c6-a0d1-5c6d7e8f9001"
+    FAILING = "e185a2a3-b4c5-46d7-b1e2-6d7e8f900112"
+    MODEL_UNREACHABLE = "f296b3b4-c5d6-47e8-82f3-7e8f90011223"
+    SLOW_MODEL = "03a7c4c5-d6e7-48f9-9304-8f9001122334"
+
+
+@dataclass(frozen=True)
+class PacsData:
+    """The test Orthanc and the DICOM files stored in it."""
+
+    orthanc: OrthancServer
+    series_a: list[DicomFile]
+    series_b: list[DicomFile]
+    ct_small: DicomFile
+    mr_small: DicomFile
+
+    @property
+    def study_uid(self) -> str:
+        return self.series_a[0].study_uid
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a process of the deployment under test needs: settings, environment, Redis."""
+
+    settings: Settings
+    environ: dict[str, str]
+    workdir: Path
+    model_url: str
+    redis: RedisServer
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers: a PACS that hangs."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole) -> None:
+    """servers.json and models.json with every server and model that ``Ids`` names."""
+    closed_port = free_port()
+    basic = {"authType": "basicAuth", "login": pacs.orthanc.user}
+    servers = {
+        Ids.PACS: {
+            "uri": pacs.orthanc.dicomweb,
+            "isDefault": True,
+            "statusUri": f"{pacs.orthanc.dicomweb}/studies",
+            **basic,
+            "password": "${" + PACS_PASSWORD_ENV + "}",
+        },
+        Ids.PACS_WRONG_PASSWORD: {
+            "uri": pacs.orthanc.dicomweb,
+            **basic,
+            "password": "not-the-Password-71",
+        },
+        Ids.PACS_UNREACHABLE: {"uri": f"http://127.0.0.1:{closed_port}/dicom-web"},
+        Ids.PACS_SLOW: {"uri": f"http://127.0.0.1:{hole.port}/dicom-web"},
+    }
+    every_level = ["/studies", "/studies/series", "/studies/series/instances"]
+    models = {
+        Ids.SEGMENTATION: {
+            "uri": f"{model_url}/segmentation",
+            "task": "segmentation",
+            "supports": every_level,
+            "statusUri": f"{model_url}/health",
+        },
+        Ids.ANNOTATION: {
+            "uri": f"{model_url}/annotation",
+            "task": "annotation",
+            "supports": every_level,
+        },
+        Ids.PREDICTION: {
+            "uri": f"{model_url}/prediction",
+            "task": "prediction",
+            "supports": every_level,
+        },
+        Ids.SERIES_ONLY: {
+            "uri": f"{model_url}/segmentation",
+            "task": "segmentation",
+            "supports": ["/studies/series"],
+        },
+        Ids.WRAPPED: {
+            "uri": f"{model_url}/segmentation?wrap=true",
+            "task": "segmentation",
+            "supports": ["/studies/series"],
+        },
+        Ids.STUDY_FILTERS: {
+            "uri": f"{model_url}/segmentation",
+            "task": "segmentation",
+            "supports": ["/studies"],
+            "dataFilter": [
+                {"dataKey": "series-one", "title": "First series"},
+                {"dataKey": "series-two", "title": "Second series"},
+            ],
+        },
+        Ids.SERIES_FILTERS: {
+            "uri": f"{model_url}/segmentation",
+            "task": "segmentation",
+            "supports": ["/studies/series"],
+            "dataFilter": [
+                {"dataKey": "first", "title": "First slice"},
+                {"dataKey": "last", "title": "Last slice"},
+            ],
+        },
+        Ids.NESTED_FILTERS: {
+            "uri": f"{model_url}/annotation",
+            "task": "annotation",
+            "supports": ["/studies"],
+            "dataFilter": [
+                {
+                    "dataKey": "pre",
+                    "title": "Pre-contrast",
+                    "dataFilter": [{"dataKey": "slice", "title": "A slice"}],
+                },
+                {"dataKey": "post", "title": "Post-contrast"},
+            ],
+        },
+        Ids.FAILING: {
+            "uri": f"{model_url}/segmentation?fail=500",
+            "task": "segmentation",
+            "supports": every_level,
+        },
+        Ids.MODEL_UNREACHABLE: {
+            "uri": f"http://127.0.0.1:{closed_port}/predict",
+            "task": "segmentation",
+            "supports": every_level,
+        },
+        Ids.SLOW_MODEL: {
+            "uri": f"{model_url}/segmentation?delay=30",
+            "task": "segmentation",
+            "supports": every_level,
+        },
+    }
+    (workdir / "servers.json").write_text(json.dumps(servers, indent=2))
+    (workdir / "models.json").write_text(json.dumps(models, indent=2))
+
+
+def start_worker(
+    deployment: Deployment, name: str, concurrency: int = 4, queues: str | None = None
+) -> ManagedProcess:
+    """A real ``model-proxy worker`` process; returns once it consumes its queues."""
+    argv = [sys.executable, "-m", "model_proxy", "worker", "--concurrency", str(concurrency)]
+    if queues:
+        argv.append(f"--queues={queues}")
+    process = ManagedProcess(
+        name,
+        argv,
+        deployment.workdir / f"{name}.log",
+        env={**deployment.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    wait_until_worker_ready(process)
+    return process
+
+
+def start_token_server(pacs: PacsData, log_path: Path) -> tuple[str, ManagedProcess]:
+    """The test token server (tests/support/token_server.py) in front of the real Orthanc."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "tests.support.token_server", "--port", str(port),
+        "--upstream", pacs.orthanc.base,
+        "--upstream-user", pacs.orthanc.user,
+        "--upstream-password", pacs.orthanc.password,
+    ]  # fmt: skip
+    return url, start_service("token-server", argv, log_path, f"{url}/_test/health", timeout=30)
