@@ -26,14 +26,18 @@ run: setup servers.json models.json
 	  $(BIN)/model-proxy serve --port 8002
 
 # The quickstart: a demo Orthanc PACS with sample data on :8042, the example model on :8011 and
-# model-proxy on :8002 with the example configs, all stopped together with Ctrl+C.
+# model-proxy on :8002 with the example configs, all stopped together with Ctrl+C (or SIGTERM):
+# the shell waits in `wait`, which a signal interrupts, and its EXIT trap stops every part and
+# waits for them (the demo PACS removes its temporary folder). A port in use stops it at once.
 demo: setup servers.json models.json
 	./scripts/install-system-packages.sh
+	$(BIN)/python -m devtools.ports 8042 8011 8002
 	export DEMO_PACS_PASSWORD=$${DEMO_PACS_PASSWORD:-demo-only}; \
+	  trap 'kill $$pacs $$model $$api 2>/dev/null; wait' EXIT; trap 'exit 130' INT TERM; \
 	  $(BIN)/python scripts/demo_pacs.py --port 8042 & pacs=$$!; \
 	  $(BIN)/model-proxy example-model --port 8011 & model=$$!; \
-	  trap 'kill $$pacs $$model' EXIT INT TERM; \
-	  $(BIN)/model-proxy serve --port 8002
+	  $(BIN)/model-proxy serve --port 8002 & api=$$!; \
+	  wait $$api
 
 example-model: setup
 	$(BIN)/model-proxy example-model --port 8011

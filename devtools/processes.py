@@ -38,6 +38,8 @@ def free_port() -> int:
 def ensure_port_free(port: int, what: str) -> None:
     """Raise :class:`PortInUseError` when something already listens on loopback ``port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as servers do: connections of an earlier run in TIME_WAIT do not make the port taken
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

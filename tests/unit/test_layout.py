@@ -82,6 +82,49 @@ def test_the_old_top_level_names_are_never_imported() -> None:
     assert offenders == {}
 
 
+def _source_files_outside_tests() -> list[Path]:
+    skipped = {".venv", "build", "tests", "model_proxy"}  # model_proxy/: links, seen as parts
+    return [
+        path
+        for path in sorted(ROOT.rglob("*.py"))
+        if path.relative_to(ROOT).parts[0] not in skipped
+        and "site-packages" not in path.relative_to(ROOT).parts
+    ] + cli_files()
+
+
+def test_nothing_outside_tests_imports_tests() -> None:
+    """The benchmark, the demo and devtools/ stand on their own; tests use them, not the reverse."""
+    files = _source_files_outside_tests()
+    assert {"devtools", "bench", "scripts"} <= {p.relative_to(ROOT).parts[0] for p in files}
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            m for m in imported_modules(path) if part_of(m) == "tests"
+        )
+        for path in files
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_devtools_does_not_import_pytest() -> None:
+    """The benchmark and the demo run without pytest installed."""
+    offenders = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "devtools").rglob("*.py")
+        if any(m.split(".")[0] == "pytest" for m in imported_modules(path))
+    }
+    assert offenders == set()
+
+
+def test_no_test_module_imports_a_conftest() -> None:
+    """Fixtures come from conftest by name; anything a test imports lives in tests/support."""
+    offenders = {
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if any(m.split(".")[-1] == "conftest" for m in imported_modules(path))
+    }
+    assert offenders == set()
+
+
 def test_the_walk_finds_imports() -> None:
     """Guard against a vacuous pass: the walker sees broker's use of shared."""
     seen = set().union(*(imported_modules(p) for p in (ROOT / "broker").rglob("*.py")))
