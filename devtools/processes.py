@@ -22,6 +22,7 @@ __all__ = [
     "ensure_port_free",
     "free_port",
     "require_binary",
+    "start_on_free_port",
     "start_service",
     "wait_until",
     "wait_until_worker_ready",
@@ -148,6 +149,20 @@ def start_service(
     process = ManagedProcess(name, argv, log_path, env=env, cwd=cwd)
     process.wait_ready(lambda: requests.get(ready_url, timeout=1, verify=verify).ok, timeout, name)
     return process
+
+
+def start_on_free_port(
+    name: str,
+    argv: Callable[[int], Sequence[str]],
+    log_path: Path,
+    ready_path: str,
+    *,
+    timeout: float = 60.0,
+) -> tuple[str, ManagedProcess]:
+    """Start ``argv(port)`` on a free loopback port; its base URL once ``ready_path`` answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    return url, start_service(name, argv(port), log_path, f"{url}{ready_path}", timeout=timeout)
 
 
 def wait_until_worker_ready(worker: ManagedProcess, timeout: float = 60.0) -> None:

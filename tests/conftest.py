@@ -18,15 +18,11 @@ def _missing(exc: MissingBinaryError) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Wraps the setup (fixtures that start servers) and the call of each test alike."""
     try:
         return (yield)
     except MissingBinaryError as exc:
         _missing(exc)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    try:
-        return (yield)
-    except MissingBinaryError as exc:
-        _missing(exc)
+pytest_runtest_call = pytest_runtest_setup

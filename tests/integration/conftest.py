@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from devtools.dicom import ct_series, sample_file
 from devtools.orthanc import OrthancServer
-from devtools.processes import ManagedProcess, free_port, start_service
+from devtools.processes import ManagedProcess, start_on_free_port
 from devtools.redis_server import RedisServer
 from model_proxy.broker.app import create_app
 from model_proxy.shared.settings import Settings
@@ -64,21 +64,12 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def example_model(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_service(
-        "example-model",
-        [
-            sys.executable,
-            "-m",
-            "model_proxy.example_model",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        workdir / "example-model.log",
-        f"{url}/health",
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "model_proxy.example_model", "--host", "127.0.0.1",
+                "--port", str(port)]  # fmt: skip
+
+    url, process = start_on_free_port(
+        "example-model", argv, workdir / "example-model.log", "/health"
     )
     yield url
     process.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from devtools.processes import free_port, start_service
+from devtools.processes import start_on_free_port
 from model_proxy.broker.app import create_app
 from tests.support.deployment import Deployment, PacsData, start_worker
 
@@ -23,13 +23,11 @@ INSTANCE_MODEL = "3b4c5d6e-7f80-4912-8b2c-3d4e5f6a7b8c"
 
 @pytest.fixture(scope="module")
 def contract_model(deployment: Deployment) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_service(
+    url, process = start_on_free_port(
         "contract-model",
-        [sys.executable, "-m", "tests.support.contract_model", str(port)],
+        lambda port: [sys.executable, "-m", "tests.support.contract_model", str(port)],
         deployment.workdir / "contract-model.log",
-        f"{url}/docs",
+        "/docs",
     )
     yield url
     process.stop()

@@ -18,7 +18,7 @@ from devtools.orthanc import OrthancServer
 from devtools.processes import (
     ManagedProcess,
     free_port,
-    start_service,
+    start_on_free_port,
     wait_until_worker_ready,
 )
 from devtools.redis_server import RedisServer
@@ -112,6 +112,11 @@ class BlackHole:
             conn.close()
 
 
+def _model(uri: str, task: str, supports: list[str], **extra: object) -> dict[str, object]:
+    """One models.json entry."""
+    return {"uri": uri, "task": task, "supports": supports, **extra}
+
+
 def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole) -> None:
     """servers.json and models.json with every server and model that ``Ids`` names."""
     closed_port = free_port()
@@ -133,56 +138,39 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
         Ids.PACS_SLOW: {"uri": f"http://127.0.0.1:{hole.port}/dicom-web"},
     }
     every_level = ["/studies", "/studies/series", "/studies/series/instances"]
+    series = ["/studies/series"]
+    segmentation = f"{model_url}/segmentation"
     models = {
-        Ids.SEGMENTATION: {
-            "uri": f"{model_url}/segmentation",
-            "task": "segmentation",
-            "supports": every_level,
-            "statusUri": f"{model_url}/health",
-        },
-        Ids.ANNOTATION: {
-            "uri": f"{model_url}/annotation",
-            "task": "annotation",
-            "supports": every_level,
-        },
-        Ids.PREDICTION: {
-            "uri": f"{model_url}/prediction",
-            "task": "prediction",
-            "supports": every_level,
-        },
-        Ids.SERIES_ONLY: {
-            "uri": f"{model_url}/segmentation",
-            "task": "segmentation",
-            "supports": ["/studies/series"],
-        },
-        Ids.WRAPPED: {
-            "uri": f"{model_url}/segmentation?wrap=true",
-            "task": "segmentation",
-            "supports": ["/studies/series"],
-        },
-        Ids.STUDY_FILTERS: {
-            "uri": f"{model_url}/segmentation",
-            "task": "segmentation",
-            "supports": ["/studies"],
-            "dataFilter": [
+        Ids.SEGMENTATION: _model(
+            segmentation, "segmentation", every_level, statusUri=f"{model_url}/health"
+        ),
+        Ids.ANNOTATION: _model(f"{model_url}/annotation", "annotation", every_level),
+        Ids.PREDICTION: _model(f"{model_url}/prediction", "prediction", every_level),
+        Ids.SERIES_ONLY: _model(segmentation, "segmentation", series),
+        Ids.WRAPPED: _model(f"{segmentation}?wrap=true", "segmentation", series),
+        Ids.STUDY_FILTERS: _model(
+            segmentation,
+            "segmentation",
+            ["/studies"],
+            dataFilter=[
                 {"dataKey": "series-one", "title": "First series"},
                 {"dataKey": "series-two", "title": "Second series"},
             ],
-        },
-        Ids.SERIES_FILTERS: {
-            "uri": f"{model_url}/segmentation",
-            "task": "segmentation",
-            "supports": ["/studies/series"],
-            "dataFilter": [
+        ),
+        Ids.SERIES_FILTERS: _model(
+            segmentation,
+            "segmentation",
+            series,
+            dataFilter=[
                 {"dataKey": "first", "title": "First slice"},
                 {"dataKey": "last", "title": "Last slice"},
             ],
-        },
-        Ids.NESTED_FILTERS: {
-            "uri": f"{model_url}/annotation",
-            "task": "annotation",
-            "supports": ["/studies"],
-            "dataFilter": [
+        ),
+        Ids.NESTED_FILTERS: _model(
+            f"{model_url}/annotation",
+            "annotation",
+            ["/studies"],
+            dataFilter=[
                 {
                     "dataKey": "pre",
                     "title": "Pre-contrast",
@@ -190,22 +178,12 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
                 },
                 {"dataKey": "post", "title": "Post-contrast"},
             ],
-        },
-        Ids.FAILING: {
-            "uri": f"{model_url}/segmentation?fail=500",
-            "task": "segmentation",
-            "supports": every_level,
-        },
-        Ids.MODEL_UNREACHABLE: {
-            "uri": f"http://127.0.0.1:{closed_port}/predict",
-            "task": "segmentation",
-            "supports": every_level,
-        },
-        Ids.SLOW_MODEL: {
-            "uri": f"{model_url}/segmentation?delay=30",
-            "task": "segmentation",
-            "supports": every_level,
-        },
+        ),
+        Ids.FAILING: _model(f"{segmentation}?fail=500", "segmentation", every_level),
+        Ids.MODEL_UNREACHABLE: _model(
+            f"http://127.0.0.1:{closed_port}/predict", "segmentation", every_level
+        ),
+        Ids.SLOW_MODEL: _model(f"{segmentation}?delay=30", "segmentation", every_level),
     }
     (workdir / "servers.json").write_text(json.dumps(servers, indent=2))
     (workdir / "models.json").write_text(json.dumps(models, indent=2))
@@ -230,12 +208,13 @@ def start_worker(
 
 def start_token_server(pacs: PacsData, log_path: Path) -> tuple[str, ManagedProcess]:
     """The test token server (tests/support/token_server.py) in front of the real Orthanc."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [
-        sys.executable, "-m", "tests.support.token_server", "--port", str(port),
-        "--upstream", pacs.orthanc.base,
-        "--upstream-user", pacs.orthanc.user,
-        "--upstream-password", pacs.orthanc.password,
-    ]  # fmt: skip
-    return url, start_service("token-server", argv, log_path, f"{url}/_test/health", timeout=30)
+
+    def argv(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "tests.support.token_server", "--port", str(port),
+            "--upstream", pacs.orthanc.base,
+            "--upstream-user", pacs.orthanc.user,
+            "--upstream-password", pacs.orthanc.password,
+        ]  # fmt: skip
+
+    return start_on_free_port("token-server", argv, log_path, "/_test/health", timeout=30)
