@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["DicomFile", "ct_series", "sample_file"]
+__all__ = ["DicomFile", "ct_series", "describe", "part10_bytes", "sample_file"]
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 
@@ -30,7 +30,8 @@ class DicomFile:
     instance_number: int
 
 
-def _describe(data: bytes) -> DicomFile:
+def describe(data: bytes) -> DicomFile:
+    """A Part-10 file with the identifiers read from its header."""
     ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     return DicomFile(
         data,
@@ -43,11 +44,18 @@ def _describe(data: bytes) -> DicomFile:
     )
 
 
+def part10_bytes(ds: Dataset) -> bytes:
+    """``ds`` written as a DICOM Part-10 file, with its preamble and file meta."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def sample_file(name: str) -> DicomFile:
     """One of pydicom's own test files, e.g. ``CT_small.dcm``."""
     path = get_testdata_file(name)
     assert path is not None, name
-    return _describe(Path(str(path)).read_bytes())
+    return describe(Path(str(path)).read_bytes())
 
 
 def _slice_pixels(index: int, rows: int, columns: int, seed: int) -> np.ndarray:
@@ -106,7 +114,5 @@ def ct_series(
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
         ds.PixelData = _slice_pixels(index, rows, columns, seed).tobytes()
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        files.append(_describe(buffer.getvalue()))
+        files.append(describe(part10_bytes(ds)))
     return files

@@ -8,8 +8,7 @@ import json
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -17,11 +16,11 @@ import numpy.typing as npt
 import orjson
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from devtools.dicom import DicomFile, describe, part10_bytes, sample_file
 from model_proxy.example_model.__main__ import main
 from model_proxy.example_model.analysis import convex_hull
 from model_proxy.example_model.app import create_app
@@ -36,15 +35,8 @@ SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
 
 
 @dataclass(frozen=True)
-class Dicom:
+class Dicom(DicomFile):
     """A DICOM Part-10 file and what the test needs to know about it."""
-
-    data: bytes
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    rows: int
-    columns: int
 
     @property
     def instance_string(self) -> str:
@@ -70,27 +62,11 @@ class Dicom:
 
 
 def _describe(data: bytes) -> Dicom:
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return Dicom(
-        data,
-        ds.StudyInstanceUID,
-        ds.SeriesInstanceUID,
-        ds.SOPInstanceUID,
-        int(ds.Rows),
-        int(ds.Columns),
-    )
+    return Dicom(**asdict(describe(data)))
 
 
 def _sample(name: str) -> Dicom:
-    path = get_testdata_file(name)
-    assert path is not None, name
-    return _describe(Path(str(path)).read_bytes())
-
-
-def _save(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return _describe(sample_file(name).data)
 
 
 def _copy_in_series(original: Dicom, series_uid: str, index: int) -> Dicom:
@@ -101,7 +77,7 @@ def _copy_in_series(original: Dicom, series_uid: str, index: int) -> Dicom:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.InstanceNumber = index + 1
     ds.PixelData = np.roll(ds.pixel_array, 7 * (index + 1), axis=1).tobytes()
-    return _describe(_save(ds))
+    return _describe(part10_bytes(ds))
 
 
 def _multi_frame(rows: int = 12, columns: int = 20, frames: int = 3) -> Dicom:
@@ -131,7 +107,7 @@ def _multi_frame(rows: int = 12, columns: int = 20, frames: int = 3) -> Dicom:
     pixels = np.full((frames, rows, columns), 4000, dtype="<u2")
     pixels[0] = np.arange(rows * columns, dtype="<u2").reshape(rows, columns)
     ds.PixelData = pixels.tobytes()
-    return _describe(_save(ds))
+    return _describe(part10_bytes(ds))
 
 
 @pytest.fixture(scope="module")
@@ -480,7 +456,7 @@ def test_a_malformed_body_is_422_saying_what_is_wrong(
 def test_an_instance_without_pixels_is_422(client: TestClient, mr: Dicom) -> None:
     ds = pydicom.dcmread(io.BytesIO(mr.data))
     del ds.PixelData
-    body = json.dumps(list(_save(ds)))
+    body = json.dumps(list(part10_bytes(ds)))
 
     response = client.post("/prediction", content=json.dumps(body))
 
@@ -491,7 +467,7 @@ def test_an_instance_without_pixels_is_422(client: TestClient, mr: Dicom) -> Non
 def test_an_instance_without_a_uid_is_422(client: TestClient, mr: Dicom) -> None:
     ds = pydicom.dcmread(io.BytesIO(mr.data))
     del ds.StudyInstanceUID
-    body = json.dumps(list(_save(ds)))
+    body = json.dumps(list(part10_bytes(ds)))
 
     response = client.post("/prediction", content=json.dumps([body]))
 
@@ -502,7 +478,7 @@ def test_an_instance_without_a_uid_is_422(client: TestClient, mr: Dicom) -> None
 def test_pixels_that_cannot_be_decoded_are_422(client: TestClient, mr: Dicom) -> None:
     ds = pydicom.dcmread(io.BytesIO(mr.data))
     ds.PixelData = ds.PixelData[:100]  # far fewer bytes than Rows x Columns need
-    body = json.dumps(list(_save(ds)))
+    body = json.dumps(list(part10_bytes(ds)))
 
     response = client.post("/segmentation", content=json.dumps(body))
 
@@ -522,7 +498,7 @@ def test_a_colour_instance_is_masked_by_the_mean_of_its_samples(client: TestClie
     rgb = np.zeros((12, 20, 3), dtype=np.uint8)
     rgb[:, 10:, 0] = 240  # the right half is red
     ds.PixelData = rgb.tobytes()
-    item = _describe(_save(ds))
+    item = _describe(part10_bytes(ds))
 
     document = post(client, "/segmentation", item.instance_string)
 
