@@ -479,29 +479,30 @@ def create_app(config: TokenServerConfig) -> FastAPI:
         log.info("sign_in ok for %r", body.get("username"))
         return JSONResponse({"token": token})
 
-    @app.post("/generate-access-token", response_model=None)
-    async def generate_access_token(request: Request) -> Response:
+    async def with_token(
+        kind: str, request: Request, call: Callable[[str | None, str | None], T]
+    ) -> T | JSONResponse:
+        """``call(authorization, origin)`` after the configured pause; the success is logged."""
         await pause()
         origin = request.headers.get("origin")
-        tokens = attempt(
-            "exchange", lambda: service.exchange(request.headers.get("authorization"), origin)
-        )
+        result = attempt(kind, lambda: call(request.headers.get("authorization"), origin))
+        if not isinstance(result, JSONResponse):
+            log.info("%s ok (origin %r)", kind, origin)
+        return result
+
+    @app.post("/generate-access-token", response_model=None)
+    async def generate_access_token(request: Request) -> Response:
+        tokens = await with_token("exchange", request, service.exchange)
         if isinstance(tokens, JSONResponse):
             return tokens
         access, refresh = tokens
-        log.info("exchange ok (origin %r)", origin)
         return HTMLResponse(refresh, headers=_token_header(service.behaviour, access))
 
     @app.post("/refresh-token", response_model=None)
     async def refresh_token(request: Request) -> Response:
-        await pause()
-        origin = request.headers.get("origin")
-        access = attempt(
-            "refresh", lambda: service.refresh(request.headers.get("authorization"), origin)
-        )
+        access = await with_token("refresh", request, service.refresh)
         if isinstance(access, JSONResponse):
             return access
-        log.info("refresh ok (origin %r)", origin)
         return Response(status_code=200, headers=_token_header(service.behaviour, access))
 
     @app.api_route("/pacs/{path:path}", methods=["GET", "HEAD"], response_model=None)
