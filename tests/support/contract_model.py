@@ -3,7 +3,7 @@
 Typed FastAPI body parameters (``List[str]``, ``Dict[str, Dict[str, List[str]]]``, ``str``),
 instances decoded with ``pydicom.dcmread(io.BytesIO(bytes(json.loads(instance))))``, and the
 answer built with ``orjson.dumps`` and returned through ``ORJSONResponse``, which encodes the
-document once more as a JSON string (contract §8). model-proxy must work with it unchanged.
+document once more as a JSON string (model-contract §3.1). model-proxy must work with it unchanged.
 
 Run: ``python -m tests.support.contract_model PORT``.
 """

@@ -1,7 +1,7 @@
 """A test pacs-token-server: zhiva's auth server and its nginx-guarded PACS, in one process.
 
 It answers ``/sign-user``, ``/generate-access-token`` and ``/refresh-token`` the way the real
-Express server does (contract §4.2-4.4, including its quirks: a one-off AuthToken, refresh
+Express server does (model-contract §4.1, including its quirks: a one-off AuthToken, refresh
 tokens that are never rotated, an expired JWT answered with 500 "Unexpected error"), and guards
 ``/pacs/<path>`` like nginx ``/verify`` plus the Orthanc auth plugin before streaming the answer
 of a real Orthanc's ``/dicom-web/<path>``. Tests drive it through ``/_test/*``: users, admin-issued

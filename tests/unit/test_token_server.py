@@ -1,4 +1,4 @@
-"""The test pacs-token-server: the token flows of contract §4.2-4.4 and its streaming PACS proxy.
+"""The test pacs-token-server: the token flows of model-contract §4.1 and its streaming PACS proxy.
 
 Token flows run in-process through TestClient; the proxy runs against a stub Orthanc (a plain
 http.server that answers multipart without a length and closes the connection), and streaming is
