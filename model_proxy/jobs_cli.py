@@ -96,7 +96,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         type=_non_negative_float,
         help="stop waiting after this long (default: wait until the job finishes)",
     )
-    infer.set_defaults(run=_infer)
+    infer.set_defaults(run=_submit_inference)
 
     jobs = commands.add_parser(
         "jobs",
@@ -182,7 +182,7 @@ class _GaveUpWaiting(Exception):
         self.job = job
 
 
-def _infer(args: argparse.Namespace, settings: Settings) -> int:
+def _submit_inference(args: argparse.Namespace, settings: Settings) -> int:
     view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
     job_id: str | None = None
     with _api_client(args, settings) as client:
