@@ -64,6 +64,13 @@ check: lint typecheck
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
 
+# The load test (README "Reliability"): 200 concurrent clients of every kind for 60 s on
+# loopback against the real stack; `make load LOAD_ARGS="--clients 50 --seconds 20"` is shorter.
+.PHONY: load
+load: setup
+	./scripts/install-system-packages.sh
+	$(BIN)/python -m bench.mixed_load $(LOAD_ARGS)
+
 # The benchmark (README "Performance"): real Orthanc, Redis, API and workers; prints a table of
 # ratios against baselines measured in the same run. `make bench BENCH_ARGS=--smoke` is quick.
 .PHONY: bench

@@ -109,11 +109,17 @@ class Stack:
         self.example_url = ""
         self.api_url = ""
         self.environ: dict[str, str] = {}
+        self._api: ManagedProcess | None = None
 
     @property
     def orthanc(self) -> OrthancServer:
         assert self._orthanc is not None, "start() first"
         return self._orthanc
+
+    @property
+    def api_process(self) -> ManagedProcess:
+        assert self._api is not None, "start() first"
+        return self._api
 
     @property
     def redis(self) -> RedisServer:
@@ -155,6 +161,7 @@ class Stack:
             "api", [python, "-m", "model_proxy", "serve", "--port", str(api_port)], self.environ
         )
         _wait_ready(api, functools.partial(_answers, f"{self.api_url}/readyz"))
+        self._api = api
 
     def stop(self) -> None:
         for process in reversed(self._processes):
@@ -164,6 +171,7 @@ class Stack:
             if server is not None:
                 server.stop()
         self._redis = self._orthanc = None
+        self._api = None
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
