@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     retry_total_delay: float = Field(
         default=20.0, ge=0, description="Most seconds one job waits in all its retries together."
     )
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        description="On SIGTERM a worker lets running jobs finish this long, then hands them back.",
+    )
     pacs_connect_timeout: float = Field(default=10.0, gt=0)
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)

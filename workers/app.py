@@ -1,4 +1,5 @@
-"""The workers' Celery app: the shared configuration, the task, its retry policy, the reaper."""
+"""The workers' Celery app: the shared configuration, the task, its retry policy, the reaper and
+the graceful stop (:mod:`model_proxy.workers.stopping`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from model_proxy.shared.queue import create_celery
 from model_proxy.shared.settings import Settings
@@ -15,6 +16,7 @@ from model_proxy.workers.context import WorkerContext, build_context
 from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
+from model_proxy.workers.stopping import RunningJobs
 
 __all__ = ["create_worker_app"]
 
@@ -29,16 +31,21 @@ class _LazyContext:
         self._redis_url = redis_url
         self._context: WorkerContext | None = None
         self._lock = threading.Lock()
+        # the process's runs, reachable without building the context (from a signal handler)
+        self.runs = RunningJobs()
 
     def get(self) -> WorkerContext:
         with self._lock:
             if self._context is None:
-                self._context = build_context(self._settings, self._redis_url)
+                self._context = build_context(self._settings, self._redis_url, runs=self.runs)
             return self._context
 
     def reset(self, **_: object) -> None:
-        # a forked child must not share Redis or HTTP connections with its parent
+        # a forked child must not share Redis or HTTP connections with its parent. (Its runs
+        # are its own too: the graceful hand-back needs the threads or solo pool, where the
+        # runs live in the process that receives SIGTERM.)
         self._context = None
+        self.runs = RunningJobs()
 
 
 def _sent_by(sender: Any, app: Celery) -> bool:
@@ -80,6 +87,9 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         if result is JobRunResult.DEFERRED:
             # the model is at its concurrency limit: back to the queue, not blocking a thread
             raise self.retry(countdown=_DEFERRED_RETRY_SECONDS)
+        if result is JobRunResult.HANDED_BACK:
+            # this worker is stopping and the job is queued again: another worker takes it now
+            raise self.retry(countdown=0)
 
     reapers: list[Reaper] = []
     celery_app = app
@@ -106,6 +116,12 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         for reaper in reapers:
             reaper.stop()
 
+    def stop_gracefully(**_: object) -> None:
+        # SIGTERM: Celery takes no more messages and waits for the running tasks; those that
+        # outlast the grace period are cut and hand their jobs back
+        context.runs.stop(settings.shutdown_grace_seconds)
+
     worker_ready.connect(start_reaper, weak=False)
+    worker_shutting_down.connect(stop_gracefully, weak=False)
     worker_shutdown.connect(stop_reapers, weak=False)
     return app

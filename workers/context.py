@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 import requests
@@ -16,6 +16,8 @@ from model_proxy.shared.jobs import JobStore
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
 from model_proxy.shared.settings import Settings
+from model_proxy.workers.cutoff import cut_with_runs
+from model_proxy.workers.stopping import RunningJobs
 
 __all__ = ["WorkerContext", "build_context"]
 
@@ -23,7 +25,8 @@ __all__ = ["WorkerContext", "build_context"]
 @dataclass
 class WorkerContext:
     """Everything one worker process uses to run jobs: the settings and catalog, the job store
-    on its Redis, the metrics, a session per PACS server (``sources``) and the model client.
+    on its Redis, the metrics, a session per PACS server (``sources``), the model client and
+    the runs under way (``runs``).
 
     Built once per process by :func:`build_context` (after a prefork fork too) and passed to
     the pipeline; nothing in it is a module global.
@@ -36,14 +39,20 @@ class WorkerContext:
     metrics: Metrics
     sources: ServerSessions
     model_client: ModelClient
+    runs: RunningJobs = field(default_factory=RunningJobs)
+    """The runs of this process, which a stopping worker hands back after its grace period."""
 
 
 def build_context(
-    settings: Settings, redis_url: str, environ: Mapping[str, str] | None = None
+    settings: Settings,
+    redis_url: str,
+    environ: Mapping[str, str] | None = None,
+    runs: RunningJobs | None = None,
 ) -> WorkerContext:
     catalog = catalog_from_settings(settings, environ)
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
-    model_session: requests.Session = new_session(settings.worker_concurrency)
+    # the run's cutoff (deadline, hand-back) can cut every connection a job opens
+    model_session: requests.Session = cut_with_runs(new_session(settings.worker_concurrency))
     metrics = Metrics(client)
 
     def count_token_call(server_id: str, kind: str, outcome: str) -> None:
@@ -66,8 +75,10 @@ def build_context(
             pool_size=settings.worker_concurrency,
             refresh_margin=settings.token_refresh_margin,
             count_token_call=count_token_call,
+            prepare_session=cut_with_runs,
         ),
         model_client=ModelClient(
             model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)
         ),
+        runs=runs if runs is not None else RunningJobs(),
     )

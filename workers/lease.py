@@ -4,12 +4,14 @@ A claimed job carries a lease that expires ``lease_seconds`` after its last rene
 heartbeat renews it (and the job's place among its model's concurrent calls, when the model
 has a limit) three times per lease; a worker that dies stops renewing, the lease lapses, and
 the reaper queues the job again. When a renewal finds the lease held by someone else, the
-heartbeat sets :attr:`LeaseHeartbeat.lost` and stops, and the run stops at its next check.
+heartbeat sets :attr:`LeaseHeartbeat.lost`, calls ``on_lost`` (the pipeline cuts the run's
+connections) and stops; the run stops at its next check.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from model_proxy.shared.errors import ModelProxyError
@@ -28,12 +30,14 @@ class LeaseHeartbeat:
         token: str,
         lease_seconds: float,
         renew_slot: bool = False,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._job = job
         self._token = token
         self._lease_seconds = lease_seconds
         self._renew_slot = renew_slot
+        self._on_lost = on_lost
         self.lost = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{job.id[:8]}", daemon=True)
@@ -66,4 +70,6 @@ class LeaseHeartbeat:
                 continue  # Redis away for a moment: the lease outlasts a few misses
             if not alive:
                 self.lost.set()
+                if self._on_lost is not None:
+                    self._on_lost()
                 return

@@ -5,25 +5,40 @@ lives; a worker that dies lets it lapse and the reaper (:mod:`workers.reaper`) q
 again. Progress is written as instances arrive; every write tells whether the job was cancelled
 meanwhile, and the run stops there. A transient failure (:mod:`workers.retry`) is tried again in
 the same claim, within the job's time limit; any other error fails the job with its code.
+
+The time limit bounds the whole run in wall-clock time: a :class:`~workers.cutoff.Cutoff` cuts
+the run's PACS and model connections at its deadline, even from a peer that trickles, and the job
+fails with ``pacs_timeout`` (still fetching) or ``model_timeout`` (the model had the whole body).
+A worker that stops (:mod:`workers.stopping`) cuts the runs that outlast its grace period; each
+gives its job back at once (lease released, job queued again) and the task publishes it again.
+UIDs read back from the job record are checked again before they go into a PACS URL.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from model_proxy.shared.config import ModelConfig
 from model_proxy.shared.dicomweb.source import DicomWebSource
-from model_proxy.shared.errors import InternalError, ModelProxyError, ModelTimeout, QueueUnavailable
+from model_proxy.shared.errors import (
+    InternalError,
+    ModelProxyError,
+    ModelTimeout,
+    PacsTimeout,
+    QueueUnavailable,
+)
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
-from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Slot, Written
-from model_proxy.shared.model_body import open_model_body
+from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Lease, Requeued, Slot, Written
+from model_proxy.shared.model_body import ModelBody, open_model_body
+from model_proxy.shared.uids import check_uid
 from model_proxy.workers.context import WorkerContext
+from model_proxy.workers.cutoff import Cutoff, CutReason
 from model_proxy.workers.lease import LeaseHeartbeat
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.timings import StageTimings, record_finished_run
@@ -40,31 +55,47 @@ class JobRunResult(Enum):
 
     DONE = "done"  # finished, failed, stopped, or nothing to do
     DEFERRED = "deferred"  # the model has no free place: try again shortly
+    HANDED_BACK = "handed_back"  # the worker is stopping; the job is queued: publish it again
 
 
 class JobStopped(Exception):
-    """The job was cancelled, or its lease went to another worker: stop without writing."""
+    """The job was cancelled, or its lease went to another worker: stop without writing.
 
-    def __init__(self, written: Written) -> None:
-        super().__init__(written.value)
-        self.written = written
+    ``why`` names the reason in the run's ending (``stopped_<why>``).
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _HandedBack(JobStopped):
+    """The worker is stopping and its grace period is over: give the job back."""
+
+    def __init__(self) -> None:
+        super().__init__(CutReason.HANDED_BACK.value)
+
+
+_HANDED_BACK = "handed_back"  # the ending of a run that gave its job back
 
 
 @dataclass
 class _ClaimedRun:
-    """A claimed job: its guarded writes, throttled progress, deadline and lease state."""
+    """A claimed job: its guarded writes, throttled progress, and its cutoff (deadline, lease
+    lost, hand-back)."""
 
     store: JobStore
     job: Job
     token: str
-    deadline: float  # time.monotonic() past which the job has run too long
-    lease_lost: threading.Event = field(default_factory=threading.Event)
+    cutoff: Cutoff
+    time_limit: float
+    body_sent: bool = False  # the model has received the whole body
     _last_progress: float = 0.0
 
     def write(self, fields: dict[str, str], announce: bool = True) -> None:
         written = self.store.update(self.job.id, self.token, fields, announce)
         if written is not Written.DONE:
-            raise JobStopped(written)
+            raise JobStopped(written.value)
 
     def write_progress(self, fields: dict[str, str]) -> None:
         """A progress write: skipped while Redis is away, so a blip never aborts a model call."""
@@ -74,18 +105,29 @@ class _ClaimedRun:
             log.warning("job=%s stage=progress skipped: Redis cannot be reached", self.job.id)
 
     def check(self) -> None:
-        if self.lease_lost.is_set():
-            raise JobStopped(Written.LOST)
-        if time.monotonic() > self.deadline:
-            raise ModelTimeout("the job ran past its time limit")
+        """Raise what ends the run when it was cut off (or ran past its deadline)."""
+        why = self.cutoff.why()
+        if why is CutReason.LEASE_LOST:
+            raise JobStopped(Written.LOST.value)
+        if why is CutReason.HANDED_BACK:
+            raise _HandedBack()
+        if why is CutReason.DEADLINE:
+            raise self._timed_out()
+
+    def _timed_out(self) -> ModelProxyError:
+        limit = f"the job ran past its time limit ({self.time_limit:g} s)"
+        request = self.job.request
+        if self.body_sent:
+            return ModelTimeout(f"{limit} waiting for model {request.model_id}")
+        return PacsTimeout(f"{limit} fetching from server {request.server_id}")
 
     def time_left(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.cutoff.time_left()
 
     def wait(self, seconds: float) -> None:
-        """Sleep before a retry; stop at once if the lease goes to another worker meanwhile."""
-        if self.lease_lost.wait(seconds):
-            raise JobStopped(Written.LOST)
+        """Sleep before a retry; stop at once if the run is cut off meanwhile."""
+        if self.cutoff.wait(seconds):
+            self.check()
 
     def progress(self, instances: int, fetched: int) -> None:
         now = time.monotonic()
@@ -112,6 +154,9 @@ def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = No
     if job is None or job.state.finished:
         log.info("job=%s stage=skipped reason=%s", job_id, "missing" if job is None else job.state)
         return JobRunResult.DONE
+    if context.runs.stopping:
+        log.info("job=%s stage=skipped reason=worker_stopping", job_id)
+        return JobRunResult.HANDED_BACK
     model_id = job.request.model_id
     try:
         model = context.catalog.model(model_id)
@@ -123,40 +168,44 @@ def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = No
         if store.acquire_slot(model_id, job.id, limit, hold) is Slot.FULL:
             return JobRunResult.DEFERRED
     try:
-        _run_claimed(job, model, context, policy or RetryPolicy.from_settings(context.settings))
+        return _run_claimed(
+            job, model, context, policy or RetryPolicy.from_settings(context.settings)
+        )
     finally:
         if limit is not None:
             store.release_slot(model_id, job.id)
-    return JobRunResult.DONE
 
 
 def _run_claimed(
     job: Job, model: ModelConfig | None, context: WorkerContext, policy: RetryPolicy
-) -> None:
+) -> JobRunResult:
     settings, store = context.settings, context.store
     token = uuid.uuid4().hex
     claim = store.claim(job, token, settings.job_lease_seconds)
     if claim is not Claim.CLAIMED:
         log.info("job=%s stage=skipped reason=%s", job.id, claim.value)
-        return
+        return JobRunResult.DONE
     time_limit = model.time_limit if model and model.time_limit else settings.job_time_limit
+    cutoff = Cutoff(time_limit)
     heartbeat = LeaseHeartbeat(
         store,
         job,
         token,
         settings.job_lease_seconds,
         renew_slot=model is not None and model.max_concurrency is not None,
+        on_lost=lambda: cutoff.cut(CutReason.LEASE_LOST),
     )
-    run = _ClaimedRun(store, job, token, time.monotonic() + time_limit, heartbeat.lost)
+    run = _ClaimedRun(store, job, token, cutoff, time_limit)
     timings = StageTimings(queue_wait=max(time.time() - job.created_at, 0.0))
     started = time.perf_counter()
     _log_claimed(job, timings)
-    with heartbeat:
+    with heartbeat, context.runs.running(job.id, cutoff), cutoff:
         try:
             ending = _run_to_end(run, context, policy, timings)
         finally:
             _release_lease(store, job, token)
     record_finished_run(context.metrics, job, ending, timings, time.perf_counter() - started)
+    return JobRunResult.HANDED_BACK if ending == _HANDED_BACK else JobRunResult.DONE
 
 
 def _log_claimed(job: Job, timings: StageTimings) -> None:
@@ -180,13 +229,16 @@ def _run_to_end(
     """Run the claimed job and record how it ended; returns the ending's label.
 
     The label is ``succeeded``, ``failed_<code>``, ``stopped_<why>`` (cancelled or taken over
-    while running) or ``dropped_<why>`` (the same, noticed when storing the answer).
+    while running), ``dropped_<why>`` (the same, noticed when storing the answer) or
+    ``handed_back`` (the worker stopped and queued the job again).
     """
     try:
         result = _call_model_with_retries(run, context, policy, timings)
         return _store_result(run, result, policy)
+    except _HandedBack:
+        return _hand_back(run, context.settings.max_attempts)
     except JobStopped as stopped:
-        return f"stopped_{stopped.written.value}"
+        return f"stopped_{stopped.why}"
     except ModelProxyError as error:
         return _fail(run, error)
     except Exception:
@@ -217,7 +269,10 @@ def _call_model_with_retries(
                     }
                 )
             return _fetch_and_call_model(run, context, timings)
-        except ModelProxyError as error:
+        except Exception as error:
+            run.check()  # cut off meanwhile: that is why the call failed
+            if not isinstance(error, ModelProxyError):
+                raise
             delay = policy.delay_before_retry(error, attempts, waited, run.time_left())
             if delay is None:
                 raise
@@ -250,6 +305,25 @@ def _store_result(run: _ClaimedRun, result: bytes, policy: RetryPolicy) -> str:
         return "succeeded" if written is Written.DONE else f"dropped_{written.value}"
 
 
+def _hand_back(run: _ClaimedRun, max_attempts: int) -> str:
+    """Give the job back at once: lease released, job queued again; the task publishes it."""
+    job = run.job
+    try:
+        if run.store.release_lease(job.id, run.token) is not Lease.RELEASED:
+            return f"stopped_{Written.LOST.value}"
+        requeued = run.store.requeue_abandoned(job, max_attempts)
+    except QueueUnavailable:
+        # the lease lapses instead, and the reaper queues the job again
+        log.warning("job=%s stage=stopping Redis cannot be reached to hand the job back", job.id)
+        return "stopped_unreachable"
+    if requeued is Requeued.REQUEUED:
+        log.warning("job=%s stage=stopping handed back: queued again", job.id)
+        return _HANDED_BACK
+    if requeued is Requeued.FAILED:
+        return "failed_worker_lost"
+    return f"stopped_{requeued.value}"
+
+
 def _fail(run: _ClaimedRun, error: ModelProxyError) -> str:
     run.store.fail(run.job, run.token, error)
     return f"failed_{error.code}"
@@ -269,6 +343,7 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     model = context.catalog.model(request.model_id)
     source = context.sources.source_for(request.server_id)
     plan = plan_inputs(request, model)
+    _check_uids(plan)
     total = _count_instances(plan, source)
     if total is not None:
         run.write({"instances_total": str(total)}, announce=False)
@@ -281,7 +356,9 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
         remaining = max(run.time_left(), 1.0)
         called = time.perf_counter()
         try:
-            result = context.model_client.infer(request.model_id, model.uri, body, remaining)
+            result = context.model_client.infer(
+                request.model_id, model.uri, _sending(body, run), remaining
+            )
         finally:
             timings.model_call += time.perf_counter() - called
             timings.fetch += body.fetch_seconds
@@ -293,6 +370,29 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     )
     run.check()
     return result
+
+
+def _sending(body: ModelBody, run: _ClaimedRun) -> Iterator[bytes]:
+    """The body's chunks; the run notes when the model has had them all."""
+    yield from body
+    run.body_sent = True
+
+
+def _check_uids(plan: InputPlan) -> None:
+    """Every UID of the plan is a DICOM UID, or :class:`~shared.errors.InvalidUid`.
+
+    The UIDs come from the job record, which anything that reaches Redis can write (or an older
+    version wrote): they are checked again here, before any of them goes into a PACS URL.
+    """
+    if isinstance(plan, Keyed):
+        for _, inner in plan.entries:
+            _check_uids(inner)
+        return
+    check_uid(plan.study_uid, "the study UID")
+    if plan.series_uid is not None:
+        check_uid(plan.series_uid, "the series UID")
+    if isinstance(plan, SingleInstance):
+        check_uid(plan.instance_uid, "the instance UID")
 
 
 def _count_instances(plan: InputPlan, source: DicomWebSource) -> int | None:

@@ -39,6 +39,8 @@ class ServerSessions:
     refresh_margin: float
     pool_size: int = 1
     count_token_call: TokenCallCounter | None = None
+    prepare_session: Callable[[requests.Session], object] | None = None
+    """Called with each new session before its first request (the workers' cutoffs)."""
     owned_redis: redis.Redis | None = None
     """Closed with the sessions: the client :meth:`for_checks` opened for the token store."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -88,6 +90,8 @@ class ServerSessions:
                 raise RuntimeError("these server sessions are closed")
             if key not in self._sessions:
                 session = new_session(self.pool_size)
+                if self.prepare_session is not None:
+                    self.prepare_session(session)
                 session.verify = server.tls_verification
                 auth = auth_for_server(
                     key,

@@ -113,3 +113,23 @@ def test_the_procfile_runs_real_commands_and_matches_the_readme() -> None:
         assert argv[0] == "model-proxy"
         assert callable(_parser().parse_args(argv[1:]).run)
         assert " ".join(argv[:2]) in readme
+
+
+def _duration_seconds(value: str) -> float:
+    """A compose duration (``1m30s``, ``35s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, value
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def test_docker_waits_longer_than_a_stopping_worker_needs(compose: dict[str, Any]) -> None:
+    """A stopping worker lets its jobs run for the grace period, then hands the rest back:
+    Docker's SIGKILL must come after both, or the jobs wait for their leases to lapse."""
+    worker = compose["services"]["worker"]
+    grace = float(
+        worker.get("environment", {}).get(
+            "MODEL_PROXY_SHUTDOWN_GRACE_SECONDS", Settings().shutdown_grace_seconds
+        )
+    )
+    assert _duration_seconds(worker["stop_grace_period"]) >= grace + 5

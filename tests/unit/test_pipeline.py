@@ -80,12 +80,14 @@ class FakePacs:
 
     open: Callable[..., FakeStream] = whole_series
     retrieves: int = 0
+    counts: int = 0
     server_id: str = SERVER_ID
 
     def source_for(self, server_id: str) -> FakePacs:
         return self
 
     def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:
+        self.counts += 1
         return len(INSTANCES)
 
     def retrieve(self, *uids: str | None) -> FakeStream:
@@ -469,3 +471,83 @@ def test_a_job_cancelled_while_waiting_to_retry_is_not_tried_again(
     job = world.record()
     assert job.state is JobState.CANCELLED
     assert world.model.calls == 1
+
+
+# --- UIDs read back from the record, the time limit, a stopping worker ------------------------
+
+
+@pytest.mark.parametrize("field", ["study_uid", "series_uid"])
+def test_a_record_with_a_uid_that_is_no_uid_fails_before_any_pacs_url(
+    client: redis.Redis, field: str
+) -> None:
+    world = make_world(client)
+    request = world.job.request.model_copy(update={field: "1.2/../../studies"})
+    client.hset(KEYS.job(world.job.id), "request", request.model_dump_json())
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "invalid_uid")
+    assert world.pacs.retrieves == 0 and world.pacs.counts == 0
+    assert world.model.calls == 0
+
+
+def test_a_model_call_past_the_time_limit_fails_with_model_timeout(client: redis.Redis) -> None:
+    world = make_world(client, model_config(timeLimit=0.2))
+
+    def cut_at_the_deadline(call: int) -> bytes:
+        time.sleep(0.3)  # as a trickling model would, until the cutoff closes its connection
+        raise ModelUnreachable("model m cannot be reached")
+
+    world.model.answer = cut_at_the_deadline
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "model_timeout")
+    assert job.error is not None and "time limit (0.2 s)" in job.error.message
+
+
+def test_a_fetch_past_the_time_limit_fails_with_pacs_timeout(client: redis.Redis) -> None:
+    world = make_world(client, model_config(timeLimit=0.2))
+
+    def trickling(*uids: str | None) -> FakeStream:
+        time.sleep(0.3)
+        raise PacsUnreachable("server s cannot be reached")
+
+    world.pacs.open = trickling
+
+    world.run()
+
+    job = world.record()
+    assert (job.state, error_of(job)) == (JobState.FAILED, "pacs_timeout")
+    assert world.model.calls == 0
+
+
+def test_a_run_cut_by_a_stopping_worker_hands_its_job_back(
+    world: World, client: redis.Redis
+) -> None:
+    def stopped_meanwhile(call: int) -> bytes:
+        world.context.runs.stop(0.0)
+        time.sleep(0.2)  # the grace period ends and the run's connections are cut
+        raise ModelUnreachable("model m cannot be reached")
+
+    world.model.answer = stopped_meanwhile
+
+    assert world.run() is JobRunResult.HANDED_BACK
+
+    job = world.record()
+    assert (job.state, job.attempts, error_of(job)) == (JobState.QUEUED, 1, None)
+    assert client.get(KEYS.lease(job.id)) is None
+    assert client.zscore(KEYS.queued(MODEL_ID), job.id) is not None
+    assert world.model.calls == 1  # no retry on a stopping worker
+
+
+def test_a_stopping_worker_starts_no_new_job(world: World) -> None:
+    world.context.runs.stop(30.0)
+
+    assert world.run() is JobRunResult.HANDED_BACK
+
+    assert world.record().state is JobState.QUEUED
+    assert world.record().attempts == 0
+    assert world.pacs.retrieves == 0

@@ -31,7 +31,7 @@ def worker_with(
     monkeypatch: pytest.MonkeyPatch, app: Celery, run: Callable[[str], JobRunResult]
 ) -> Celery:
     """The worker app with ``run`` as its pipeline, building no real context."""
-    monkeypatch.setattr(worker_app, "build_context", lambda settings, url: object())
+    monkeypatch.setattr(worker_app, "build_context", lambda settings, url, **_: object())
     monkeypatch.setattr(worker_app, "run_job", lambda job_id, context, policy: run(job_id))
     return app
 
@@ -84,3 +84,18 @@ def test_a_permanent_error_is_not_retried(monkeypatch: pytest.MonkeyPatch, app: 
 
     assert result.failed()
     assert calls == ["job-1"]
+
+
+def test_a_job_handed_back_by_a_stopping_worker_is_published_again(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    calls: list[str] = []
+
+    def run(job_id: str) -> JobRunResult:
+        calls.append(job_id)
+        return JobRunResult.HANDED_BACK if len(calls) == 1 else JobRunResult.DONE
+
+    result = apply(worker_with(monkeypatch, app, run), "job-1")
+
+    assert result.successful()
+    assert calls == ["job-1", "job-1"]
