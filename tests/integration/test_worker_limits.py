@@ -22,9 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devtools.fault_proxy import Fault, FaultKind, FaultProxy
+from devtools.processes import ManagedProcess
 from model_proxy.broker.app import create_app
-from tests.integration.conftest import PACS_PASSWORD_ENV, Deployment, PacsData, start_worker
-from tests.support.processes import ManagedProcess
+from tests.support.deployment import PACS_PASSWORD_ENV, Deployment, PacsData, start_worker
 
 pytestmark = pytest.mark.integration
 
