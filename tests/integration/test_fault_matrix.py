@@ -165,7 +165,7 @@ def matrix(workdir: Path, pacs: PacsData, example_model: str) -> Iterator[Matrix
         "MODEL_PROXY_RETRY_FIRST_DELAY": "0.1",
         "MODEL_PROXY_RETRY_MAX_DELAY": "0.2",
         "MODEL_PROXY_RETRY_TOTAL_DELAY": "1",
-        "MODEL_PROXY_JOB_LEASE_SECONDS": "4",
+        "MODEL_PROXY_JOB_LEASE_SECONDS": "8",
         "MODEL_PROXY_REAPER_INTERVAL_SECONDS": "1",
         "MODEL_PROXY_SHUTDOWN_GRACE_SECONDS": "2",
         "MODEL_PROXY_LOG_LEVEL": "INFO",
@@ -216,7 +216,7 @@ CASES = [
         "pacs-resets-mid-multipart",
         "pacs",
         Fault(FaultKind.RESET, after_bytes=4000),
-        "pacs_unreachable",
+        "pacs_error",
     ),
     Case(
         "pacs-truncates-multipart",
