@@ -15,6 +15,7 @@ from model_proxy.shared.http import Timeouts, new_session
 from model_proxy.shared.jobs import JobStore
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
+from model_proxy.shared.redis_clients import sync_redis
 from model_proxy.shared.settings import Settings
 
 __all__ = ["WorkerContext", "build_context"]
@@ -42,7 +43,7 @@ def build_context(
     settings: Settings, redis_url: str, environ: Mapping[str, str] | None = None
 ) -> WorkerContext:
     catalog = catalog_from_settings(settings, environ)
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
+    client = sync_redis(redis_url, settings)
     model_session: requests.Session = new_session(settings.worker_concurrency)
     metrics = Metrics(client)
 

@@ -7,7 +7,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from model_proxy.broker.deps import Services
+from model_proxy.broker.errors import error_response
 from model_proxy.broker.metrics import render_metrics
+from model_proxy.shared.errors import QueueUnavailable, ServiceUnavailable
+from model_proxy.shared.redis_errors import REDIS_UNREACHABLE
 
 __all__ = ["router"]
 
@@ -25,15 +28,10 @@ async def readyz(services: Services) -> JSONResponse:
     """Configuration loaded and Redis reachable."""
     try:
         await services.jobs.ping()
+    except ServiceUnavailable as error:  # Redis down, or this process at its load limit
+        return error_response(error, status="unavailable")
     except Exception:
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "message": "Redis cannot be reached",
-                "code": "redis_unavailable",
-            },
-            status_code=503,
-        )
+        return error_response(QueueUnavailable(REDIS_UNREACHABLE), status="unavailable")
     return JSONResponse(
         {
             "status": "ready",
