@@ -46,17 +46,18 @@ def errors(*statuses: int) -> Responses:
     return responses
 
 
+_UID = {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)*$", "maxLength": 64}
 _FILTER: dict[str, Any] = {
     "type": "object",
     "properties": {
         "dataKey": {"type": "string", "description": "A key the model declares in `dataFilter`"},
-        "uuid": {"type": "string", "description": "The Series (or SOP Instance) UID chosen"},
+        "uuid": {**_UID, "description": "The Series (or SOP Instance) UID chosen"},
         "dataFilter": {
             "type": "array",
             "description": "Instance filters of a series filter (study level)",
             "items": {
                 "type": "object",
-                "properties": {"dataKey": {"type": "string"}, "uuid": {"type": "string"}},
+                "properties": {"dataKey": {"type": "string"}, "uuid": _UID},
                 "required": ["dataKey", "uuid"],
             },
         },
