@@ -87,29 +87,13 @@ class Settings(BaseSettings):
     retry_total_delay: float = Field(
         default=20.0, ge=0, description="Most seconds one job waits in all its retries together."
     )
-    redis_socket_timeout: float = Field(
-        default=5.0,
-        gt=0,
-        description="Seconds a Redis reply may take before Redis counts as unavailable (503).",
-    )
-    redis_connect_timeout: float = Field(
-        default=2.0, gt=0, description="Seconds to open a connection to Redis."
-    )
-    redis_health_check_interval: float = Field(
-        default=15.0,
-        ge=0,
-        description="A Redis connection idle this long is checked with PING before use (0: off).",
-    )
-    redis_max_connections: int = Field(
-        default=512,
-        gt=0,
-        description="Redis connections per API or worker process (the pool's size).",
-    )
-    redis_pool_timeout: float = Field(
-        default=2.0,
-        gt=0,
-        description="Seconds a request waits for a free Redis connection before 503 `busy`.",
-    )
+    # Redis clients of the API, the workers and Celery: reply, connect and pool-wait timeouts
+    # (seconds), PING before using a connection idle this long (0: off), connections per process
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
+    redis_connect_timeout: float = Field(default=2.0, gt=0)
+    redis_health_check_interval: float = Field(default=15.0, ge=0)
+    redis_max_connections: int = Field(default=512, gt=0)
+    redis_pool_timeout: float = Field(default=2.0, gt=0)
     pacs_connect_timeout: float = Field(default=10.0, gt=0)
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)

@@ -14,14 +14,12 @@ mode) runs a longer one.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
@@ -35,7 +33,8 @@ from schemathesis.specs.openapi.checks import (
 
 from model_proxy.broker.app import create_app
 from tests.integration.conftest import Deployment, Ids, PacsData
-from tests.support.processes import ManagedProcess, free_port, wait_until
+from tests.support.processes import ManagedProcess, wait_until
+from tests.support.served import serve
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +59,8 @@ AIMED_MODELS = [
 def served_api(deployment: Deployment, worker: ManagedProcess) -> Iterator[str]:
     """The API as a real HTTP server; viewer requests wait at most a moment for their job."""
     settings = deployment.settings.model_copy(update={"sync_wait_seconds": 0.5})
-    app = create_app(settings, environ=deployment.environ)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="fuzzed-api", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: server.started, 15, "the fuzzed API")
-    yield url
-    server.should_exit = True
-    thread.join(15)
+    with serve(create_app(settings, environ=deployment.environ), "fuzzed-api") as url:
+        yield url
 
 
 def _aim(pacs: PacsData) -> Callable[[tuple[Case, bool, str]], Case]:
@@ -93,6 +82,12 @@ def _aim(pacs: PacsData) -> Callable[[tuple[Case, bool, str]], Case]:
         return case
 
     return aim
+
+
+def _refused_by_the_http_server(response: requests.Response) -> bool:
+    """uvicorn's own 400 for a request it cannot parse (e.g. a request line of 100 kB of
+    generated filters): answered before the app, so outside the app's document."""
+    return response.status_code == 400 and response.text == "Invalid HTTP request received."
 
 
 def test_every_route_survives_fuzzing(
@@ -129,9 +124,11 @@ def test_every_route_survives_fuzzing(
                 if response.status_code >= 500 and response.status_code not in UPSTREAM_FAULTS:
                     failures.append(f"{where}: {response.text[:200]}")
                     return
+                if _refused_by_the_http_server(response):
+                    return
                 try:
                     case.validate_response(response, checks=CHECKS)
-                except Exception as error:  # collect every failure, report them all
+                except (Exception, BaseExceptionGroup) as error:  # collect all, report them all
                     failures.append(f"{where}: {str(error)[:400]}")
 
             try:
