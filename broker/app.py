@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -18,6 +17,7 @@ from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.jobs import JobKeys
 from model_proxy.shared.queue import create_celery
+from model_proxy.shared.redis_clients import async_redis
 from model_proxy.shared.settings import Settings
 
 __all__ = ["create_app"]
@@ -40,7 +40,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+        client = async_redis(url, settings)
         keys = JobKeys()
         events = JobEvents(client, keys.events)
         celery = create_celery(settings, url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, cast
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
 
 from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.validation import ViewerPath
@@ -65,13 +65,28 @@ class AnswerOptions:
     fresh: bool = False
 
 
-def answer_options(request: Request) -> AnswerOptions:
-    prefer = request.headers.get("prefer", "").lower()
+def answer_options(
+    request: Request,
+    prefer: Annotated[
+        str | None,
+        Header(description="`respond-async` (RFC 7240): answer 202 with the job at once"),
+    ] = None,
+    cache_control: Annotated[
+        str | None,
+        Header(description="`no-cache` (or `no-store`): run the model again, not the cache"),
+    ] = None,
+    respond_async: Annotated[
+        str | None,
+        Query(alias="async", description="`true` (or `1`, `yes`): as `Prefer: respond-async`"),
+    ] = None,
+) -> AnswerOptions:
     preferences = {
-        token.split("=")[0].strip() for item in prefer.split(",") for token in item.split(";")
+        token.split("=")[0].strip()
+        for item in (prefer or "").lower().split(",")
+        for token in item.split(";")
     }
-    flag = request.query_params.get("async", "").lower()
-    directives = request.headers.get("cache-control", "").lower()
+    flag = (respond_async or "").lower()
+    directives = (cache_control or "").lower()
     return AnswerOptions(
         query=tuple(request.query_params.multi_items()),
         respond_async="respond-async" in preferences or flag in ("true", "1", "yes"),

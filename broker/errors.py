@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_proxy.shared import errors as ours
-from model_proxy.shared.errors import ModelProxyError, QueueFull
+from model_proxy.shared.errors import ModelProxyError
 
 __all__ = ["error_response", "install_error_handlers", "status_for"]
 
@@ -42,7 +42,7 @@ def status_for(error: ModelProxyError) -> int:
 
 
 def error_response(error: ModelProxyError, **extra: str) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull) else None
+    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
     return JSONResponse(
         {"message": error.message, "code": error.code, **extra},
         status_code=status_for(error),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from model_proxy.shared.config import Catalog, Level, Task
 from model_proxy.shared.datafilters import parse_data_filters
 from model_proxy.shared.errors import LevelNotSupported
+from model_proxy.shared.fingerprint import request_fingerprint
 from model_proxy.shared.inputs import plan_inputs
 from model_proxy.shared.request import InferenceRequest
 from model_proxy.shared.uids import check_uid
@@ -39,7 +40,11 @@ class ViewerPath:
 def build_request(
     catalog: Catalog, task: Task, path: ViewerPath, query: Iterable[tuple[str, str]] = ()
 ) -> InferenceRequest:
-    """Check everything a worker would otherwise find out too late; raise our errors."""
+    """Check everything a worker would otherwise find out too late; raise our errors.
+
+    The request's ``sharing_key`` is the fingerprint of what the worker will fetch and of the
+    model's and server's settings, so requests that differ only in ignored data filters share
+    a job, and a changed configuration does not get an answer made under the old one."""
     model = catalog.model(path.model_id)
     level = path.level
     if level not in model.supports:
@@ -47,7 +52,7 @@ def build_request(
         raise LevelNotSupported(
             f"model {path.model_id} does not support {level.value}; it supports {supported}"
         )
-    server_key, _ = catalog.server(path.server_id)
+    server_key, server = catalog.server(path.server_id)
     if model.task is not task:
         log.info(
             "model %s has task %s but was asked on /%s; serving it anyway",
@@ -72,5 +77,7 @@ def build_request(
         instance_uid=path.instance_uid,
         data_filters=parse_data_filters(query) if level is not Level.INSTANCE else (),
     )
-    plan_inputs(request, model)  # rejects missing data filters now, not in the worker
-    return request
+    plan = plan_inputs(request, model)  # rejects missing data filters now, not in the worker
+    return request.model_copy(
+        update={"sharing_key": request_fingerprint(request, plan, model, server)}
+    )

@@ -44,6 +44,7 @@ __all__ = [
     "QueueFull",
     "QueueUnavailable",
     "ResultExpired",
+    "ServiceBusy",
     "ServiceUnavailable",
     "UnknownJob",
     "UnknownModel",
@@ -63,6 +64,7 @@ class ModelProxyError(Exception):
 
     code: ClassVar[str] = "internal_error"
     transient: bool = False  # True: the same call may succeed a moment later
+    retry_after: int | None = None  # seconds a client should wait before asking again
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -217,8 +219,19 @@ class ServiceUnavailable(ModelProxyError):
 
 
 class QueueUnavailable(ServiceUnavailable):
+    """Redis refused, reset or did not answer in time."""
+
     code = "redis_unavailable"
     transient = True
+
+
+class ServiceBusy(ServiceUnavailable):
+    """Redis is fine but every connection of this process was in use for the whole wait: the
+    process is at its load limit (``MODEL_PROXY_REDIS_MAX_CONNECTIONS``); ask again shortly."""
+
+    code = "busy"
+    transient = True
+    retry_after = 1
 
 
 class QueueFull(ModelProxyError):

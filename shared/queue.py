@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from model_proxy.shared.redis_clients import celery_transport_options
 from model_proxy.shared.settings import Settings
 
 __all__ = ["create_celery"]
@@ -32,7 +33,7 @@ def create_celery(settings: Settings, redis_url: str) -> Celery:
         broker_transport_options={
             # must exceed the longest job, or Redis hands a running job to a second worker
             "visibility_timeout": int(2 * settings.job_time_limit + 300),
-            "socket_connect_timeout": 5,
+            **celery_transport_options(settings),
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -35,10 +35,18 @@ class InferenceRequest(BaseModel):
     series_uid: str | None = None
     instance_uid: str | None = None
     data_filters: tuple[DataFilter, ...] = ()
+    sharing_key: str | None = None
+    """The fingerprint the API computed from the resolved input plan and the effective settings
+    of the model and server (:mod:`model_proxy.shared.fingerprint`); it travels with the job so
+    every process files the job under the same key, whatever configuration it has loaded."""
 
     def fingerprint(self) -> str:
-        """Identical requests (model, server, level, UIDs, data filters) share this digest."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        """Requests that would get the same answer share this digest: the API's
+        ``sharing_key``, or for a request built without one (older records, tests) a digest of
+        the request as given."""
+        if self.sharing_key is not None:
+            return self.sharing_key
+        return hashlib.sha256(self.model_dump_json(exclude={"sharing_key"}).encode()).hexdigest()
 
     def describe(self) -> str:
         """A short label for logs: the model, server and level, no UIDs (they identify patients)."""

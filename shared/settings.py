@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         ge=0,
         description="On SIGTERM a worker lets running jobs finish this long, then hands them back.",
     )
+    # Redis clients of the API, the workers and Celery: reply, connect and pool-wait timeouts
+    # (seconds), PING before using a connection idle this long (0: off), connections per process
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
+    redis_connect_timeout: float = Field(default=2.0, gt=0)
+    redis_health_check_interval: float = Field(default=15.0, ge=0)
+    redis_max_connections: int = Field(default=512, gt=0)
+    redis_pool_timeout: float = Field(default=2.0, gt=0)
     pacs_connect_timeout: float = Field(default=10.0, gt=0)
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)

@@ -15,6 +15,7 @@ from model_proxy.shared.http import Timeouts, new_session
 from model_proxy.shared.jobs import JobStore
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
+from model_proxy.shared.redis_clients import sync_redis
 from model_proxy.shared.settings import Settings
 from model_proxy.workers.cutoff import cut_with_runs
 from model_proxy.workers.stopping import RunningJobs
@@ -50,7 +51,7 @@ def build_context(
     runs: RunningJobs | None = None,
 ) -> WorkerContext:
     catalog = catalog_from_settings(settings, environ)
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
+    client = sync_redis(redis_url, settings)
     # the run's cutoff (deadline, hand-back) can cut every connection a job opens
     model_session: requests.Session = cut_with_runs(new_session(settings.worker_concurrency))
     metrics = Metrics(client)

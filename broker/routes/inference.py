@@ -22,6 +22,7 @@ from model_proxy.broker.deps import (
     study_path,
 )
 from model_proxy.broker.inference import answer_viewer
+from model_proxy.broker.openapi import DATA_FILTERS, errors
 from model_proxy.broker.schemas import JobResource
 from model_proxy.broker.validation import ViewerPath
 from model_proxy.shared.config import Task
@@ -30,38 +31,24 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["inference"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"description": description, "content": {"application/json": {"example": example}}}
-    for status, description, example in [
-        (400, "Bad data filters", {"message": "...", "code": "invalid_data_filter"}),
-        (
-            404,
-            "Unknown model or server, unsupported level, or no such DICOM data",
-            {"message": "Not found", "code": "unknown_model"},
-        ),
-        (422, "A UID that is not a DICOM UID", {"message": "...", "code": "invalid_uid"}),
-        (502, "The PACS or the model failed", {"message": "...", "code": "model_error"}),
-        (410, "The job was cancelled", {"message": "...", "code": "job_cancelled"}),
-        (
-            429,
-            "Too many jobs of this model are waiting (see Retry-After)",
-            {"message": "...", "code": "queue_full"},
-        ),
-        (503, "Redis cannot be reached", {"message": "...", "code": "redis_unavailable"}),
-        (
-            504,
-            "The PACS or the model did not answer in time",
-            {"message": "...", "code": "model_timeout"},
-        ),
-    ]
-}
-_OK: dict[int | str, dict[str, object]] = {
-    200: {"description": "The model's JSON document", "content": {"application/json": {}}},
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The model's JSON document",
+        "content": {"application/json": {}},
+        "headers": {
+            "X-Job-Id": {"description": "The job that made it", "schema": {"type": "string"}}
+        },
+    },
     202: {
         "description": "Still running (past the wait limit, or asked with `Prefer: "
         "respond-async` or `?async=true`): poll the job at `Location`",
         "model": JobResource,
+        "headers": {
+            "Location": {"description": "The job's URL", "schema": {"type": "string"}},
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}},
+        },
     },
+    **errors(400, 404, 409, 410, 422, 429, 502, 503, 504),
 }
 _STUDY = "/{model}/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
@@ -92,14 +79,16 @@ def _add_route(name: str, task: Task, path: str, read_path: Callable[..., Viewer
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__doc__ = (
         f"The {task.value} of model `model` on this DICOM data. Data filters "
-        "(`data-filters`) are read at study and series level."
+        "(`data-filters`) are read at study and series level. A job that failed answers "
+        "with its recorded error's status."
     )
     router.add_api_route(
         f"/{task.route_prefix}{path}",
         endpoint,
         methods=["GET"],
         name=name,
-        responses={**_OK, **_ERRORS},
+        responses=_RESPONSES,
+        openapi_extra=None if read_path is instance_path else {"parameters": [DATA_FILTERS]},
     )
 
 

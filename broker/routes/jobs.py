@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from model_proxy.broker.answers import answer_for_job
 from model_proxy.broker.deps import Services
 from model_proxy.broker.errors import error_response
+from model_proxy.broker.openapi import errors
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
@@ -19,7 +20,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 _NOT_FOUND: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorBody, "description": "No such job (or it has expired)"}
+    **errors(503),
+    404: {"model": ErrorBody, "description": "No such job (or it has expired)"},
 }
 
 
@@ -30,7 +32,7 @@ async def _job(services: BrokerServices, job_id: str) -> Job:
     return job
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=errors(422, 503))
 async def list_jobs(
     services: Services,
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
@@ -52,9 +54,9 @@ async def get_job(services: Services, job_id: str) -> JobResource:
     responses={
         200: {"description": "The model's JSON document", "content": {"application/json": {}}},
         202: {"model": JobResource, "description": "Not finished yet; try again"},
-        410: {"model": ErrorBody, "description": "Cancelled, or the result has expired"},
-        502: {"model": ErrorBody, "description": "The job failed: the error it recorded"},
+        **errors(400, 410, 422, 502, 504),
         **_NOT_FOUND,
+        502: {"model": ErrorBody, "description": "The job failed: the error it recorded"},
     },
 )
 async def get_result(services: Services, job_id: str) -> Response:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -17,10 +16,9 @@ from typing import Any
 import pytest
 import redis
 import requests
-import uvicorn
 from fastapi.testclient import TestClient
 
-from devtools.processes import ManagedProcess, free_port, require_binary, wait_until
+from devtools.processes import ManagedProcess, free_port, require_binary
 from model_proxy.broker.app import create_app
 from model_proxy.shared.settings import Settings
 from tests.support.deployment import (
@@ -30,6 +28,7 @@ from tests.support.deployment import (
     PacsData,
     start_token_server,
 )
+from tests.support.served import serve
 
 pytestmark = pytest.mark.integration
 
@@ -251,17 +250,8 @@ def test_status_checks_everything_at_once_and_answers_json(
 @pytest.fixture(scope="module")
 def served(deployment: Deployment, worker: ManagedProcess, settings: Settings) -> Iterator[str]:
     """The app served for real by uvicorn on a free port, in a thread."""
-    app = create_app(settings, environ=deployment.environ)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="status-uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "uvicorn", alive=thread.is_alive)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve(create_app(settings, environ=deployment.environ), "status-uvicorn") as url:
+        yield url
 
 
 def chromium(binary: str, profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "ModelTimeout": 504,
     "ServiceUnavailable": 503,
     "QueueUnavailable": 503,
+    "ServiceBusy": 503,
     "QueueFull": 429,
     "UnknownJob": 404,
     "JobConflict": 409,
@@ -120,6 +121,14 @@ def test_error_response_extra_fields() -> None:
         "code": "job_cancelled",
         "jobId": "abc",
     }
+
+
+def test_a_busy_process_is_not_an_outage_and_says_when_to_retry() -> None:
+    response = error_response(errors.ServiceBusy("at its load limit"))
+    assert response.status_code == 503
+    assert json.loads(response.body)["code"] == "busy"
+    assert response.headers["retry-after"] == "1"
+    assert "retry-after" not in error_response(errors.QueueUnavailable("down")).headers
 
 
 def test_a_full_queue_says_when_to_retry() -> None:

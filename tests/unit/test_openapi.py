@@ -92,3 +92,39 @@ def test_every_route_of_the_app_is_in_the_document(document: dict[str, Any]) -> 
         "/healthz",
         "/readyz",
     }
+
+
+@pytest.mark.parametrize("path", viewer_paths())
+def test_each_viewer_route_documents_what_it_reads(document: dict[str, Any], path: str) -> None:
+    parameters = {(p["in"], p["name"]): p for p in document["paths"][path]["get"]["parameters"]}
+    assert {("query", "async"), ("header", "prefer"), ("header", "cache-control")} <= set(
+        parameters
+    )
+    filters = parameters.get(("query", "data-filters"))
+    if path.endswith("{instance}"):
+        assert filters is None  # not read at instance level
+    else:
+        assert filters is not None
+        schema = filters["content"]["application/json"]["schema"]
+        assert {"dataKey", "uuid"} <= set(schema["anyOf"][1]["properties"])
+    responses = document["paths"][path]["get"]["responses"]
+    assert "Retry-After" in responses["503"]["headers"]
+    assert responses["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+
+
+def test_readiness_and_the_job_routes_document_their_503(document: dict[str, Any]) -> None:
+    paths = document["paths"]
+    assert {"200", "503"} <= set(paths["/readyz"]["get"]["responses"])
+    for path, method in [
+        ("/jobs", "get"),
+        ("/jobs/{job_id}", "get"),
+        ("/jobs/{job_id}", "delete"),
+        ("/jobs/{job_id}/result", "get"),
+        ("/metrics", "get"),
+    ]:
+        assert "503" in paths[path][method]["responses"], path
+    assert paths["/jobs"]["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }

@@ -152,6 +152,12 @@ def test_answer_options_from_headers_and_query(
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "query_string": query.encode(),
     }
-    options = answer_options(Request(scope))
+    request = Request(scope)
+    options = answer_options(
+        request,
+        prefer=request.headers.get("prefer"),
+        cache_control=request.headers.get("cache-control"),
+        respond_async=request.query_params.get("async"),
+    )
     assert (options.respond_async, options.fresh) == (respond_async, fresh)
     assert options.query == tuple(parse_qsl(query))
