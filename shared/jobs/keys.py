@@ -40,5 +40,6 @@ class JobKeys:
         return f"{self.prefix}:queued:{model_id}"
 
     def model_slots(self, model_id: str) -> str:
-        """Sorted set: the model's jobs calling it now, scored by when their slot expires."""
+        """Sorted set: the runs (by token) calling the model now, scored by when their place
+        expires."""
         return f"{self.prefix}:slots:{model_id}"

@@ -215,12 +215,12 @@ class JobOperations:
         )
 
     def acquire_slot(
-        self, model_id: str, job_id: str, limit: int, hold_seconds: float
+        self, model_id: str, token: str, limit: int, hold_seconds: float
     ) -> ScriptCall[outcomes.Slot]:
         now = time.time()
         return ScriptCall(
             scripts.ACQUIRE_SLOT,
             [self.keys.model_slots(model_id)],
-            [repr(now), repr(now + hold_seconds), limit, job_id],
+            [repr(now), repr(now + hold_seconds), limit, token],
             _as(outcomes.Slot),
         )

@@ -171,7 +171,8 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 'requeued'
 """
 
-# A place among a model's concurrent calls.  KEYS: slots.  ARGV: now, expires at, limit, id.
+# A place among a model's concurrent calls, held by one run.  KEYS: slots.
+# ARGV: now, expires at, limit, the run's token.
 # Returns 'taken' or 'full'.
 ACQUIRE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])

@@ -71,18 +71,22 @@ class JobStore:
         """``RELEASED``, or ``LOST`` when another run holds it (that run's lease is kept)."""
         return self._run(self._operations.release_lease(job_id, token))
 
-    def acquire_slot(self, model_id: str, job_id: str, limit: int, hold_seconds: float) -> Slot:
-        """One of the model's ``limit`` places for concurrent calls, held ``hold_seconds``."""
-        return self._run(self._operations.acquire_slot(model_id, job_id, limit, hold_seconds))
+    def acquire_slot(self, model_id: str, token: str, limit: int, hold_seconds: float) -> Slot:
+        """One of the model's ``limit`` places for concurrent calls, held ``hold_seconds`` by
+        the run holding ``token``: only that run renews or releases it, so a second delivery
+        of the same job (another run, another token) can never free the first run's place."""
+        return self._run(self._operations.acquire_slot(model_id, token, limit, hold_seconds))
 
-    def renew_slot(self, model_id: str, job_id: str, hold_seconds: float) -> None:
+    def renew_slot(self, model_id: str, token: str, hold_seconds: float) -> None:
+        """Keep the place of the run holding ``token`` (a place it no longer holds stays free)."""
         expires = time.time() + hold_seconds
         with redis_errors():
-            self._redis.zadd(self.keys.model_slots(model_id), {job_id: expires}, xx=True)
+            self._redis.zadd(self.keys.model_slots(model_id), {token: expires}, xx=True)
 
-    def release_slot(self, model_id: str, job_id: str) -> None:
+    def release_slot(self, model_id: str, token: str) -> None:
+        """Free the place of the run holding ``token``; other runs' places are untouched."""
         with redis_errors():
-            self._redis.zrem(self.keys.model_slots(model_id), job_id)
+            self._redis.zrem(self.keys.model_slots(model_id), token)
 
     def abandoned(self) -> list[str]:
         """Ids of claimed jobs whose lease has expired: their worker is gone."""
