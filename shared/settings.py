@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         default=3,
         gt=0,
-        description="Runs of a job: its workers died, or a transient failure was retried.",
+        description="Tries of a transient failure in a run; runs lost to a dead worker.",
     )
     retry_first_delay: float = Field(
         default=0.5, gt=0, description="Seconds before the first retry of a transient failure."

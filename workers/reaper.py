@@ -37,7 +37,9 @@ def reap_once(store: JobStore, max_attempts: int, enqueue: Callable[[str, str], 
             requeued += 1
             log.warning("job %s: its worker stopped; queued again", job.id)
         elif outcome is Requeued.FAILED:
-            log.error("job %s: its workers stopped %d times; failed", job.id, max_attempts)
+            log.error(
+                "job=%s stage=reaped its workers stopped %d times; failed", job.id, max_attempts
+            )
     return requeued
 
 

@@ -199,8 +199,10 @@ class JobOperations:
         )
 
     def requeue_abandoned(self, job: Job, max_attempts: int) -> ScriptCall[outcomes.Requeued]:
+        """Queue again a job whose worker died, or fail it when its workers have died
+        ``max_attempts`` times (its in-run retries are not worker deaths, and do not count)."""
         keys = self.keys
-        message = f"the worker running this job stopped, {max_attempts} times; giving up"
+        message = f"the worker running this job stopped {max_attempts} times; giving up"
         return ScriptCall(
             scripts.REQUEUE_IF_ABANDONED,
             [keys.job(job.id), keys.lease(job.id), *self._places(job)],

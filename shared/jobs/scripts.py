@@ -150,15 +150,15 @@ return 'released'
 """
 
 # A claimed job whose lease expired (its worker died): back to the queue, or failed for good
-# after too many attempts.  KEYS: job, lease, running, queued, active.
-# ARGV: now, channel, id, max attempts, error json.  Returns 'requeued', 'failed' or 'skipped'.
+# once its workers died max-lost-runs times (counted in 'lost_runs'; retries of transient
+# failures within a run count in 'attempts', not here).  KEYS: job, lease, running, queued, active.
+# ARGV: now, channel, id, max lost runs, error json.  Returns 'requeued', 'failed' or 'skipped'.
 REQUEUE_IF_ABANDONED = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'skipped' end
 local state = redis.call('HGET', KEYS[1], 'state')
 redis.call('ZREM', KEYS[3], ARGV[3])
 if state ~= 'fetching' and state ~= 'inferring' then return 'skipped' end
-local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-if attempts >= tonumber(ARGV[4]) then
+if redis.call('HINCRBY', KEYS[1], 'lost_runs', 1) >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[5], 'finished_at', ARGV[1],
              'updated_at', ARGV[1])
   if redis.call('GET', KEYS[5]) == ARGV[3] then redis.call('DEL', KEYS[5]) end

@@ -214,3 +214,36 @@ def test_a_dead_workers_job_whose_record_expired_is_forgotten(
     assert enqueue.calls == []
     assert store.get(job.id) is None
     assert store.abandoned() == []  # not looked up again on every round, forever
+
+
+def test_retries_within_a_run_are_not_counted_as_worker_deaths(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    """A run that retried transient failures up to ``max_attempts`` and then lost its worker
+    died once: it is queued again, not failed as ``worker_lost``."""
+    job = running(client, store, make_job("1.2.3.1"), "worker-a")
+    retried = {"attempts": str(MAX_ATTEMPTS), "state": JobState.FETCHING.value}
+    assert store.update(job.id, "worker-a", retried, announce=True) is Written.DONE
+    lapse(client, job)
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+
+    assert state(store, job) is JobState.QUEUED
+    assert enqueue.calls == [(job.id, "gpu")]
+
+
+def test_worker_lost_says_how_many_times_the_worker_stopped(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    job = make_job("1.2.3.1")
+    record(client, job)
+    for run in range(MAX_ATTEMPTS):
+        assert store.claim(job, f"worker-{run}", LEASE) is Claim.CLAIMED
+        lapse(client, job)
+        reap_once(store, MAX_ATTEMPTS, enqueue)
+
+    failed = store.get(job.id)
+    assert failed is not None and failed.error is not None
+    assert failed.error.code == "worker_lost"
+    assert failed.lost_runs == MAX_ATTEMPTS
+    assert f"stopped {MAX_ATTEMPTS} times" in failed.error.message
