@@ -10,8 +10,14 @@ class JobKeys:
         self.prefix = prefix
         self.events = f"{prefix}:job-events"  # channel: the id of every job that changed
         self.index = f"{prefix}:jobs"  # sorted set: every job by creation time
+        # sorted sets, one per state (the prefix and the state's name): its jobs by creation time
+        self.states = f"{prefix}:jobs:"
         self.running = f"{prefix}:running"  # sorted set: jobs a worker has claimed
         self.reaper_lock = f"{prefix}:reaper"
+
+    def in_state(self, state: str) -> str:
+        """Sorted set: the jobs now in ``state``, by creation time."""
+        return f"{self.states}{state}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"

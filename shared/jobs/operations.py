@@ -79,6 +79,7 @@ class JobOperations:
                 keys.index,
                 keys.queued(job.request.model_id),
                 keys.cached(fingerprint),
+                keys.states,
             ],
             [
                 job.id,
@@ -104,7 +105,13 @@ class JobOperations:
         keys = self.keys
         return ScriptCall(
             scripts.CLAIM,
-            [keys.job(job.id), keys.lease(job.id), keys.running, keys.queued(job.request.model_id)],
+            [
+                keys.job(job.id),
+                keys.lease(job.id),
+                keys.running,
+                keys.queued(job.request.model_id),
+                keys.states,
+            ],
             [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id, self.ttl],
             _as(outcomes.Claim),
         )
@@ -116,7 +123,7 @@ class JobOperations:
         pairs = _pairs({**fields, "updated_at": repr(time.time())})
         return ScriptCall(
             scripts.UPDATE,
-            [keys.job(job_id), keys.lease(job_id)],
+            [keys.job(job_id), keys.lease(job_id), keys.states],
             [self.ttl, keys.events, job_id, token, "1" if announce else "0", *pairs],
             _as(outcomes.Written),
         )
@@ -145,6 +152,7 @@ class JobOperations:
                 keys.cached(fingerprint),
                 keys.staged_result(job.id, token),
                 keys.result(job.id),
+                keys.states,
             ],
             [
                 self.ttl,
@@ -163,7 +171,7 @@ class JobOperations:
         keys = self.keys
         return ScriptCall(
             scripts.TERMINATE,
-            [keys.job(job.id), *self._places(job)],
+            [keys.job(job.id), *self._places(job), keys.states],
             [
                 repr(time.time()),
                 keys.events,
@@ -205,7 +213,7 @@ class JobOperations:
         message = f"the worker running this job stopped {max_attempts} times; giving up"
         return ScriptCall(
             scripts.REQUEUE_IF_ABANDONED,
-            [keys.job(job.id), keys.lease(job.id), *self._places(job)],
+            [keys.job(job.id), keys.lease(job.id), *self._places(job), keys.states],
             [
                 repr(time.time()),
                 keys.events,
