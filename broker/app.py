@@ -41,7 +41,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
-        keys = JobKeys()
+        keys = JobKeys(settings.redis_prefix)
         events = JobEvents(client, keys.events)
         celery = create_celery(settings, url)
         metrics = AsyncMetrics(client, keys.prefix)

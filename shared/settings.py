@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         default=["*"], description="Origins allowed to call the API: comma-separated, or *."
     )
     queue_name: str = "inference"
+    redis_prefix: str = Field(
+        default="model-proxy",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The prefix of every Redis key (jobs, results, tokens, metrics, the Celery "
+        "queues): deployments with different prefixes share one Redis without sharing jobs.",
+    )
     job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     sync_wait_seconds: float = Field(
         default=60.0,

@@ -160,9 +160,11 @@ def status_api(
 
 @pytest.fixture()
 def waiting_tasks(deployment: Deployment) -> Iterator[int]:
-    """Tasks waiting in a queue no worker consumes, two of them on a priority list."""
+    """Tasks waiting in a queue no worker consumes, two of them on a priority list (kombu's
+    lists, under the deployment's key prefix)."""
     client = redis.Redis.from_url(deployment.redis.url)
-    lists = {OWN_QUEUE: 1, f"{OWN_QUEUE}{PRIORITY_SEP}3": 2}
+    prefix = f"{deployment.settings.redis_prefix}:"
+    lists = {f"{prefix}{OWN_QUEUE}": 1, f"{prefix}{OWN_QUEUE}{PRIORITY_SEP}3": 2}
     for name, count in lists.items():
         client.rpush(name, *[json.dumps({"placeholder": i}) for i in range(count)])
     yield sum(lists.values())
