@@ -3,16 +3,20 @@ and where kombu keeps its queues in Redis."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from model_proxy.shared.settings import Settings
 
-__all__ = ["create_celery", "queue_keys", "unacked_key"]
+__all__ = ["create_celery", "jobs_with_messages", "queue_keys", "unacked_key"]
 
 
 def create_celery(settings: Settings, redis_url: str) -> Celery:
@@ -66,3 +70,43 @@ def unacked_key(transport_options: Mapping[str, Any]) -> str:
     prefetched, or waiting for their retry's countdown)."""
     prefix: str = transport_options.get("global_keyprefix", "")
     return prefix + str(transport_options.get("unacked_key", Channel.unacked_key))
+
+
+def jobs_with_messages(
+    client: redis.Redis, queues: Iterable[str], transport_options: Mapping[str, Any]
+) -> set[str]:
+    """The job ids that a task message is waiting for, in any list of ``queues`` or taken by a
+    worker and not yet acknowledged (running, prefetched, or held for a retry's countdown).
+
+    Reads whole lists (a queue holds at most its models' ``maxQueued`` jobs, plus retries), in
+    one round trip. A message that is not a task of ours is ignored.
+    """
+    with client.pipeline(transaction=False) as pipe:
+        for queue in sorted(set(queues)):
+            for key in queue_keys(queue, transport_options):
+                pipe.lrange(key, 0, -1)
+        pipe.hvals(unacked_key(transport_options))
+        *lists, unacked = pipe.execute()
+    found = {_job_id(raw) for waiting in lists for raw in waiting}
+    found |= {_job_id(raw, unacked=True) for raw in unacked}
+    return {job_id for job_id in found if job_id is not None}
+
+
+def _job_id(raw: bytes | str, unacked: bool = False) -> str | None:
+    """The job id a kombu message carries (the task's first argument), or None.
+
+    kombu stores a message as JSON whose ``body`` is the Celery protocol-2 body
+    (``[args, kwargs, embed]``), base64-encoded; an unacknowledged one as ``[message,
+    exchange, routing key]``.
+    """
+    try:
+        message = json.loads(raw)
+        if unacked:
+            message = message[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error):
+        return None
+    return args[0] if args and isinstance(args[0], str) else None

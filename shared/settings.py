@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often workers look for jobs of dead workers."
     )
+    queued_recovery_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A job queued this long whose task message is gone is sent again.",
+    )
     max_attempts: int = Field(
         default=3,
         gt=0,

@@ -224,6 +224,14 @@ class JobOperations:
             _as(outcomes.Requeued),
         )
 
+    def recover_queued(self, job_id: str, unchanged_since: float) -> ScriptCall[outcomes.Requeued]:
+        return ScriptCall(
+            scripts.RECOVER_QUEUED,
+            [self.keys.job(job_id)],
+            [repr(time.time()), repr(unchanged_since)],
+            _as(outcomes.Requeued),
+        )
+
     def acquire_slot(
         self, model_id: str, token: str, limit: int, hold_seconds: float
     ) -> ScriptCall[outcomes.Slot]:

@@ -16,6 +16,7 @@ __all__ = [
     "CLAIM",
     "CREATE_OR_ATTACH",
     "FINISH",
+    "RECOVER_QUEUED",
     "RELEASE_LEASE",
     "RENEW_LEASE",
     "REQUEUE_IF_ABANDONED",
@@ -207,6 +208,19 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'updated_at', ARGV[1])
 move(KEYS[6], KEYS[1], ARGV[3], state, 'queued')
 redis.call('ZADD', KEYS[4], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 'requeued'
+"""
+
+# A job still queued, unchanged since before a bound, whose task message the reaper could not
+# find (lost): marked as queued again now, so that it is sent once per bound at most.
+# KEYS: job.  ARGV: now, bound (queued, unchanged since before it).  Returns 'requeued' or
+# 'skipped' (no longer queued, or changed since).
+RECOVER_QUEUED = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 'skipped' end
+if tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '0') >= tonumber(ARGV[2]) then
+  return 'skipped'
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 return 'requeued'
 """
 
