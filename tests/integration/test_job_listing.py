@@ -12,13 +12,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from model_proxy.broker.app import create_app
-from model_proxy.shared.config.schema import Level, Task
 from model_proxy.shared.errors import ModelFailed
-from model_proxy.shared.jobs import Job, JobKeys, JobState, new_job
-from model_proxy.shared.jobs.operations import JobOperations, ScriptCall
-from model_proxy.shared.request import InferenceRequest
+from model_proxy.shared.jobs import Job, JobKeys, JobState
+from model_proxy.shared.jobs.operations import JobOperations
 from tests.integration.conftest import Deployment
 from tests.support.redis_server import RedisServer
+from tests.unit.jobs.support import make_job, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -35,30 +34,18 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
     server.stop()
 
 
-def _run(client: redis.Redis, call: ScriptCall[object]) -> object:
-    return call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
-
-
 def _record_jobs(client: redis.Redis, count: int) -> list[Job]:
     """``count`` jobs as the API records them, the oldest ``FAILED`` failed, the rest queued."""
     operations = JobOperations(JobKeys(), TTL)
     now = time.time()
     jobs = []
     for n in range(count):
-        request = InferenceRequest(
-            task=Task.SEGMENTATION,
-            model_id="cf8063dc-d4bb-4b68-8e74-eba77c248c8b",
-            server_id="b5208f48-f748-4339-9402-d1148dab571e",
-            level=Level.SERIES,
-            study_uid="1.2.3",
-            series_uid=f"1.2.3.{n}",
-        )
-        job = new_job(request, "inference").model_copy(update={"created_at": now - count + n})
-        _run(client, operations.create_or_attach(job, use_cached=False))
+        job = make_job(study_uid=f"1.2.3.{n}").model_copy(update={"created_at": now - count + n})
+        run_script(client, operations.create_or_attach(job, use_cached=False))
         jobs.append(job)
     for job in jobs[:FAILED]:
         error = ModelFailed("model m answered HTTP 500", status=500)
-        _run(client, operations.terminate(job, JobState.FAILED, error))
+        run_script(client, operations.terminate(job, JobState.FAILED, error))
     return jobs
 
 

@@ -18,12 +18,12 @@ import redis
 from fastapi.testclient import TestClient
 
 from model_proxy.broker.app import create_app
-from model_proxy.shared.config.schema import Level, Task
-from model_proxy.shared.jobs import JobKeys, new_job
+from model_proxy.shared.config.schema import Level
+from model_proxy.shared.jobs import JobKeys
 from model_proxy.shared.jobs.operations import JobOperations
 from model_proxy.shared.queue import create_celery, queue_keys
-from model_proxy.shared.request import InferenceRequest
 from tests.integration.conftest import Deployment, Ids, PacsData, start_worker
+from tests.unit.jobs.support import make_job, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -82,22 +82,19 @@ def test_a_job_whose_task_message_was_lost_is_run_after_the_bound(
     local: Deployment, api: TestClient, pacs: PacsData
 ) -> None:
     series = pacs.series_b[0]
-    request = InferenceRequest(
-        task=Task.SEGMENTATION,
+    job = make_job(
         model_id=Ids.SEGMENTATION,
         server_id=Ids.PACS,
         level=Level.SERIES,
         study_uid=series.study_uid,
         series_uid=series.series_uid,
-    )
-    job = new_job(request, queue=local.settings.queue_name)
+        data_filters=(),
+    ).model_copy(update={"queue": local.settings.queue_name})
     # recorded as the API records it, and then its task never sent (the publish failed)
-    call = JobOperations(JobKeys(PREFIX), local.settings.job_ttl_seconds).create_or_attach(
-        job, use_cached=False
-    )
+    operations = JobOperations(JobKeys(PREFIX), local.settings.job_ttl_seconds)
     client = redis.Redis.from_url(local.redis.url)
     try:
-        call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
+        run_script(client, operations.create_or_attach(job, use_cached=False))
     finally:
         client.close()
     assert api.get(f"/jobs/{job.id}").json()["state"] == "queued"

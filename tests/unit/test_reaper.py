@@ -25,6 +25,7 @@ from model_proxy.shared.jobs import (
 from model_proxy.shared.jobs.operations import JobOperations
 from model_proxy.shared.request import InferenceRequest
 from model_proxy.workers.reaper import Reaper, reap_once, recover_queued
+from tests.unit.jobs.support import run_script
 
 TTL = 3600
 LEASE = 30.0
@@ -182,6 +183,8 @@ def test_after_max_attempts_the_job_fails_and_is_not_enqueued(
     assert failed.state is JobState.FAILED
     assert failed.attempts == MAX_ATTEMPTS
     assert failed.error is not None and failed.error.code == "worker_lost"
+    assert failed.lost_runs == MAX_ATTEMPTS
+    assert f"stopped {MAX_ATTEMPTS} times" in failed.error.message
     assert not queued(client, job)
     assert store.abandoned() == []
     assert client.get(KEYS.active(job.fingerprint)) is None  # a new request starts afresh
@@ -233,23 +236,6 @@ def test_retries_within_a_run_are_not_counted_as_worker_deaths(
     assert enqueue.calls == [(job.id, "gpu")]
 
 
-def test_worker_lost_says_how_many_times_the_worker_stopped(
-    client: redis.Redis, store: JobStore, enqueue: Enqueued
-) -> None:
-    job = make_job("1.2.3.1")
-    record(client, job)
-    for run in range(MAX_ATTEMPTS):
-        assert store.claim(job, f"worker-{run}", LEASE) is Claim.CLAIMED
-        lapse(client, job)
-        reap_once(store, MAX_ATTEMPTS, enqueue)
-
-    failed = store.get(job.id)
-    assert failed is not None and failed.error is not None
-    assert failed.error.code == "worker_lost"
-    assert failed.lost_runs == MAX_ATTEMPTS
-    assert f"stopped {MAX_ATTEMPTS} times" in failed.error.message
-
-
 # --- queued jobs whose task message was lost ---------------------------------------------------
 
 BOUND = 0.2
@@ -285,8 +271,7 @@ def create(client: redis.Redis) -> Any:
     operations = JobOperations(KEYS, TTL)
 
     def create_job(job: Job) -> None:
-        call = operations.create_or_attach(job, use_cached=False)
-        call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
+        run_script(client, operations.create_or_attach(job, use_cached=False))
 
     return create_job
 
