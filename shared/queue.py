@@ -26,8 +26,9 @@ def create_celery(settings: Settings, redis_url: str) -> Celery:
     whose worker dies is queued again by the reaper within about a minute; Redis's own
     redelivery (after the visibility timeout, longer than any job may run) is the backstop.
     Every key kombu writes (its queues, their bindings, the messages being worked on, the
-    control channels) starts with ``<redis_prefix>:``, so two deployments with different
-    prefixes share one Redis without ever taking each other's tasks.
+    control channels) starts with ``<redis_prefix>:celery:``, so two deployments with different
+    prefixes share one Redis without ever taking each other's tasks, and no queue name can
+    collide with a key of the job store.
     """
     app = Celery("model_proxy", broker=redis_url, set_as_current=False)
     app.conf.update(
@@ -45,7 +46,8 @@ def create_celery(settings: Settings, redis_url: str) -> Celery:
             # must exceed the longest job, or Redis hands a running job to a second worker
             "visibility_timeout": int(2 * settings.job_time_limit + 300),
             "socket_connect_timeout": 5,
-            "global_keyprefix": f"{settings.redis_prefix}:",
+            # a namespace of its own: a queue may be named like one of our keys ("jobs")
+            "global_keyprefix": f"{settings.redis_prefix}:celery:",
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

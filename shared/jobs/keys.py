@@ -1,4 +1,4 @@
-"""The Redis keys of jobs, all under one prefix."""
+"""The Redis keys of jobs, all under one prefix: the deployment's ``MODEL_PROXY_REDIS_PREFIX``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ __all__ = ["JobKeys"]
 
 
 class JobKeys:
+    """Every key and channel of the job records of one deployment."""
+
     def __init__(self, prefix: str = "model-proxy") -> None:
         self.prefix = prefix
         self.events = f"{prefix}:job-events"  # channel: the id of every job that changed

@@ -91,7 +91,7 @@ def test_a_job_of_one_deployment_is_invisible_to_the_other_and_run_by_its_own_wo
     finally:
         client.close()
     assert f"site-alpha:job:{job_id}" in keys and f"site-beta:job:{beta_job}" in keys
-    assert "site-alpha:_kombu.binding.inference" in keys  # Celery's queue, under the prefix too
-    assert "site-beta:_kombu.binding.inference" in keys
+    assert "site-alpha:celery:_kombu.binding.inference" in keys  # Celery's queue: prefixed too
+    assert "site-beta:celery:_kombu.binding.inference" in keys
     assert any(key.startswith("site-alpha:metrics:") for key in keys)
     assert any(key.startswith("site-beta:metrics:") for key in keys)

@@ -40,6 +40,6 @@ def test_a_queues_depth_counts_every_priority_list() -> None:
 def test_queue_keys_are_under_the_deployments_prefix() -> None:
     options = create_celery(Settings(redis_prefix="site-a"), "redis://127.0.0.1:1/0").conf
     transport = options.broker_transport_options
-    assert queue_keys("inference", transport)[0] == "site-a:inference"
-    assert all(key.startswith("site-a:") for key in queue_keys("inference", transport))
-    assert unacked_key(transport) == "site-a:unacked"
+    assert queue_keys("inference", transport)[0] == "site-a:celery:inference"
+    assert all(key.startswith("site-a:celery:") for key in queue_keys("inference", transport))
+    assert unacked_key(transport) == "site-a:celery:unacked"
