@@ -41,7 +41,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_redis(url, settings)
-        keys = JobKeys()
+        keys = JobKeys(settings.redis_prefix)
         events = JobEvents(client, keys.events)
         celery = create_celery(settings, url)
         metrics = AsyncMetrics(client, keys.prefix)

@@ -87,27 +87,25 @@ class AsyncJobStore:
             return int(await self._redis.zcard(key))
 
     async def recent(self, limit: int, state: JobState | None = None) -> list[Job]:
-        """The newest jobs first, optionally only those in ``state``."""
-        index = self.keys.index
-        found: list[Job] = []
+        """The newest jobs first, optionally only those in ``state``.
+
+        It reads the newest ``limit`` entries of the index of all jobs or of that state's index,
+        then their records in one round trip: two round trips and ``limit + 1`` commands, however
+        many jobs there are. (Indexes are pruned when jobs are created, not here.)
+        """
+        if limit <= 0:
+            return []
+        index = self.keys.index if state is None else self.keys.in_state(state.value)
         with redis_errors():
-            await self._redis.zremrangebyscore(index, "-inf", time.time() - self._ttl)
-            start = 0
-            batch = max(limit, 50)
-            while len(found) < limit:
-                ids = await self._redis.zrevrange(index, start, start + batch - 1)
-                if not ids:
-                    break
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for job_id in ids:
-                        pipe.hgetall(self.keys.job(text(job_id)))
-                    records = await pipe.execute()
-                for record in records:
-                    job = job_from_fields(record)
-                    if job is not None and (state is None or job.state is state):
-                        found.append(job)
-                start += batch
-        return found[:limit]
+            ids = await self._redis.zrevrange(index, 0, limit - 1)
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self.keys.job(text(job_id)))
+                records = await pipe.execute()
+        jobs = (job_from_fields(record) for record in records)
+        return [job for job in jobs if job is not None and (state is None or job.state is state)]
 
     async def _run(self, call: ScriptCall[_T]) -> _T:
         if call.script not in self._scripts:

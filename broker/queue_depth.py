@@ -10,19 +10,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+from model_proxy.shared.queue import queue_keys
 
 __all__ = ["queue_depths", "queue_keys"]
-
-
-def queue_keys(queue: str, transport_options: Mapping[str, Any]) -> list[str]:
-    """The Redis lists kombu keeps a queue in: the queue's own name for priority 0, and
-    ``<queue><sep><step>`` for each higher priority step (``priority_steps``, ``sep``)."""
-    steps: Iterable[int] = transport_options.get("priority_steps", PRIORITY_STEPS)
-    sep: str = transport_options.get("sep", Channel.sep)
-    keys = [queue]
-    keys += [f"{queue}{sep}{step}" for step in sorted(set(steps)) if step]
-    return keys
 
 
 async def queue_depths(

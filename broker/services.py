@@ -80,6 +80,7 @@ class BrokerServices:
             timeout=settings.status_timeout,
             refresh_margin=settings.token_refresh_margin,
             lock_timeout=settings.token_lock_timeout,
+            redis_prefix=settings.redis_prefix,
         )
         try:
             yield sessions

@@ -42,6 +42,7 @@ def check_catalog(catalog: Catalog, settings: Settings, timeout: float) -> list[
         timeout=timeout,
         refresh_margin=settings.token_refresh_margin,
         lock_timeout=settings.token_lock_timeout,
+        redis_prefix=settings.redis_prefix,
     )
     jobs: list[tuple[str, str, str, Callable[[], EndpointStatus | str]]] = []
     for key, server in catalog.servers.items():

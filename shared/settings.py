@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         default=["*"], description="Origins allowed to call the API: comma-separated, or *."
     )
     queue_name: str = "inference"
+    redis_prefix: str = Field(
+        default="model-proxy",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The prefix of every Redis key (jobs, results, tokens, metrics, the Celery "
+        "queues): deployments with different prefixes share one Redis without sharing jobs.",
+    )
     job_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     sync_wait_seconds: float = Field(
         default=60.0,
@@ -73,10 +79,15 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often workers look for jobs of dead workers."
     )
+    queued_recovery_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A job queued this long whose task message is gone is sent again.",
+    )
     max_attempts: int = Field(
         default=3,
         gt=0,
-        description="Runs of a job: its workers died, or a transient failure was retried.",
+        description="Tries of a transient failure in a run; runs lost to a dead worker.",
     )
     retry_first_delay: float = Field(
         default=0.5, gt=0, description="Seconds before the first retry of a transient failure."

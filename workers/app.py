@@ -4,12 +4,13 @@ the graceful stop (:mod:`model_proxy.workers.stopping`)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from model_proxy.shared.queue import create_celery
+from model_proxy.shared.queue import create_celery, jobs_with_messages
 from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import RUN_INFERENCE
 from model_proxy.workers.context import WorkerContext, build_context
@@ -99,15 +100,23 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
             return
         ctx = context.get()
 
+        transport_options = dict(celery_app.conf.broker_transport_options or {})
+
         def enqueue(job_id: str, queue: str) -> None:
             celery_app.send_task(RUN_INFERENCE, args=[job_id], queue=queue or settings.queue_name)
+
+        def with_messages(queues: Iterable[str]) -> set[str]:
+            named = {queue or settings.queue_name for queue in queues}
+            return jobs_with_messages(ctx.redis, named, transport_options)
 
         reaper = Reaper(
             ctx.store,
             ctx.redis,
             interval=settings.reaper_interval_seconds,
             max_attempts=settings.max_attempts,
+            queued_bound=settings.queued_recovery_seconds,
             enqueue=enqueue,
+            with_messages=with_messages,
         )
         reaper.start()
         reapers.append(reaper)

@@ -12,7 +12,7 @@ from model_proxy.shared.auth.token_store import TokenStore
 from model_proxy.shared.config import Catalog, catalog_from_settings
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.http import Timeouts, new_session
-from model_proxy.shared.jobs import JobStore
+from model_proxy.shared.jobs import JobKeys, JobStore
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
 from model_proxy.shared.redis_clients import sync_redis
@@ -54,7 +54,7 @@ def build_context(
     client = sync_redis(redis_url, settings)
     # the run's cutoff (deadline, hand-back) can cut every connection a job opens
     model_session: requests.Session = cut_with_runs(new_session(settings.worker_concurrency))
-    metrics = Metrics(client)
+    metrics = Metrics(client, settings.redis_prefix)
 
     def count_token_call(server_id: str, kind: str, outcome: str) -> None:
         metrics.inc("token_requests", {"server": server_id, "kind": kind, "outcome": outcome})
@@ -63,7 +63,7 @@ def build_context(
         settings=settings,
         redis=client,
         catalog=catalog,
-        store=JobStore(client, settings.job_ttl_seconds),
+        store=JobStore(client, settings.job_ttl_seconds, JobKeys(settings.redis_prefix)),
         metrics=metrics,
         sources=ServerSessions(
             catalog,
@@ -71,6 +71,7 @@ def build_context(
                 client,
                 lock_timeout=settings.token_lock_timeout,
                 wait_timeout=settings.token_lock_timeout + 5,
+                prefix=settings.redis_prefix,
             ),
             Timeouts(settings.pacs_connect_timeout, settings.pacs_read_timeout),
             pool_size=settings.worker_concurrency,

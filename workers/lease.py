@@ -59,7 +59,7 @@ class LeaseHeartbeat:
         lease = self._store.renew_lease(self._job.id, self._token, self._lease_seconds)
         if self._renew_slot:
             model_id = self._job.request.model_id
-            self._store.renew_slot(model_id, self._job.id, self._lease_seconds)
+            self._store.renew_slot(model_id, self._token, self._lease_seconds)
         return lease is not Lease.LOST
 
     def _beat(self) -> None:

@@ -163,24 +163,24 @@ def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = No
     except ModelProxyError:
         model = None
     limit = model.max_concurrency if model is not None else None
+    token = uuid.uuid4().hex  # this run's: its lease and its model slot
     if limit is not None:
         hold = context.settings.job_lease_seconds
-        if store.acquire_slot(model_id, job.id, limit, hold) is Slot.FULL:
+        if store.acquire_slot(model_id, token, limit, hold) is Slot.FULL:
             return JobRunResult.DEFERRED
     try:
         return _run_claimed(
-            job, model, context, policy or RetryPolicy.from_settings(context.settings)
+            job, model, context, policy or RetryPolicy.from_settings(context.settings), token
         )
     finally:
         if limit is not None:
-            store.release_slot(model_id, job.id)
+            store.release_slot(model_id, token)
 
 
 def _run_claimed(
-    job: Job, model: ModelConfig | None, context: WorkerContext, policy: RetryPolicy
+    job: Job, model: ModelConfig | None, context: WorkerContext, policy: RetryPolicy, token: str
 ) -> JobRunResult:
     settings, store = context.settings, context.store
-    token = uuid.uuid4().hex
     claim = store.claim(job, token, settings.job_lease_seconds)
     if claim is not Claim.CLAIMED:
         log.info("job=%s stage=skipped reason=%s", job.id, claim.value)

@@ -1,30 +1,55 @@
-"""Finding jobs whose worker died, and queueing them again.
+"""Finding jobs that nothing will run any more, and queueing them again.
 
-A running job holds a lease that its worker's heartbeat renews. When a worker is killed, the
-lease lapses within ``job_lease_seconds``; every ``reaper_interval_seconds`` one worker (under a
-Redis lock) looks for such jobs and queues each again, or fails it after ``max_attempts`` runs.
-Celery's own redelivery (after the visibility timeout) would take an hour; this takes about
-``job_lease_seconds + reaper_interval_seconds``.
+Two kinds, looked for every ``reaper_interval_seconds`` by one worker (under a Redis lock):
+
+* **Jobs whose worker died.** A running job holds a lease that its worker's heartbeat renews;
+  when a worker is killed the lease lapses within ``job_lease_seconds``, and the job is queued
+  again, or failed as ``worker_lost`` once its workers died ``max_attempts`` times. Celery's own
+  redelivery (after the visibility timeout) would take an hour; this takes about
+  ``job_lease_seconds + reaper_interval_seconds``.
+* **Queued jobs whose task message was lost** (its publish failed, a worker took it and then
+  could neither run nor send it back, an earlier enqueue of the reaper failed). A job queued and
+  unchanged for ``queued_recovery_seconds`` whose id no task message in its queue, or taken by
+  a worker, carries is sent again, at most once per that bound.
+
+Sending a task may fail (the broker away for a moment): the reaper logs it and goes on with the
+next job; the job stays queued, so the second kind of recovery sends it on a later round. The
+reaper's thread outlives every error of a round.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 import redis
 
-from model_proxy.shared.errors import ModelProxyError
-from model_proxy.shared.jobs import JobStore, Requeued
+from model_proxy.shared.jobs import Job, JobStore, Requeued
 
-__all__ = ["Reaper", "reap_once"]
+__all__ = ["Reaper", "reap_once", "recover_queued"]
 
 log = logging.getLogger(__name__)
 
+Enqueue = Callable[[str, str], None]
+"""Sends the task of a job (its id, its queue)."""
+JobsWithMessages = Callable[[Iterable[str]], set[str]]
+"""The ids of the jobs a task message is waiting for, in the given queues or taken by a worker."""
 
-def reap_once(store: JobStore, max_attempts: int, enqueue: Callable[[str, str], None]) -> int:
-    """Queue again every job whose lease lapsed; returns how many were queued."""
+
+def _send(enqueue: Enqueue, job: Job) -> bool:
+    """Send the job's task; False (logged) when it could not be sent."""
+    try:
+        enqueue(job.id, job.queue)
+    except Exception as exc:  # kombu raises OperationalError and friends
+        log.warning("job=%s stage=reaper enqueue failed (%s)", job.id, type(exc).__name__)
+        return False
+    return True
+
+
+def reap_once(store: JobStore, max_attempts: int, enqueue: Enqueue) -> int:
+    """Queue again every job whose lease lapsed; returns how many tasks were sent."""
     requeued = 0
     for job_id in store.abandoned():
         job = store.get(job_id)
@@ -33,16 +58,38 @@ def reap_once(store: JobStore, max_attempts: int, enqueue: Callable[[str, str], 
             continue
         outcome = store.requeue_abandoned(job, max_attempts)
         if outcome is Requeued.REQUEUED:
-            enqueue(job.id, job.queue)
-            requeued += 1
-            log.warning("job %s: its worker stopped; queued again", job.id)
+            log.warning("job=%s stage=reaped its worker stopped; queued again", job.id)
+            requeued += _send(enqueue, job)
         elif outcome is Requeued.FAILED:
-            log.error("job %s: its workers stopped %d times; failed", job.id, max_attempts)
+            log.error(
+                "job=%s stage=reaped its workers stopped %d times; failed", job.id, max_attempts
+            )
     return requeued
 
 
+def recover_queued(
+    store: JobStore, bound: float, with_messages: JobsWithMessages, enqueue: Enqueue
+) -> int:
+    """Send again the task of every job queued and unchanged for ``bound`` seconds that no task
+    message carries; returns how many were sent."""
+    unchanged_since = time.time() - bound
+    candidates = store.long_queued(unchanged_since)
+    if not candidates:
+        return 0
+    waiting = with_messages({job.queue for job in candidates})
+    sent = 0
+    for job in candidates:
+        if job.id in waiting:
+            continue
+        if store.recover_queued(job, unchanged_since) is Requeued.REQUEUED:
+            log.warning("job=%s stage=recovered queued without a task message; sent again", job.id)
+            sent += _send(enqueue, job)
+    return sent
+
+
 class Reaper:
-    """Runs :func:`reap_once` every ``interval`` seconds in a background thread."""
+    """Runs :func:`reap_once` and :func:`recover_queued` every ``interval`` seconds in a
+    background thread, in one worker at a time."""
 
     def __init__(
         self,
@@ -51,13 +98,17 @@ class Reaper:
         *,
         interval: float,
         max_attempts: int,
-        enqueue: Callable[[str, str], None],
+        queued_bound: float,
+        enqueue: Enqueue,
+        with_messages: JobsWithMessages,
     ) -> None:
         self._store = store
         self._client = client
         self._interval = interval
         self._max_attempts = max_attempts
+        self._queued_bound = queued_bound
         self._enqueue = enqueue
+        self._with_messages = with_messages
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
 
@@ -67,16 +118,28 @@ class Reaper:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def run_once(self) -> None:
+        """One round, if no other worker's reaper holds the lock."""
+        lock = self._client.lock(
+            self._store.keys.reaper_lock, timeout=self._interval * 3, blocking=False
+        )
+        if not lock.acquire():
+            return
+        try:
+            reap_once(self._store, self._max_attempts, self._enqueue)
+            recover_queued(self._store, self._queued_bound, self._with_messages, self._enqueue)
+        finally:
+            lock.release()
+
     def _loop(self) -> None:
-        lock_name = self._store.keys.reaper_lock
         while not self._stop.wait(self._interval):
-            lock = self._client.lock(lock_name, timeout=self._interval * 3, blocking=False)
             try:
-                if not lock.acquire():
-                    continue
-                try:
-                    reap_once(self._store, self._max_attempts, self._enqueue)
-                finally:
-                    lock.release()
-            except (ModelProxyError, redis.exceptions.RedisError) as exc:
-                log.warning("reaper: %s", getattr(exc, "message", type(exc).__name__))
+                self.run_once()
+            except Exception as exc:  # Redis away, a lock lost: the next round tries again
+                log.warning(
+                    "reaper: round skipped (%s)", getattr(exc, "message", type(exc).__name__)
+                )

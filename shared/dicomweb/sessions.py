@@ -59,6 +59,7 @@ class ServerSessions:
         timeout: float,
         refresh_margin: float,
         lock_timeout: float,
+        redis_prefix: str = "model-proxy",
     ) -> ServerSessions:
         """Sessions for short checks, each call within ``timeout``. Redis is connected only when
         a server behind a token server needs its tokens; without a Redis those servers cannot
@@ -70,7 +71,7 @@ class ServerSessions:
         )
         # wait for another process's sign-in no longer than a check may take
         tokens = (
-            TokenStore(client, lock_timeout=lock_timeout, wait_timeout=timeout)
+            TokenStore(client, lock_timeout=lock_timeout, wait_timeout=timeout, prefix=redis_prefix)
             if client is not None
             else None
         )

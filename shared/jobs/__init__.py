@@ -1,9 +1,11 @@
 """Jobs: the public record of each inference request, kept in Redis.
 
-A job is a hash ``model-proxy:job:{id}``; its result, the model's JSON document as bytes, is
-``model-proxy:result:{id}``. Every visible change is announced on the channel
-``model-proxy:job-events`` (the message is the job id), so waiters wake at once. Records and
-results expire after the configured time to live. All changes go through the Lua scripts of
+A job is a hash ``<prefix>:job:{id}``; its result, the model's JSON document as bytes, is
+``<prefix>:result:{id}``. Every visible change is announced on the channel
+``<prefix>:job-events`` (the message is the job id), so waiters wake at once. The prefix is the
+deployment's (``MODEL_PROXY_REDIS_PREFIX``, ``model-proxy`` by default). Each job is also in the
+index of its state, ``<prefix>:jobs:<state>``, for listings. Records and results expire after
+the configured time to live. All changes go through the Lua scripts of
 :mod:`~model_proxy.shared.jobs.scripts`, called as :mod:`~model_proxy.shared.jobs.operations`
 describes, by the workers' :class:`JobStore` and the broker's asyncio store alike; each change
 answers one of the enums of :mod:`~model_proxy.shared.jobs.outcomes`.

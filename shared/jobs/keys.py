@@ -1,4 +1,4 @@
-"""The Redis keys of jobs, all under one prefix."""
+"""The Redis keys of jobs, all under one prefix: the deployment's ``MODEL_PROXY_REDIS_PREFIX``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ __all__ = ["JobKeys"]
 
 
 class JobKeys:
+    """Every key and channel of the job records of one deployment."""
+
     def __init__(self, prefix: str = "model-proxy") -> None:
         self.prefix = prefix
         self.events = f"{prefix}:job-events"  # channel: the id of every job that changed
         self.index = f"{prefix}:jobs"  # sorted set: every job by creation time
+        # sorted sets, one per state (the prefix and the state's name): its jobs by creation time
+        self.states = f"{prefix}:jobs:"
         self.running = f"{prefix}:running"  # sorted set: jobs a worker has claimed
         self.reaper_lock = f"{prefix}:reaper"
+
+    def in_state(self, state: str) -> str:
+        """Sorted set: the jobs now in ``state``, by creation time."""
+        return f"{self.states}{state}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -40,5 +48,6 @@ class JobKeys:
         return f"{self.prefix}:queued:{model_id}"
 
     def model_slots(self, model_id: str) -> str:
-        """Sorted set: the model's jobs calling it now, scored by when their slot expires."""
+        """Sorted set: the runs (by token) calling the model now, scored by when their place
+        expires."""
         return f"{self.prefix}:slots:{model_id}"

@@ -75,7 +75,8 @@ class Job(BaseModel):
     instances_fetched: int = 0
     instances_total: int | None = None
     bytes_fetched: int = 0
-    attempts: int = 0
+    attempts: int = 0  # runs and in-run retries of transient failures
+    lost_runs: int = 0  # runs whose worker died (the reaper found their lease lapsed)
 
     @property
     def fingerprint(self) -> str:
@@ -96,7 +97,7 @@ def new_job(request: InferenceRequest, queue: str) -> Job:
 
 _REQUIRED = frozenset({"id", "state", "request", "created_at", "updated_at"})
 _FLOATS = ("created_at", "updated_at", "started_at", "inferring_at", "finished_at")
-_INTS = ("instances_fetched", "instances_total", "bytes_fetched", "attempts")
+_INTS = ("instances_fetched", "instances_total", "bytes_fetched", "attempts", "lost_runs")
 
 
 def job_to_fields(job: Job) -> dict[str, str]:

@@ -79,6 +79,7 @@ class JobOperations:
                 keys.index,
                 keys.queued(job.request.model_id),
                 keys.cached(fingerprint),
+                keys.states,
             ],
             [
                 job.id,
@@ -104,7 +105,13 @@ class JobOperations:
         keys = self.keys
         return ScriptCall(
             scripts.CLAIM,
-            [keys.job(job.id), keys.lease(job.id), keys.running, keys.queued(job.request.model_id)],
+            [
+                keys.job(job.id),
+                keys.lease(job.id),
+                keys.running,
+                keys.queued(job.request.model_id),
+                keys.states,
+            ],
             [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id, self.ttl],
             _as(outcomes.Claim),
         )
@@ -116,7 +123,7 @@ class JobOperations:
         pairs = _pairs({**fields, "updated_at": repr(time.time())})
         return ScriptCall(
             scripts.UPDATE,
-            [keys.job(job_id), keys.lease(job_id)],
+            [keys.job(job_id), keys.lease(job_id), keys.states],
             [self.ttl, keys.events, job_id, token, "1" if announce else "0", *pairs],
             _as(outcomes.Written),
         )
@@ -145,6 +152,7 @@ class JobOperations:
                 keys.cached(fingerprint),
                 keys.staged_result(job.id, token),
                 keys.result(job.id),
+                keys.states,
             ],
             [
                 self.ttl,
@@ -163,7 +171,7 @@ class JobOperations:
         keys = self.keys
         return ScriptCall(
             scripts.TERMINATE,
-            [keys.job(job.id), *self._places(job)],
+            [keys.job(job.id), *self._places(job), keys.states],
             [
                 repr(time.time()),
                 keys.events,
@@ -199,11 +207,13 @@ class JobOperations:
         )
 
     def requeue_abandoned(self, job: Job, max_attempts: int) -> ScriptCall[outcomes.Requeued]:
+        """Queue again a job whose worker died, or fail it when its workers have died
+        ``max_attempts`` times (its in-run retries are not worker deaths, and do not count)."""
         keys = self.keys
-        message = f"the worker running this job stopped, {max_attempts} times; giving up"
+        message = f"the worker running this job stopped {max_attempts} times; giving up"
         return ScriptCall(
             scripts.REQUEUE_IF_ABANDONED,
-            [keys.job(job.id), keys.lease(job.id), *self._places(job)],
+            [keys.job(job.id), keys.lease(job.id), *self._places(job), keys.states],
             [
                 repr(time.time()),
                 keys.events,
@@ -214,13 +224,21 @@ class JobOperations:
             _as(outcomes.Requeued),
         )
 
+    def recover_queued(self, job_id: str, unchanged_since: float) -> ScriptCall[outcomes.Requeued]:
+        return ScriptCall(
+            scripts.RECOVER_QUEUED,
+            [self.keys.job(job_id)],
+            [repr(time.time()), repr(unchanged_since)],
+            _as(outcomes.Requeued),
+        )
+
     def acquire_slot(
-        self, model_id: str, job_id: str, limit: int, hold_seconds: float
+        self, model_id: str, token: str, limit: int, hold_seconds: float
     ) -> ScriptCall[outcomes.Slot]:
         now = time.time()
         return ScriptCall(
             scripts.ACQUIRE_SLOT,
             [self.keys.model_slots(model_id)],
-            [repr(now), repr(now + hold_seconds), limit, job_id],
+            [repr(now), repr(now + hold_seconds), limit, token],
             _as(outcomes.Slot),
         )

@@ -10,7 +10,7 @@ from redis.commands.core import Script
 
 from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs.keys import JobKeys
-from model_proxy.shared.jobs.model import Job, job_from_fields
+from model_proxy.shared.jobs.model import Job, JobState, job_from_fields
 from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
 from model_proxy.shared.jobs.outcomes import Claim, Lease, Requeued, Slot, Written
 from model_proxy.shared.redis_errors import redis_errors
@@ -71,18 +71,22 @@ class JobStore:
         """``RELEASED``, or ``LOST`` when another run holds it (that run's lease is kept)."""
         return self._run(self._operations.release_lease(job_id, token))
 
-    def acquire_slot(self, model_id: str, job_id: str, limit: int, hold_seconds: float) -> Slot:
-        """One of the model's ``limit`` places for concurrent calls, held ``hold_seconds``."""
-        return self._run(self._operations.acquire_slot(model_id, job_id, limit, hold_seconds))
+    def acquire_slot(self, model_id: str, token: str, limit: int, hold_seconds: float) -> Slot:
+        """One of the model's ``limit`` places for concurrent calls, held ``hold_seconds`` by
+        the run holding ``token``: only that run renews or releases it, so a second delivery
+        of the same job (another run, another token) can never free the first run's place."""
+        return self._run(self._operations.acquire_slot(model_id, token, limit, hold_seconds))
 
-    def renew_slot(self, model_id: str, job_id: str, hold_seconds: float) -> None:
+    def renew_slot(self, model_id: str, token: str, hold_seconds: float) -> None:
+        """Keep the place of the run holding ``token`` (a place it no longer holds stays free)."""
         expires = time.time() + hold_seconds
         with redis_errors():
-            self._redis.zadd(self.keys.model_slots(model_id), {job_id: expires}, xx=True)
+            self._redis.zadd(self.keys.model_slots(model_id), {token: expires}, xx=True)
 
-    def release_slot(self, model_id: str, job_id: str) -> None:
+    def release_slot(self, model_id: str, token: str) -> None:
+        """Free the place of the run holding ``token``; other runs' places are untouched."""
         with redis_errors():
-            self._redis.zrem(self.keys.model_slots(model_id), job_id)
+            self._redis.zrem(self.keys.model_slots(model_id), token)
 
     def abandoned(self) -> list[str]:
         """Ids of claimed jobs whose lease has expired: their worker is gone."""
@@ -104,6 +108,31 @@ class JobStore:
     def requeue_abandoned(self, job: Job, max_attempts: int) -> Requeued:
         """Back to the queue, or failed for good after ``max_attempts`` runs."""
         return self._run(self._operations.requeue_abandoned(job, max_attempts))
+
+    def long_queued(self, unchanged_since: float, limit: int = 1000) -> list[Job]:
+        """Queued jobs created, and unchanged, since before ``unchanged_since`` (oldest first,
+        at most ``limit``): those whose task message may have been lost."""
+        with redis_errors():
+            ids = self._redis.zrangebyscore(
+                self.keys.in_state("queued"), "-inf", unchanged_since, start=0, num=limit
+            )
+            if not ids:
+                return []
+            with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self.keys.job(text(job_id)))
+                records = pipe.execute()
+        jobs = (job_from_fields(record) for record in records)
+        return [
+            job
+            for job in jobs
+            if job is not None and job.state is JobState.QUEUED and job.updated_at < unchanged_since
+        ]
+
+    def recover_queued(self, job: Job, unchanged_since: float) -> Requeued:
+        """``REQUEUED`` (marked as queued again now: send its task) when the job is still queued
+        and unchanged since ``unchanged_since``; else ``SKIPPED``."""
+        return self._run(self._operations.recover_queued(job.id, unchanged_since))
 
     def _run(self, call: ScriptCall[_T]) -> _T:
         if call.script not in self._scripts:  # EVALSHA, loading the script when Redis lacks it

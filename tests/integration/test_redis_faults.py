@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devtools.processes import ManagedProcess
+from devtools.redis_server import RedisServer
 from model_proxy.broker.app import create_app
 from tests.support.deployment import Deployment, Ids, PacsData
-from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from devtools.processes import ManagedProcess, free_port, require_binary
 from model_proxy.broker.app import create_app
+from model_proxy.shared.queue import create_celery, queue_keys
 from model_proxy.shared.settings import Settings
 from tests.support.deployment import (
     PACS_PASSWORD_ENV,
@@ -49,7 +50,6 @@ WRONG = "not-the-Password-93"
 TOKEN_USER = "status-reader"
 TOKEN_PASSWORD = "st4tus-Token-Pass-8812"
 OWN_QUEUE = "status-page-demo"
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: <queue><sep><priority step>
 TIMEOUT = 2.0
 
 EXPECTED = {
@@ -159,9 +159,12 @@ def status_api(
 
 @pytest.fixture()
 def waiting_tasks(deployment: Deployment) -> Iterator[int]:
-    """Tasks waiting in a queue no worker consumes, two of them on a priority list."""
+    """Tasks waiting in a queue no worker consumes, two of them on a priority list (kombu's
+    lists, under the deployment's key prefix)."""
     client = redis.Redis.from_url(deployment.redis.url)
-    lists = {OWN_QUEUE: 1, f"{OWN_QUEUE}{PRIORITY_SEP}3": 2}
+    options = create_celery(deployment.settings, deployment.redis.url).conf
+    own, priority_3 = queue_keys(OWN_QUEUE, options.broker_transport_options)[:2]
+    lists = {own: 1, priority_3: 2}
     for name, count in lists.items():
         client.rpush(name, *[json.dumps({"placeholder": i}) for i in range(count)])
     yield sum(lists.values())

@@ -65,7 +65,7 @@ def test_a_lease_taken_by_another_worker_is_noticed(client: redis.Redis, store: 
 
 def test_the_heartbeat_renews_the_models_place_too(client: redis.Redis, store: JobStore) -> None:
     job = claimed(client, store, "worker-a")
-    assert store.acquire_slot(MODEL_ID, job.id, 1, LEASE) is Slot.TAKEN
+    assert store.acquire_slot(MODEL_ID, "worker-a", 1, LEASE) is Slot.TAKEN
     with LeaseHeartbeat(store, job, "worker-a", LEASE, renew_slot=True):
         time.sleep(LEASE * 2.5)
         assert store.acquire_slot(MODEL_ID, "another-job", 1, LEASE) is Slot.FULL

@@ -266,6 +266,35 @@ def test_a_model_with_a_limit_gets_its_place_back_after_the_job(client: redis.Re
     assert client.zcard(KEYS.model_slots(MODEL_ID)) == 0
 
 
+def test_a_duplicate_delivery_of_a_running_job_keeps_the_running_runs_place(
+    client: redis.Redis,
+) -> None:
+    """maxConcurrency 1: while the first run calls the model, a second delivery of its job
+    (another run: it waits for a place, or finds the job busy) must not free the first run's
+    place for the next job."""
+    world = make_world(client, model_config(maxConcurrency=1))
+    waiting = new_job(world.job.request.model_copy(update={"series_uid": "1.2.3.9"}), "inference")
+    client.hset(KEYS.job(waiting.id), mapping=cast(Any, job_to_fields(waiting)))
+    during_the_call: list[JobRunResult] = []
+
+    def answer(call: int) -> bytes:
+        if call == 1:  # the first run is calling the model
+            during_the_call.append(run_job(world.job.id, world.context, FAST))
+            during_the_call.append(run_job(waiting.id, world.context, FAST))
+        return ANSWER
+
+    world.model.answer = answer
+
+    assert world.run() is JobRunResult.DONE
+
+    assert during_the_call[1] is JobRunResult.DEFERRED  # the next job waits for the place
+    assert world.model.calls == 1
+    waiting_now = world.store.get(waiting.id)
+    assert waiting_now is not None and waiting_now.state is JobState.QUEUED
+    assert world.record().state is JobState.SUCCEEDED
+    assert client.zcard(KEYS.model_slots(MODEL_ID)) == 0
+
+
 # --- permanent errors fail at once -------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ import asyncio
 import fakeredis
 
 from model_proxy.broker.queue_depth import queue_depths, queue_keys
+from model_proxy.shared.queue import create_celery, unacked_key
+from model_proxy.shared.settings import Settings
 
 
 def test_queue_keys_follow_kombus_priority_lists() -> None:
@@ -33,3 +35,11 @@ def test_a_queues_depth_counts_every_priority_list() -> None:
             await client.aclose()
 
     assert asyncio.run(count()) == {"inference": 3, "slow": 0}
+
+
+def test_queue_keys_are_under_the_deployments_prefix() -> None:
+    options = create_celery(Settings(redis_prefix="site-a"), "redis://127.0.0.1:1/0").conf
+    transport = options.broker_transport_options
+    assert queue_keys("inference", transport)[0] == "site-a:celery:inference"
+    assert all(key.startswith("site-a:celery:") for key in queue_keys("inference", transport))
+    assert unacked_key(transport) == "site-a:celery:unacked"

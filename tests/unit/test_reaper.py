@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fakeredis
@@ -22,8 +22,10 @@ from model_proxy.shared.jobs import (
     job_to_fields,
     new_job,
 )
+from model_proxy.shared.jobs.operations import JobOperations
 from model_proxy.shared.request import InferenceRequest
-from model_proxy.workers.reaper import reap_once
+from model_proxy.workers.reaper import Reaper, reap_once, recover_queued
+from tests.unit.jobs.support import run_script
 
 TTL = 3600
 LEASE = 30.0
@@ -181,6 +183,8 @@ def test_after_max_attempts_the_job_fails_and_is_not_enqueued(
     assert failed.state is JobState.FAILED
     assert failed.attempts == MAX_ATTEMPTS
     assert failed.error is not None and failed.error.code == "worker_lost"
+    assert failed.lost_runs == MAX_ATTEMPTS
+    assert f"stopped {MAX_ATTEMPTS} times" in failed.error.message
     assert not queued(client, job)
     assert store.abandoned() == []
     assert client.get(KEYS.active(job.fingerprint)) is None  # a new request starts afresh
@@ -214,3 +218,146 @@ def test_a_dead_workers_job_whose_record_expired_is_forgotten(
     assert enqueue.calls == []
     assert store.get(job.id) is None
     assert store.abandoned() == []  # not looked up again on every round, forever
+
+
+def test_retries_within_a_run_are_not_counted_as_worker_deaths(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued
+) -> None:
+    """A run that retried transient failures up to ``max_attempts`` and then lost its worker
+    died once: it is queued again, not failed as ``worker_lost``."""
+    job = running(client, store, make_job("1.2.3.1"), "worker-a")
+    retried = {"attempts": str(MAX_ATTEMPTS), "state": JobState.FETCHING.value}
+    assert store.update(job.id, "worker-a", retried, announce=True) is Written.DONE
+    lapse(client, job)
+
+    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
+
+    assert state(store, job) is JobState.QUEUED
+    assert enqueue.calls == [(job.id, "gpu")]
+
+
+# --- queued jobs whose task message was lost ---------------------------------------------------
+
+BOUND = 0.2
+
+
+def waited(client: redis.Redis, job: Job, seconds: float) -> None:
+    """The job has been queued, unchanged, for ``seconds``."""
+    client.hset(KEYS.job(job.id), "updated_at", repr(time.time() - seconds))
+
+
+def queued_long_ago(client: redis.Redis, store: JobStore, broker_store: Any, series: str) -> Job:
+    job = make_job(series).model_copy(update={"created_at": time.time() - 10})
+    broker_store(job)
+    waited(client, job, 10)
+    return job
+
+
+class Messages:
+    """Stands in for the look at kombu's lists: the job ids whose message is waiting."""
+
+    def __init__(self, *job_ids: str) -> None:
+        self.waiting = set(job_ids)
+        self.asked: list[set[str]] = []
+
+    def __call__(self, queues: Iterable[str]) -> set[str]:
+        self.asked.append(set(queues))
+        return self.waiting
+
+
+@pytest.fixture
+def create(client: redis.Redis) -> Any:
+    """Records a job as the API does (the script), without sending its task."""
+    operations = JobOperations(KEYS, TTL)
+
+    def create_job(job: Job) -> None:
+        run_script(client, operations.create_or_attach(job, use_cached=False))
+
+    return create_job
+
+
+def test_a_queued_job_without_a_task_message_is_sent_again_once_per_bound(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued, create: Any
+) -> None:
+    lost = queued_long_ago(client, store, create, "1.2.3.1")
+    messages = Messages()
+
+    assert recover_queued(store, BOUND, messages, enqueue) == 1
+    assert enqueue.calls == [(lost.id, "gpu")]
+    assert messages.asked == [{"gpu"}]
+    assert state(store, lost) is JobState.QUEUED
+
+    assert recover_queued(store, BOUND, messages, enqueue) == 0  # not again before the bound
+    time.sleep(BOUND * 1.5)
+    assert recover_queued(store, BOUND, messages, enqueue) == 1  # that send was lost too
+    assert enqueue.calls == [(lost.id, "gpu")] * 2
+
+
+def test_a_queued_job_whose_message_waits_or_that_is_young_is_left_alone(
+    client: redis.Redis, store: JobStore, enqueue: Enqueued, create: Any
+) -> None:
+    waiting = queued_long_ago(client, store, create, "1.2.3.1")
+    young = make_job("1.2.3.2")
+    create(young)
+    running_job = queued_long_ago(client, store, create, "1.2.3.3")
+    assert store.claim(running_job, "worker-a", LEASE) is Claim.CLAIMED
+
+    assert recover_queued(store, BOUND, Messages(waiting.id), enqueue) == 0
+
+    assert enqueue.calls == []
+
+
+def test_a_failing_enqueue_loses_neither_the_round_nor_the_job(
+    client: redis.Redis, store: JobStore, create: Any
+) -> None:
+    long_ago = {"created_at": time.time() - 10}
+    first = running(client, store, make_job("1.2.3.1").model_copy(update=long_ago), "worker-a")
+    second = running(client, store, make_job("1.2.3.2").model_copy(update=long_ago), "worker-b")
+    lapse(client, first)
+    lapse(client, second)
+    sent: list[str] = []
+
+    def broker_away_once(job_id: str, queue: str) -> None:
+        if not sent and job_id == first.id:
+            sent.append("failed")
+            raise OSError("connection refused")
+        sent.append(job_id)
+
+    assert reap_once(store, MAX_ATTEMPTS, broker_away_once) == 1  # no exception: the next job
+    assert second.id in sent
+    assert state(store, first) is JobState.QUEUED  # not lost: still queued
+    waited(client, first, 10)
+
+    assert recover_queued(store, BOUND, Messages(second.id), broker_away_once) == 1
+    assert sent[-1] == first.id
+
+
+def test_the_reaper_thread_outlives_a_failing_enqueue_and_sends_the_job_later(
+    client: redis.Redis, store: JobStore, create: Any
+) -> None:
+    lost = queued_long_ago(client, store, create, "1.2.3.1")
+    attempts: list[str] = []
+
+    def enqueue_failing_first(job_id: str, queue: str) -> None:
+        attempts.append(job_id)
+        if len(attempts) == 1:
+            raise ConnectionError("the broker is away")
+
+    reaper = Reaper(
+        store,
+        client,
+        interval=0.02,
+        max_attempts=MAX_ATTEMPTS,
+        queued_bound=BOUND,
+        enqueue=enqueue_failing_first,
+        with_messages=Messages(),
+    )
+    reaper.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(attempts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert attempts == [lost.id, lost.id]
+        assert reaper.alive
+    finally:
+        reaper.stop()

@@ -23,6 +23,7 @@ from model_proxy.shared.jobs import (
     Written,
     new_job,
 )
+from model_proxy.shared.jobs.operations import ScriptCall
 from model_proxy.shared.request import DataFilter, InferenceRequest
 
 T = TypeVar("T")
@@ -89,6 +90,11 @@ class Broker:
 
     def recent(self, limit: int, state: JobState | None = None) -> list[Job]:
         return self.run(lambda jobs: jobs.recent(limit, state))
+
+
+def run_script(client: redis.Redis, call: ScriptCall[T]) -> T:
+    """One scripted step on a synchronous client, as the stores run it."""
+    return call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
 
 
 def announced(pubsub: Any) -> list[str]:

@@ -41,6 +41,7 @@ def every_call() -> list[tuple[str, ScriptCall[object]]]:
         ("renew_lease", OPERATIONS.renew_lease(job.id, "worker-a", LEASE)),
         ("release_lease", OPERATIONS.release_lease(job.id, "worker-a")),
         ("requeue_abandoned", OPERATIONS.requeue_abandoned(job, 3)),
+        ("recover_queued", OPERATIONS.recover_queued(job.id, 0.0)),
         ("acquire_slot", OPERATIONS.acquire_slot(job.request.model_id, job.id, 2, 60)),
     ]
 
@@ -66,6 +67,7 @@ def _returned(script: str) -> set[str]:
         (scripts.RENEW_LEASE, Lease),
         (scripts.RELEASE_LEASE, Lease),
         (scripts.REQUEUE_IF_ABANDONED, Requeued),
+        (scripts.RECOVER_QUEUED, Requeued),
         (scripts.ACQUIRE_SLOT, Slot),
         (scripts.CREATE_OR_ATTACH, Admission),
     ],
