@@ -9,7 +9,7 @@ import redis
 import requests
 
 from model_proxy.shared.auth.token_store import TokenStore
-from model_proxy.shared.config import Catalog, catalog_from_settings
+from model_proxy.shared.config import Catalog, SizeLimits, catalog_from_settings
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.http import Timeouts, new_session
 from model_proxy.shared.jobs import JobStore
@@ -45,6 +45,7 @@ def build_context(
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=5, health_check_interval=30)
     model_session: requests.Session = new_session(settings.worker_concurrency)
     metrics = Metrics(client)
+    limits = SizeLimits.from_settings(settings)
 
     def count_token_call(server_id: str, kind: str, outcome: str) -> None:
         metrics.inc("token_requests", {"server": server_id, "kind": kind, "outcome": outcome})
@@ -66,8 +67,12 @@ def build_context(
             pool_size=settings.worker_concurrency,
             refresh_margin=settings.token_refresh_margin,
             count_token_call=count_token_call,
+            limits=limits,
         ),
         model_client=ModelClient(
-            model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)
+            model_session,
+            Timeouts(settings.model_connect_timeout, settings.model_read_timeout),
+            catalog=catalog,
+            limits=limits,
         ),
     )
