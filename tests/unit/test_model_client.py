@@ -125,16 +125,19 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
 
 
 def _answer_endlessly(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
-    """A chunked JSON answer that never ends, until the client hangs up."""
+    """A chunked JSON answer of 50 MB, unless the client hangs up first."""
     handler.send_response(200)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Transfer-Encoding", "chunked")
     handler.end_headers()
     chunk = b"[" + b"0," * 5000
     try:
-        while not stop.is_set():
+        for _ in range(5000):
+            if stop.is_set():
+                break
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             chunk = b"0," * 5000
+        handler.wfile.write(b"2\r\n0]\r\n0\r\n\r\n")
     except OSError:
         pass  # the client hung up: what the test wants
     handler.close_connection = True
@@ -373,7 +376,7 @@ def test_the_models_own_cap_overrides_the_default(model: FakeModel) -> None:
 
 
 def test_an_endless_answer_is_refused_while_it_streams(model: FakeModel) -> None:
-    """Without Content-Length the cap is met while reading, long before the answer would end."""
+    """Without Content-Length the cap is met while reading, long before the answer ends."""
     client = capped_client(answer=1_000_000)
     with pytest.raises(ModelAnswerTooLarge):
         client.infer(MODEL_ID, model.base_url + "/endless", b"[]")
