@@ -24,11 +24,7 @@ class SizeLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SizeLimits:
-        return cls(
-            instance=settings.max_instance_bytes,
-            input=settings.max_input_bytes,
-            answer=settings.max_answer_bytes,
-        )
+        return cls(settings.max_instance_bytes, settings.max_input_bytes, settings.max_answer_bytes)
 
     def for_model(self, model: ModelConfig | None) -> SizeLimits:
         """These caps, with those the model's models.json entry sets in their place."""

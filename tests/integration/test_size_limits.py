@@ -7,14 +7,12 @@ never the answer stored), and the next job on the same worker succeeds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from model_proxy.broker.app import create_app
-from tests.integration.conftest import Deployment, PacsData, start_worker
+from tests.integration.conftest import Deployment, PacsData, own_api_and_worker
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +39,10 @@ def capped_api(deployment: Deployment) -> Iterator[TestClient]:
         TINY_ANSWER: {**model, "maxAnswerBytes": 100},
         ROOMY: {**model, "maxInstanceBytes": 100_000, "maxInputBytes": 1_000_000},
     }
-    (here / "models.json").write_text(json.dumps(models))
-    environ = {
-        **deployment.environ,
-        "MODEL_PROXY_MODELS_FILE": str(here / "models.json"),
-        "MODEL_PROXY_QUEUE_NAME": "size-limits",
-    }
-    settings = deployment.settings.model_copy(
-        update={"models_file": here / "models.json", "queue_name": "size-limits"}
-    )
-    local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
-    worker = start_worker(local, "size-limits-worker", concurrency=1)
-    app = create_app(settings, environ=environ)
-    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
+    with own_api_and_worker(
+        deployment, here, "size-limits", models=models, concurrency=1
+    ) as client:
         yield client
-    worker.stop()
 
 
 def series_path(model: str, pacs: PacsData) -> str:

@@ -12,9 +12,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from model_proxy.broker.app import create_app
 from model_proxy.tls import write_self_signed
-from tests.integration.conftest import Deployment, Ids, PacsData, start_worker
+from tests.integration.conftest import Deployment, Ids, PacsData, own_api_and_worker
 from tests.support.processes import ManagedProcess, free_port, start_service, wait_until
 
 pytestmark = pytest.mark.integration
@@ -95,7 +94,6 @@ def tls_api(
         OPTED_OUT: {"uri": uri, **basic, "tlsVerify": False},
         WITH_CA: {"uri": uri, **basic, "caBundle": str(cert)},
     }
-    (here / "servers.json").write_text(json.dumps(servers))
     model = {"uri": https_model, "task": "segmentation", "supports": ["/studies/series"]}
     models = {
         Ids.SEGMENTATION: json.loads(deployment.settings.models_file.read_text())[Ids.SEGMENTATION],
@@ -103,26 +101,8 @@ def tls_api(
         MODEL_OPTED_OUT: {**model, "tlsVerify": False},
         MODEL_WITH_CA: {**model, "caBundle": str(cert)},
     }
-    (here / "models.json").write_text(json.dumps(models))
-    environ = {
-        **deployment.environ,
-        "MODEL_PROXY_SERVERS_FILE": str(here / "servers.json"),
-        "MODEL_PROXY_MODELS_FILE": str(here / "models.json"),
-        "MODEL_PROXY_QUEUE_NAME": "tls",
-    }
-    settings = deployment.settings.model_copy(
-        update={
-            "servers_file": here / "servers.json",
-            "models_file": here / "models.json",
-            "queue_name": "tls",
-        }
-    )
-    local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
-    worker = start_worker(local, "tls-worker", concurrency=2)
-    app = create_app(settings, environ=environ)
-    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
+    with own_api_and_worker(deployment, here, "tls", servers=servers, models=models) as client:
         yield client
-    worker.stop()
 
 
 def path(pacs: PacsData, model: str = Ids.SEGMENTATION) -> str:
