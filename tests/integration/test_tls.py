@@ -12,6 +12,8 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
+from model_proxy.shared.config import ModelConfig
+from model_proxy.shared.probe import probe_model
 from model_proxy.tls import write_self_signed
 from tests.integration.conftest import Deployment, Ids, PacsData, own_api_and_worker
 from tests.support.processes import ManagedProcess, free_port, start_service, wait_until
@@ -153,3 +155,22 @@ def test_a_model_opting_out_or_naming_the_ca_answers(
     assert response.status_code == 200, response.text
     frames = response.json()[pacs.study_uid][pacs.series_b[0].series_uid]
     assert {k for k in frames if k != "metadata"} == {i.sop_uid for i in pacs.series_b}
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # tlsVerify false
+def test_a_models_status_check_uses_its_tls_settings(
+    https_model: str, https_pacs: tuple[str, Path]
+) -> None:
+    _, cert = https_pacs
+    health = https_model.replace("/segmentation", "/health")
+    model = {"uri": https_model, "task": "segmentation", "supports": ["/studies"]}
+
+    def check(**tls: object) -> tuple[str, str | None]:
+        status = probe_model(ModelConfig.model_validate({**model, "statusUri": health, **tls}), 5)
+        return status.status, status.error
+
+    status, error = check()
+    assert status == "down" and error is not None
+    assert "models.json" in error and "caBundle" in error and "tlsVerify" in error
+    assert check(tlsVerify=False) == ("up", None)
+    assert check(caBundle=str(cert)) == ("up", None)
