@@ -23,6 +23,7 @@ __all__ = [
     "BadModelResponse",
     "ConfigError",
     "DicomNotFound",
+    "InputTooLarge",
     "InternalError",
     "InvalidDataFilter",
     "InvalidRequest",
@@ -32,6 +33,7 @@ __all__ = [
     "JobFinished",
     "JobGone",
     "LevelNotSupported",
+    "ModelAnswerTooLarge",
     "ModelFailed",
     "ModelProxyError",
     "ModelTimeout",
@@ -39,6 +41,7 @@ __all__ = [
     "NotFound",
     "PacsAuthFailed",
     "PacsFailed",
+    "PacsInstanceTooLarge",
     "PacsTimeout",
     "PacsUnreachable",
     "QueueFull",
@@ -159,6 +162,18 @@ class AuthTokenNeeded(PacsAuthFailed):
     code = "auth_token_needed"
 
 
+class PacsInstanceTooLarge(PacsFailed):
+    """The PACS sent an instance larger than the job's cap (maxInstanceBytes)."""
+
+    code = "pacs_instance_too_large"
+
+
+class InputTooLarge(UpstreamError):
+    """What the job fetches from the PACS in all exceeds its cap (maxInputBytes)."""
+
+    code = "input_too_large"
+
+
 class ModelFailed(UpstreamError):
     code = "model_error"
 
@@ -170,6 +185,12 @@ class ModelUnreachable(ModelFailed):
 
 class BadModelResponse(ModelFailed):
     code = "model_bad_response"
+
+
+class ModelAnswerTooLarge(ModelFailed):
+    """The model's answer is larger than the job's cap (maxAnswerBytes)."""
+
+    code = "model_answer_too_large"
 
 
 class UpstreamTimeout(ModelProxyError):

@@ -34,12 +34,14 @@ class Timeouts:
         return (self.connect, self.read)
 
 
-def tls_advice(server_id: str, what: str) -> str:
-    """The message for a certificate that failed verification, saying which setting to use."""
+def tls_advice(key: str, what: str, kind: str = "server") -> str:
+    """The message for a certificate that failed verification, saying which setting to use:
+    ``kind`` is ``server`` (an entry of servers.json) or ``model`` (of models.json)."""
+    local = "PACS" if kind == "server" else kind
     return (
-        f"server {server_id}: TLS certificate verification of its {what} failed; in "
-        'servers.json set "caBundle" to the CA file that signed it, or "tlsVerify": false '
-        "for a self-signed local PACS"
+        f"{kind} {key}: TLS certificate verification of its {what} failed; in "
+        f'{kind}s.json set "caBundle" to the CA file that signed it, or "tlsVerify": false '
+        f"for a self-signed local {local}"
     )
 
 

@@ -1,4 +1,9 @@
-"""Calling a model's inference API: POST the streamed body to its ``uri`` verbatim."""
+"""Calling a model: POST the streamed body to its ``uri`` verbatim, and read its answer.
+
+The answer is read as it streams in, up to the job's ``answer`` cap (:class:`SizeLimits`): a
+longer one fails with ``model_answer_too_large`` without being read whole. HTTPS certificates
+are verified as the model's ``tlsVerify`` and ``caBundle`` in models.json say.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,20 @@ from collections.abc import Iterable
 import orjson
 import requests
 
-from model_proxy.shared.errors import BadModelResponse, ModelFailed, ModelTimeout, ModelUnreachable
-from model_proxy.shared.http import Peer, Timeouts, translated_errors
+from model_proxy.shared.config import Catalog, ModelConfig, SizeLimits
+from model_proxy.shared.errors import (
+    BadModelResponse,
+    ModelAnswerTooLarge,
+    ModelFailed,
+    ModelTimeout,
+    ModelUnreachable,
+)
+from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
 
 __all__ = ["ModelClient", "unwrap_model_json"]
+
+_CHUNK = 1 << 16
+_ERROR_BODY_BYTES = 64 * 1024  # of a failed call's answer, read for its short error text
 
 
 def unwrap_model_json(body: bytes) -> bytes:
@@ -34,11 +49,24 @@ def unwrap_model_json(body: bytes) -> bytes:
 
 
 class ModelClient:
-    """POSTs model bodies over one pooled session, with connect and read timeouts."""
+    """POSTs model bodies over one pooled session, with connect and read timeouts.
 
-    def __init__(self, session: requests.Session, timeouts: Timeouts) -> None:
+    ``catalog`` gives each model's TLS settings and size caps (by the id :meth:`infer` is
+    called with); ``limits`` are the caps of models that set none (None: no cap).
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        timeouts: Timeouts,
+        *,
+        catalog: Catalog | None = None,
+        limits: SizeLimits | None = None,
+    ) -> None:
         self._session = session
         self._timeouts = timeouts
+        self._catalog = catalog
+        self._limits = limits
 
     def infer(
         self,
@@ -52,12 +80,14 @@ class ModelClient:
         ``time_left`` shortens the read timeout to what remains of the job's time limit.
         """
         read = self._timeouts.read if time_left is None else min(self._timeouts.read, time_left)
+        model = self._catalog.models.get(model_id.lower()) if self._catalog else None
         peer = Peer(
             f"model {model_id}",
             timeout=ModelTimeout,
             unreachable=ModelUnreachable,
             failed=ModelUnreachable,
             failed_text="the request failed",
+            tls=tls_advice(model_id, "uri", kind="model"),
         )
         with translated_errors(peer):
             response = self._session.post(
@@ -65,17 +95,46 @@ class ModelClient:
                 data=body,
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 timeout=(self._timeouts.connect, read),
+                stream=True,
+                verify=model.tls_verification if model is not None else None,
             )
-        if not 200 <= response.status_code < 300:
-            raise ModelFailed(
-                f"model {model_id} answered HTTP {response.status_code}"
-                + _detail(response.content),
-                status=response.status_code,
+            with response:
+                if not 200 <= response.status_code < 300:
+                    start, _ = _read_up_to(response, _ERROR_BODY_BYTES)
+                    raise ModelFailed(
+                        f"model {model_id} answered HTTP {response.status_code}" + _detail(start),
+                        status=response.status_code,
+                    )
+                cap = self._answer_cap(model)
+                content, too_large = _read_up_to(response, cap)
+        if too_large:
+            raise ModelAnswerTooLarge(
+                f"model {model_id} answered with more than {cap} bytes; raise maxAnswerBytes of "
+                "the model in models.json (or MODEL_PROXY_MAX_ANSWER_BYTES) to accept it"
             )
         try:
-            return unwrap_model_json(response.content)
+            return unwrap_model_json(content)
         except BadModelResponse:
             raise BadModelResponse(f"model {model_id} did not answer with JSON") from None
+
+    def _answer_cap(self, model: ModelConfig | None) -> int | None:
+        if self._limits is None:
+            return model.max_answer_bytes if model is not None else None
+        return self._limits.for_model(model).answer
+
+
+def _read_up_to(response: requests.Response, limit: int | None) -> tuple[bytes, bool]:
+    """The answer, read as it arrives, and whether it is longer than ``limit`` bytes (None: no
+    limit); reading stops as soon as it is, or as soon as Content-Length says it will be."""
+    declared = response.headers.get("Content-Length", "")
+    if limit is not None and declared.isdigit() and int(declared) > limit:
+        return b"", True
+    content = bytearray()
+    for chunk in response.iter_content(_CHUNK):
+        content += chunk
+        if limit is not None and len(content) > limit:
+            return bytes(content[:limit]), True
+    return bytes(content), False
 
 
 def _detail(content: bytes) -> str:

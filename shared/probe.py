@@ -27,6 +27,7 @@ from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.http import caused_by, is_timeout, new_session
 
 __all__ = [
+    "MODEL_TLS_ADVICE",
     "TLS_ADVICE",
     "EndpointStatus",
     "Health",
@@ -45,6 +46,10 @@ Health = Literal["up", "down", "unknown"]
 TLS_ADVICE = (
     'TLS certificate not trusted: set "caBundle" in servers.json to the CA that signed it, '
     'or "tlsVerify": false for a self-signed local PACS'
+)
+MODEL_TLS_ADVICE = (
+    'TLS certificate not trusted: set "caBundle" in models.json to the CA that signed it, '
+    'or "tlsVerify": false for a self-signed local model'
 )
 """What a probe says of a PACS whose certificate failed verification."""
 
@@ -185,10 +190,12 @@ def probe_server(
 
 
 def probe_model(model: ModelConfig, timeout: float) -> EndpointStatus:
-    """Blocking: the model's ``statusUri``, without auth, on a session of its own."""
+    """Blocking: the model's ``statusUri``, without auth, on a session of its own with the
+    model's TLS settings."""
     assert model.status_uri is not None
     with new_session(1) as session:
-        return probe(session, model.uri, model.status_uri, timeout)
+        session.verify = model.tls_verification
+        return probe(session, model.uri, model.status_uri, timeout, tls_advice=MODEL_TLS_ADVICE)
 
 
 def with_error(body: dict[str, Any], error: str | None) -> dict[str, Any]:

@@ -114,6 +114,21 @@ class Settings(BaseSettings):
     pacs_read_timeout: float = Field(default=120.0, gt=0)
     model_connect_timeout: float = Field(default=10.0, gt=0)
     model_read_timeout: float = Field(default=600.0, gt=0)
+    max_instance_bytes: int = Field(
+        default=256 * 2**20,
+        gt=0,
+        description="Largest DICOM instance a job fetches; models.json maxInstanceBytes overrides.",
+    )
+    max_input_bytes: int = Field(
+        default=2 * 2**30,
+        gt=0,
+        description="Most bytes a job fetches from the PACS in all; models.json maxInputBytes.",
+    )
+    max_answer_bytes: int = Field(
+        default=256 * 2**20,
+        gt=0,
+        description="Largest model answer a job stores; models.json maxAnswerBytes overrides.",
+    )
     token_refresh_margin: float = Field(
         default=60.0, ge=0, description="Refresh an access token this many seconds before exp."
     )

@@ -9,7 +9,7 @@ import redis
 import requests
 
 from model_proxy.shared.auth.token_store import TokenStore
-from model_proxy.shared.config import Catalog, catalog_from_settings
+from model_proxy.shared.config import Catalog, SizeLimits, catalog_from_settings
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.http import Timeouts, new_session
 from model_proxy.shared.jobs import JobKeys, JobStore
@@ -55,6 +55,7 @@ def build_context(
     # the run's cutoff (deadline, hand-back) can cut every connection a job opens
     model_session: requests.Session = cut_with_runs(new_session(settings.worker_concurrency))
     metrics = Metrics(client, settings.redis_prefix)
+    limits = SizeLimits.from_settings(settings)
 
     def count_token_call(server_id: str, kind: str, outcome: str) -> None:
         metrics.inc("token_requests", {"server": server_id, "kind": kind, "outcome": outcome})
@@ -78,9 +79,13 @@ def build_context(
             refresh_margin=settings.token_refresh_margin,
             count_token_call=count_token_call,
             prepare_session=cut_with_runs,
+            limits=limits,
         ),
         model_client=ModelClient(
-            model_session, Timeouts(settings.model_connect_timeout, settings.model_read_timeout)
+            model_session,
+            Timeouts(settings.model_connect_timeout, settings.model_read_timeout),
+            catalog=catalog,
+            limits=limits,
         ),
         runs=runs if runs is not None else RunningJobs(),
     )

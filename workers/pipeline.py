@@ -341,7 +341,7 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     job = run.job
     request = job.request
     model = context.catalog.model(request.model_id)
-    source = context.sources.source_for(request.server_id)
+    source = context.sources.source_for(request.server_id, request.model_id)
     plan = plan_inputs(request, model)
     _check_uids(plan)
     total = _count_instances(plan, source)

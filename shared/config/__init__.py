@@ -1,6 +1,7 @@
 """servers.json and models.json: their schemas and the catalog loaded from them."""
 
 from model_proxy.shared.config.catalog import Catalog, catalog_from_settings, load_catalog
+from model_proxy.shared.config.limits import SizeLimits
 from model_proxy.shared.config.schema import (
     AuthType,
     DataFilterSpec,
@@ -17,6 +18,7 @@ __all__ = [
     "Level",
     "ModelConfig",
     "ServerConfig",
+    "SizeLimits",
     "Task",
     "catalog_from_settings",
     "load_catalog",

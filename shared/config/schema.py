@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.alias_generators import to_camel
@@ -59,7 +60,26 @@ class DataFilterSpec(_CamelModel):
     data_filter: tuple[DataFilterSpec, ...] = ()
 
 
-class ModelConfig(_CamelModel):
+class _TlsOptions(_CamelModel):
+    """How the HTTPS certificate of a server or model is verified: ``tlsVerify`` and
+    ``caBundle``, alike in servers.json and models.json."""
+
+    tls_verify: bool = True
+    ca_bundle: str | None = None
+
+    @model_validator(mode="after")
+    def _ca_bundle_exists(self) -> Self:
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ValueError(f"caBundle {self.ca_bundle!r} is not a readable file")
+        return self
+
+    @property
+    def tls_verification(self) -> bool | str:
+        """What requests' ``verify`` takes: a CA bundle path, or whether to verify at all."""
+        return self.ca_bundle if self.ca_bundle and self.tls_verify else self.tls_verify
+
+
+class ModelConfig(_TlsOptions):
     """One entry of models.json."""
 
     uri: str = Field(pattern=r"^https?://")
@@ -72,9 +92,13 @@ class ModelConfig(_CamelModel):
     max_concurrency: int | None = Field(default=None, gt=0)
     time_limit: float | None = Field(default=None, gt=0)
     max_queued: int | None = Field(default=None, gt=0)
+    # model-proxy's own, all optional: size caps of this model's jobs (else the settings')
+    max_instance_bytes: int | None = Field(default=None, gt=0)
+    max_input_bytes: int | None = Field(default=None, gt=0)
+    max_answer_bytes: int | None = Field(default=None, gt=0)
 
 
-class ServerConfig(_CamelModel):
+class ServerConfig(_TlsOptions):
     """One entry of servers.json: a DICOMweb PACS and how to sign in to it."""
 
     uri: str = Field(pattern=r"^https?://")
@@ -87,8 +111,6 @@ class ServerConfig(_CamelModel):
     sign_in_server: str | None = Field(default=None, pattern=r"^https?://")
     sign_in_token_server: str | None = Field(default=None, pattern=r"^https?://")
     refresh_server: str | None = Field(default=None, pattern=r"^https?://")
-    tls_verify: bool = True
-    ca_bundle: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -102,8 +124,6 @@ class ServerConfig(_CamelModel):
 
     @model_validator(mode="after")
     def _auth_fields_present(self) -> ServerConfig:
-        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
-            raise ValueError(f"caBundle {self.ca_bundle!r} is not a readable file")
         missing: list[str] = []
         if self.auth_type is AuthType.BASIC:
             missing = [f for f in ("login", "password") if getattr(self, f) is None]
@@ -136,8 +156,3 @@ class ServerConfig(_CamelModel):
     @property
     def dicomweb_root(self) -> str:
         return self.uri.rstrip("/")
-
-    @property
-    def tls_verification(self) -> bool | str:
-        """What requests' ``verify`` takes: a CA bundle path, or whether to verify at all."""
-        return self.ca_bundle if self.ca_bundle and self.tls_verify else self.tls_verify

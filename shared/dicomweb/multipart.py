@@ -4,6 +4,10 @@ Feed it the chunks of a WADO-RS response as they arrive; it hands back each part
 the part is complete, so a series is never held in memory whole. It tolerates what PACS servers
 send in practice: unquoted or quoted boundaries, a missing closing delimiter when the server
 closes the connection (Orthanc frames streamed answers that way), and transport padding.
+
+What it buffers is bounded: a part's headers by :data:`MAX_HEADER_BYTES`, a part's body by the
+``max_part_bytes`` the caller gives (:class:`PartTooLarge` as soon as a part is known to exceed
+it, before it arrives whole).
 """
 
 from __future__ import annotations
@@ -11,11 +15,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-__all__ = ["MultipartError", "MultipartReader", "boundary_from_content_type", "iter_parts"]
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "MultipartError",
+    "MultipartReader",
+    "PartTooLarge",
+    "boundary_from_content_type",
+    "iter_parts",
+]
+
+MAX_HEADER_BYTES = 64 * 1024
+"""Most bytes of one part's headers (with the transport padding after its boundary)."""
 
 
 class MultipartError(ValueError):
     """The body is not the multipart/related document its Content-Type announced."""
+
+
+class PartTooLarge(MultipartError):
+    """A part's body is longer than the reader's ``max_part_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a part is larger than {limit} bytes")
+        self.limit = limit
 
 
 _BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]+)"|([^;,\s]+))', re.IGNORECASE)
@@ -31,9 +53,13 @@ def boundary_from_content_type(content_type: str) -> bytes:
 
 
 class MultipartReader:
-    """Feed bytes with :meth:`feed`; each call returns the part bodies completed by that chunk."""
+    """Feed bytes with :meth:`feed`; each call returns the part bodies completed by that chunk.
 
-    def __init__(self, boundary: bytes) -> None:
+    A part body longer than ``max_part_bytes`` (None: no cap) raises :class:`PartTooLarge`.
+    """
+
+    def __init__(self, boundary: bytes, max_part_bytes: int | None = None) -> None:
+        self._max_part = max_part_bytes
         self._dash_boundary = b"--" + boundary
         self._delimiter = b"\r\n--" + boundary
         self._buffer = bytearray()
@@ -61,6 +87,7 @@ class MultipartReader:
             body = bytes(self._buffer)
             if body.endswith(b"\r\n"):
                 body = body[:-2]
+            self._check_part_size(len(body))
             if body:
                 parts.append(body)
         elif self._state == "preamble" and (self._preamble_text or self._buffer.strip()):
@@ -94,6 +121,7 @@ class MultipartReader:
                 return False
             line_end = buf.find(b"\r\n")
             if line_end < 0:
+                _check_header_size(len(buf))
                 return False
             del buf[: line_end + 2]  # transport padding, then CRLF
             self._state = "headers"
@@ -106,7 +134,9 @@ class MultipartReader:
                 return True
             end = buf.find(b"\r\n\r\n")
             if end < 0:
+                _check_header_size(len(buf))
                 return False
+            _check_header_size(end)
             del buf[: end + 4]
             self._state = "body"
             self._scan_from = 0
@@ -115,17 +145,31 @@ class MultipartReader:
             at = buf.find(self._delimiter, self._scan_from)
             if at < 0:
                 self._scan_from = max(0, len(buf) - len(self._delimiter) + 1)
+                # only the last len(delimiter) - 1 bytes may yet begin a delimiter
+                self._check_part_size(self._scan_from)
                 return False
+            self._check_part_size(at)
             parts.append(bytes(buf[:at]))
             del buf[: at + len(self._delimiter)]
             self._state = "after_boundary"
             return True
         return False
 
+    def _check_part_size(self, size: int) -> None:
+        if self._max_part is not None and size > self._max_part:
+            raise PartTooLarge(self._max_part)
 
-def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
+
+def _check_header_size(size: int) -> None:
+    if size > MAX_HEADER_BYTES:
+        raise MultipartError(f"a part's headers are longer than {MAX_HEADER_BYTES} bytes")
+
+
+def iter_parts(
+    chunks: Iterable[bytes], boundary: bytes, max_part_bytes: int | None = None
+) -> Iterator[bytes]:
     """Yield each part body of a multipart stream as soon as it is complete."""
-    reader = MultipartReader(boundary)
+    reader = MultipartReader(boundary, max_part_bytes)
     for chunk in chunks:
         yield from reader.feed(chunk)
         if reader.done:

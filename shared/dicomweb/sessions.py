@@ -12,7 +12,7 @@ import redis
 import requests
 
 from model_proxy.shared.auth.token_store import TokenStore
-from model_proxy.shared.config import Catalog
+from model_proxy.shared.config import Catalog, SizeLimits
 from model_proxy.shared.dicomweb.auth import PacsAuth, auth_for_server
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.http import Timeouts, new_session
@@ -41,6 +41,8 @@ class ServerSessions:
     count_token_call: TokenCallCounter | None = None
     prepare_session: Callable[[requests.Session], object] | None = None
     """Called with each new session before its first request (the workers' cutoffs)."""
+    limits: SizeLimits | None = None
+    """The size caps of retrieves (the settings'); a model's entry may override them."""
     owned_redis: redis.Redis | None = None
     """Closed with the sessions: the client :meth:`for_checks` opened for the token store."""
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -106,16 +108,23 @@ class ServerSessions:
                 self._sessions[key] = (session, auth)
             return self._sessions[key]
 
-    def source_for(self, server_id: str) -> DicomWebSource:
-        """The :class:`DicomWebSource` of a configured server, on its session."""
+    def source_for(self, server_id: str, model_id: str | None = None) -> DicomWebSource:
+        """The :class:`DicomWebSource` of a configured server, on its session.
+
+        With ``model_id``, a source for one job of that model (:meth:`DicomWebSource.for_job`):
+        the size caps are the model's, and its input cap counts all of the job's retrieves.
+        """
         key, server = self.catalog.server(server_id)
         session, auth = self.get(key)
         with self._lock:
             if key not in self._sources:
                 self._sources[key] = DicomWebSource(
-                    key, server.dicomweb_root, session, auth, self.timeouts
+                    key, server.dicomweb_root, session, auth, self.timeouts, self.limits
                 )
-            return self._sources[key]
+            source = self._sources[key]
+        if model_id is None or self.limits is None:
+            return source
+        return source.for_job(self.limits.for_model(self.catalog.model(model_id)))
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,10 @@
-"""WADO-RS retrieval from one DICOMweb PACS, streamed instance by instance."""
+"""WADO-RS retrieval from one DICOMweb PACS, streamed instance by instance.
+
+A source may carry :class:`SizeLimits`: an instance longer than ``instance`` bytes fails with
+``pacs_instance_too_large``, and more than ``input`` bytes read with ``input_too_large``, both as
+soon as the bytes arrive. A source made by :meth:`DicomWebSource.for_job` counts the input of all
+its retrieves together; any other counts each retrieve alone.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,21 @@ from contextlib import AbstractContextManager
 import requests
 
 from model_proxy.shared import errors
+from model_proxy.shared.config.limits import SizeLimits
 from model_proxy.shared.dicomweb.auth import PacsAuth
 from model_proxy.shared.dicomweb.multipart import (
     MultipartError,
+    PartTooLarge,
     boundary_from_content_type,
     iter_parts,
 )
-from model_proxy.shared.errors import DicomNotFound, ModelProxyError, PacsFailed
+from model_proxy.shared.errors import (
+    DicomNotFound,
+    InputTooLarge,
+    ModelProxyError,
+    PacsFailed,
+    PacsInstanceTooLarge,
+)
 from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
 
 __all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
@@ -29,6 +43,22 @@ _STUDY_INSTANCES = "00201208"  # Number of Study Related Instances
 _SERIES_INSTANCES = "00201209"  # Number of Series Related Instances
 
 
+class _InputBudget:
+    """The bytes that the retrieves sharing it may still read; None: no cap."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, nbytes: int) -> None:
+        self.spent += nbytes
+        if self.limit is not None and self.spent > self.limit:
+            raise InputTooLarge(
+                f"the job's input is larger than {self.limit} bytes; raise maxInputBytes of "
+                "the model in models.json (or MODEL_PROXY_MAX_INPUT_BYTES) to fetch it"
+            )
+
+
 class InstanceStream:
     """The instances of one retrieve, yielded as Part-10 bytes while the response streams in.
 
@@ -36,10 +66,19 @@ class InstanceStream:
     model is called. Close it (or use it as a context manager) to release the connection.
     """
 
-    def __init__(self, source: DicomWebSource, response: requests.Response, what: str) -> None:
+    def __init__(
+        self,
+        source: DicomWebSource,
+        response: requests.Response,
+        what: str,
+        max_instance_bytes: int | None = None,
+        budget: _InputBudget | None = None,
+    ) -> None:
         self._source = source
         self._response = response
         self._what = what
+        self._max_instance = max_instance_bytes
+        self._budget = budget or _InputBudget(None)
         self.bytes_read = 0
         self.count = 0
         self.read_seconds = 0.0  # time spent waiting for the PACS
@@ -51,6 +90,9 @@ class InstanceStream:
             raise DicomNotFound(
                 f"the {what} has no instances on server {source.server_id}"
             ) from None
+        except BaseException:
+            self.close()  # a first instance too large or malformed: release the connection
+            raise
 
     def __iter__(self) -> Iterator[bytes]:
         if self._first is not None:
@@ -76,9 +118,15 @@ class InstanceStream:
             ) from None
         with self._source.translate_errors():
             try:
-                for part in iter_parts(self._chunks(), boundary):
+                for part in iter_parts(self._chunks(), boundary, self._max_instance):
                     self.count += 1
                     yield part
+            except PartTooLarge as exc:
+                raise PacsInstanceTooLarge(
+                    f"server {self._source.server_id} sent an instance larger than "
+                    f"{exc.limit} bytes; raise maxInstanceBytes of the model in models.json "
+                    "(or MODEL_PROXY_MAX_INSTANCE_BYTES) to fetch it"
+                ) from None
             except MultipartError as exc:
                 raise PacsFailed(
                     f"server {self._source.server_id} sent a malformed multipart body: {exc}"
@@ -94,11 +142,13 @@ class InstanceStream:
             if chunk is None:
                 return
             self.bytes_read += len(chunk)
+            self._budget.spend(len(chunk))
             yield chunk
 
 
 class DicomWebSource:
-    """One configured PACS: its DICOMweb root, an authenticated session and timeouts."""
+    """One configured PACS: its DICOMweb root, an authenticated session, timeouts and the size
+    caps of what it retrieves (None: none)."""
 
     def __init__(
         self,
@@ -107,12 +157,15 @@ class DicomWebSource:
         session: requests.Session,
         auth: PacsAuth,
         timeouts: Timeouts,
+        limits: SizeLimits | None = None,
     ) -> None:
         self.server_id = server_id
+        self.limits = limits
         self._root = root.rstrip("/")
         self._session = session
         self._auth = auth
         self._timeouts = timeouts
+        self._budget: _InputBudget | None = None  # shared by every retrieve: see for_job
         self._peer = Peer(
             f"server {server_id}",
             timeout=errors.PacsTimeout,
@@ -121,6 +174,15 @@ class DicomWebSource:
             failed_text="the transfer failed",
             tls=tls_advice(server_id, "DICOMweb endpoint"),
         )
+
+    def for_job(self, limits: SizeLimits) -> DicomWebSource:
+        """This source, on the same session, for the retrieves of one job: ``limits`` apply,
+        and its ``input`` cap counts the bytes of all of them together."""
+        source = DicomWebSource(
+            self.server_id, self._root, self._session, self._auth, self._timeouts, limits
+        )
+        source._budget = _InputBudget(limits.input)
+        return source
 
     def retrieve(
         self, study_uid: str, series_uid: str | None = None, instance_uid: str | None = None
@@ -138,7 +200,14 @@ class DicomWebSource:
         if response.status_code != 200:
             response.close()
             raise self._status_error(response.status_code, what)
-        return InstanceStream(self, response, what)
+        limits = self.limits
+        return InstanceStream(
+            self,
+            response,
+            what,
+            max_instance_bytes=limits.instance if limits else None,
+            budget=self._budget or _InputBudget(limits.input if limits else None),
+        )
 
     def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:
         """How many instances a study or series has, from QIDO-RS; None when unknown."""

@@ -1,4 +1,5 @@
-"""A PACS over HTTPS with a self-signed certificate: verified by default, with a way out."""
+"""A PACS and a model over HTTPS with a self-signed certificate: verified by default, with a way
+out (``tlsVerify`` false, or the certificate as ``caBundle``) in servers.json and models.json."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 
-from devtools.processes import ManagedProcess, free_port, wait_until
-from model_proxy.broker.app import create_app
+from devtools.processes import ManagedProcess, free_port, start_service, wait_until
+from model_proxy.shared.config import ModelConfig
+from model_proxy.shared.probe import probe_model
 from model_proxy.tls import write_self_signed
-from tests.support.deployment import Deployment, Ids, PacsData, start_worker
+from tests.support.deployment import Deployment, Ids, PacsData, own_api_and_worker
 
 pytestmark = pytest.mark.integration
 
 VERIFIED = "7c2e5b3a-3333-4c8d-9e3f-000000000001"
 OPTED_OUT = "7c2e5b3a-3333-4c8d-9e3f-000000000002"
 WITH_CA = "7c2e5b3a-3333-4c8d-9e3f-000000000003"
+MODEL_VERIFIED = "7c2e5b3a-4444-4c8d-9e3f-000000000001"
+MODEL_OPTED_OUT = "7c2e5b3a-4444-4c8d-9e3f-000000000002"
+MODEL_WITH_CA = "7c2e5b3a-4444-4c8d-9e3f-000000000003"
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,26 @@ def https_pacs(workdir: Path, pacs: PacsData) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.fixture(scope="module")
+def https_model(https_pacs: tuple[str, Path]) -> Iterator[str]:
+    """The example model served by uvicorn over HTTPS, with the PACS's self-signed certificate."""
+    _, cert = https_pacs
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    argv = [
+        sys.executable, "-m", "uvicorn", "--factory", "model_proxy.example_model.app:create_app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--ssl-certfile", str(cert), "--ssl-keyfile", str(cert.with_suffix(".key")),
+    ]  # fmt: skip
+    process = start_service(
+        "https-model", argv, cert.parent / "https-model.log", f"{url}/health", verify=str(cert)
+    )
+    yield f"{url}/segmentation"
+    process.stop()
+
+
+@pytest.fixture(scope="module")
 def tls_api(
-    deployment: Deployment, pacs: PacsData, https_pacs: tuple[str, Path]
+    deployment: Deployment, pacs: PacsData, https_pacs: tuple[str, Path], https_model: str
 ) -> Iterator[TestClient]:
     uri, cert = https_pacs
     here = cert.parent
@@ -73,26 +96,20 @@ def tls_api(
         OPTED_OUT: {"uri": uri, **basic, "tlsVerify": False},
         WITH_CA: {"uri": uri, **basic, "caBundle": str(cert)},
     }
-    (here / "servers.json").write_text(json.dumps(servers))
-    environ = {
-        **deployment.environ,
-        "MODEL_PROXY_SERVERS_FILE": str(here / "servers.json"),
-        "MODEL_PROXY_QUEUE_NAME": "tls",
+    model = {"uri": https_model, "task": "segmentation", "supports": ["/studies/series"]}
+    models = {
+        Ids.SEGMENTATION: json.loads(deployment.settings.models_file.read_text())[Ids.SEGMENTATION],
+        MODEL_VERIFIED: model,
+        MODEL_OPTED_OUT: {**model, "tlsVerify": False},
+        MODEL_WITH_CA: {**model, "caBundle": str(cert)},
     }
-    settings = deployment.settings.model_copy(
-        update={"servers_file": here / "servers.json", "queue_name": "tls"}
-    )
-    local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
-    worker = start_worker(local, "tls-worker", concurrency=2)
-    app = create_app(settings, environ=environ)
-    with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
+    with own_api_and_worker(deployment, here, "tls", servers=servers, models=models) as client:
         yield client
-    worker.stop()
 
 
-def path(pacs: PacsData) -> str:
+def path(pacs: PacsData, model: str = Ids.SEGMENTATION) -> str:
     item = pacs.series_b[0]
-    return f"/segmentations/{Ids.SEGMENTATION}/studies/{item.study_uid}/series/{item.series_uid}"
+    return f"/segmentations/{model}/studies/{item.study_uid}/series/{item.series_uid}"
 
 
 def test_a_self_signed_pacs_is_refused_by_default_naming_the_settings(
@@ -115,3 +132,45 @@ def test_opting_out_or_naming_the_ca_retrieves_the_series(
     assert response.status_code == 200, response.text
     frames = response.json()[pacs.study_uid][pacs.series_b[0].series_uid]
     assert {k for k in frames if k != "metadata"} == {i.sop_uid for i in pacs.series_b}
+
+
+def test_a_self_signed_model_is_refused_by_default_naming_the_settings(
+    tls_api: TestClient, pacs: PacsData
+) -> None:
+    response = tls_api.get(path(pacs, MODEL_VERIFIED), params={"server": OPTED_OUT})
+
+    assert response.status_code == 502
+    body = response.json()
+    assert body["code"] == "model_unreachable"
+    assert MODEL_VERIFIED in body["message"] and "models.json" in body["message"]
+    assert "caBundle" in body["message"] and "tlsVerify" in body["message"]
+
+
+@pytest.mark.parametrize("model", [MODEL_OPTED_OUT, MODEL_WITH_CA])
+def test_a_model_opting_out_or_naming_the_ca_answers(
+    tls_api: TestClient, pacs: PacsData, model: str
+) -> None:
+    response = tls_api.get(path(pacs, model), params={"server": OPTED_OUT})
+
+    assert response.status_code == 200, response.text
+    frames = response.json()[pacs.study_uid][pacs.series_b[0].series_uid]
+    assert {k for k in frames if k != "metadata"} == {i.sop_uid for i in pacs.series_b}
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # tlsVerify false
+def test_a_models_status_check_uses_its_tls_settings(
+    https_model: str, https_pacs: tuple[str, Path]
+) -> None:
+    _, cert = https_pacs
+    health = https_model.replace("/segmentation", "/health")
+    model = {"uri": https_model, "task": "segmentation", "supports": ["/studies"]}
+
+    def check(**tls: object) -> tuple[str, str | None]:
+        status = probe_model(ModelConfig.model_validate({**model, "statusUri": health, **tls}), 5)
+        return status.status, status.error
+
+    status, error = check()
+    assert status == "down" and error is not None
+    assert "models.json" in error and "caBundle" in error and "tlsVerify" in error
+    assert check(tlsVerify=False) == ("up", None)
+    assert check(caBundle=str(cert)) == ("up", None)

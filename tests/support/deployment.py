@@ -10,8 +10,12 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from fastapi.testclient import TestClient
 
 from devtools.dicom import DicomFile
 from devtools.orthanc import OrthancServer
@@ -22,6 +26,7 @@ from devtools.processes import (
     wait_until_worker_ready,
 )
 from devtools.redis_server import RedisServer
+from model_proxy.broker.app import create_app
 from model_proxy.shared.settings import Settings
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "Deployment",
     "Ids",
     "PacsData",
+    "own_api_and_worker",
     "start_token_server",
     "start_worker",
     "write_configs",
@@ -218,3 +224,33 @@ def start_token_server(pacs: PacsData, log_path: Path) -> tuple[str, ManagedProc
         ]  # fmt: skip
 
     return start_on_free_port("token-server", argv, log_path, "/_test/health", timeout=30)
+
+
+@contextmanager
+def own_api_and_worker(
+    deployment: Deployment,
+    here: Path,
+    queue: str,
+    *,
+    servers: Mapping[str, object] | None = None,
+    models: Mapping[str, object] | None = None,
+    concurrency: int = 2,
+) -> Iterator[TestClient]:
+    """An API and a worker process of their own queue on the session's Redis, with their own
+    servers.json and/or models.json (written to ``here``; the session's where not given)."""
+    environ = {**deployment.environ, "MODEL_PROXY_QUEUE_NAME": queue}
+    update: dict[str, object] = {"queue_name": queue}
+    for name, document in (("servers", servers), ("models", models)):
+        if document is not None:
+            (here / f"{name}.json").write_text(json.dumps(document))
+            environ[f"MODEL_PROXY_{name.upper()}_FILE"] = str(here / f"{name}.json")
+            update[f"{name}_file"] = here / f"{name}.json"
+    settings = deployment.settings.model_copy(update=update)
+    local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
+    worker = start_worker(local, f"{queue}-worker", concurrency=concurrency)
+    try:
+        app = create_app(settings, environ=environ)
+        with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:
+            yield client
+    finally:
+        worker.stop()

@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
-from model_proxy.shared.config import AuthType, Catalog, Level, Task, load_catalog
+from model_proxy.shared.config import AuthType, Catalog, Level, SizeLimits, Task, load_catalog
 from model_proxy.shared.errors import ConfigError, UnknownModel, UnknownServer
+from model_proxy.shared.settings import Settings
 
 PACS = "b5208f48-f748-4339-9402-d1148dab571e"
 OTHER_PACS = "0c5c2d3e-5a55-4a4e-8f11-9a7b2f8c1d01"
 THIRD_PACS = "1d6d3e4f-6b66-4b5f-9a22-ab8c3f9d2e02"
 MODEL = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
+OTHER_MODEL = "7a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+THIRD_MODEL = "8b2f3c4d-5e6f-4071-9b8c-0d1e2f3a4b5c"
 PASSWORD = "Pa55-w0rd-that-must-never-show"
 
 A_SERVER = {"uri": "https://pacs.example/dicom-web"}
@@ -366,6 +369,33 @@ def test_an_entry_must_be_an_object(load: Load, files: tuple[Path, Path]) -> Non
         ),
         (
             "model",
+            {**A_MODEL, "maxInstanceBytes": 0},
+            'field "maxInstanceBytes": Input should be greater than 0',
+        ),
+        (
+            "model",
+            {**A_MODEL, "maxInputBytes": "a lot"},
+            'field "maxInputBytes": Input should be a valid integer, unable to parse string as '
+            "an integer",
+        ),
+        (
+            "model",
+            {**A_MODEL, "maxAnswerBytes": 1.5},
+            'field "maxAnswerBytes": Input should be a valid integer, got a number with a '
+            "fractional part",
+        ),
+        (
+            "model",
+            {**A_MODEL, "tlsVerify": "sometimes"},
+            'field "tlsVerify": Input should be a valid boolean, unable to interpret input',
+        ),
+        (
+            "model",
+            {**A_MODEL, "caBundle": "/nowhere/model-ca.crt"},
+            "Value error, caBundle '/nowhere/model-ca.crt' is not a readable file",
+        ),
+        (
+            "model",
             {**A_MODEL, "dataFilter": [{"dataKey": "a key", "title": "x"}]},
             "field \"dataFilter.0.dataKey\": String should match pattern '^[A-Za-z0-9_-]+$'",
         ),
@@ -436,3 +466,39 @@ def test_a_doubled_dollar_keeps_a_literal_reference(load: Load) -> None:
     password = catalog.servers[PACS].password
     assert password is not None
     assert password.get_secret_value() == "a${NOT_A_VAR}b"
+
+
+# --- a model's size caps and TLS settings -------------------------------------------------------
+
+
+def test_a_models_size_caps_override_the_settings(load: Load) -> None:
+    caps = {"maxInstanceBytes": 1000, "maxInputBytes": 5000, "maxAnswerBytes": 2000}
+    catalog = load(models={MODEL: {**A_MODEL, **caps}, OTHER_MODEL: A_MODEL})
+    defaults = SizeLimits(instance=1, input=2, answer=3)
+    assert defaults.for_model(catalog.model(MODEL)) == SizeLimits(1000, 5000, 2000)
+    assert defaults.for_model(catalog.model(OTHER_MODEL)) == defaults
+    partial = load(models={MODEL: {**A_MODEL, "maxAnswerBytes": 7}})
+    assert defaults.for_model(partial.model(MODEL)) == SizeLimits(1, 2, 7)
+
+
+def test_the_size_caps_default_to_the_settings() -> None:
+    limits = SizeLimits.from_settings(
+        Settings(max_instance_bytes=10, max_input_bytes=20, max_answer_bytes=30)
+    )
+    assert limits == SizeLimits(instance=10, input=20, answer=30)
+    assert SizeLimits.from_settings(Settings()) == SizeLimits(256 * 2**20, 2 * 2**30, 256 * 2**20)
+
+
+def test_a_models_tls_settings(load: Load, tmp_path: Path) -> None:
+    ca = tmp_path / "model-ca.crt"
+    ca.write_text("not parsed at load")
+    catalog = load(
+        models={
+            MODEL: {**A_MODEL, "caBundle": str(ca)},
+            OTHER_MODEL: {**A_MODEL, "tlsVerify": False},
+            THIRD_MODEL: A_MODEL,
+        }
+    )
+    assert catalog.model(MODEL).tls_verification == str(ca)
+    assert catalog.model(OTHER_MODEL).tls_verification is False
+    assert catalog.model(THIRD_MODEL).tls_verification is True

@@ -11,9 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from model_proxy.shared.config import Catalog, ModelConfig, SizeLimits
 from model_proxy.shared.errors import (
     BadModelResponse,
     DicomNotFound,
+    ModelAnswerTooLarge,
     ModelFailed,
     ModelTimeout,
     ModelUnreachable,
@@ -103,6 +105,8 @@ ANSWERS: dict[str, tuple[int, str, bytes]] = {
         b'{"detail": [{"loc": ["body"], "msg": "field required", "type": "missing"}]}',
     ),
     "/long": (500, "application/json", json.dumps({"detail": "x" * 1000}).encode()),
+    "/kilobyte": (200, "application/json", json.dumps({"a": "x" * 1000}).encode()),
+    "/huge-error": (500, "application/json", json.dumps({"detail": "x" * 100_000}).encode()),
     "/not-found": (404, "text/plain", b"Not Found"),
     "/redirect-like": (302, "text/plain", b""),
 }
@@ -118,6 +122,25 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
                 return body
             body += chunk
     return handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+
+
+def _answer_endlessly(handler: BaseHTTPRequestHandler, stop: threading.Event) -> None:
+    """A chunked JSON answer of 50 MB, unless the client hangs up first."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    chunk = b"[" + b"0," * 5000
+    try:
+        for _ in range(5000):
+            if stop.is_set():
+                break
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            chunk = b"0," * 5000
+        handler.wfile.write(b"2\r\n0]\r\n0\r\n\r\n")
+    except OSError:
+        pass  # the client hung up: what the test wants
+    handler.close_connection = True
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -139,6 +162,12 @@ def model_server() -> Iterator[FakeModel]:
                 fake.release.wait(30)  # until the module is done; the client gives up first
                 return
             body = _read_body(self)
+            if self.path.startswith("/endless"):
+                fake.received.append(
+                    Received(self.command, self.path, dict(self.headers.items()), body)
+                )
+                _answer_endlessly(self, fake.release)
+                return
             fake.received.append(
                 Received(self.command, self.path, dict(self.headers.items()), body)
             )
@@ -214,6 +243,7 @@ def test_a_2xx_that_is_not_json(model: FakeModel, client: ModelClient, path: str
         ("/not-found", "answered HTTP 404"),
         ("/redirect-like", "answered HTTP 302"),
         ("/long", "answered HTTP 500: " + "x" * 200),
+        ("/huge-error", "answered HTTP 500"),  # only the first 64 KiB of an error are read
     ],
 )
 def test_a_non_2xx_is_a_model_failure(
@@ -294,3 +324,60 @@ def test_an_invalid_uri(client: ModelClient) -> None:
     with pytest.raises(ModelUnreachable) as caught:
         client.infer(MODEL_ID, "http://", b"[]")
     assert caught.value.message == f"model {MODEL_ID}: the request failed"
+
+
+# --- the answer's size cap ------------------------------------------------------------------------
+
+KILOBYTE_ANSWER = len(json.dumps({"a": "x" * 1000}))
+SMALL_CAP_MODEL = "e185a2a3-b4c5-46d7-b1e2-6d7e8f900112"
+
+
+def capped_client(answer: int, model_answer: int | None = None) -> ModelClient:
+    """A client whose default answer cap is ``answer``; SMALL_CAP_MODEL's is ``model_answer``."""
+    entry = {"uri": "http://model/predict", "task": "segmentation", "supports": ["/studies"]}
+    if model_answer is not None:
+        entry["maxAnswerBytes"] = model_answer
+    catalog = Catalog(
+        servers={},
+        models={SMALL_CAP_MODEL: ModelConfig.model_validate(entry)},
+        default_server_id="",
+    )
+    return ModelClient(
+        new_session(pool_size=2),
+        Timeouts(connect=5.0, read=5.0),
+        catalog=catalog,
+        limits=SizeLimits(instance=1, input=1, answer=answer),
+    )
+
+
+def test_an_answer_of_exactly_the_cap_is_read(model: FakeModel) -> None:
+    client = capped_client(answer=KILOBYTE_ANSWER)
+    assert len(client.infer(MODEL_ID, model.base_url + "/kilobyte", b"[]")) == KILOBYTE_ANSWER
+
+
+def test_an_answer_over_the_cap_is_refused_naming_the_setting(model: FakeModel) -> None:
+    client = capped_client(answer=KILOBYTE_ANSWER - 1)
+    with pytest.raises(ModelAnswerTooLarge) as caught:
+        client.infer(MODEL_ID, model.base_url + "/kilobyte", b"[]")
+    assert caught.value.code == "model_answer_too_large"
+    assert caught.value.message == (
+        f"model {MODEL_ID} answered with more than {KILOBYTE_ANSWER - 1} bytes; raise "
+        "maxAnswerBytes of the model in models.json (or MODEL_PROXY_MAX_ANSWER_BYTES) to accept it"
+    )
+    assert not caught.value.transient
+
+
+def test_the_models_own_cap_overrides_the_default(model: FakeModel) -> None:
+    client = capped_client(answer=10 * KILOBYTE_ANSWER, model_answer=100)
+    with pytest.raises(ModelAnswerTooLarge):
+        client.infer(SMALL_CAP_MODEL, model.base_url + "/kilobyte", b"[]")
+    client = capped_client(answer=100, model_answer=10 * KILOBYTE_ANSWER)
+    assert len(client.infer(SMALL_CAP_MODEL, model.base_url + "/kilobyte", b"[]")) > 100
+
+
+def test_an_endless_answer_is_refused_while_it_streams(model: FakeModel) -> None:
+    """Without Content-Length the cap is met while reading, long before the answer ends."""
+    client = capped_client(answer=1_000_000)
+    with pytest.raises(ModelAnswerTooLarge):
+        client.infer(MODEL_ID, model.base_url + "/endless", b"[]")
+    assert client.infer(MODEL_ID, model.base_url + "/object", b"[]")  # the client still works

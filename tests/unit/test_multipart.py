@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import pytest
 
 from model_proxy.shared.dicomweb.multipart import (
+    MAX_HEADER_BYTES,
     MultipartError,
     MultipartReader,
+    PartTooLarge,
     boundary_from_content_type,
     iter_parts,
 )
@@ -240,3 +242,81 @@ def test_a_body_without_the_boundary_is_an_error_even_if_it_ends_in_blank_lines(
 @pytest.mark.parametrize("body", [b"", b"\r\n", b"  \r\n\t"], ids=repr)
 def test_an_empty_or_blank_body_has_no_parts(body: bytes) -> None:
     assert read_all([body]) == []
+
+
+# --- caps: a part's body and a part's headers -----------------------------------------------------
+
+LIMIT = 100
+AT_THE_CAP = multipart([(DICOM_HEADERS, b"a" * LIMIT), (DICOM_HEADERS, b"b")])
+OVER_THE_CAP = multipart([(DICOM_HEADERS, b"a"), (DICOM_HEADERS, b"b" * (LIMIT + 1))])
+
+
+def split_every_way(body: bytes) -> Iterator[list[bytes]]:
+    yield [body]
+    yield [body[i : i + 1] for i in range(len(body))]
+    for at in range(0, len(body) + 1, 7):
+        yield [body[:at], body[at:]]
+
+
+def test_a_part_of_exactly_the_cap_is_read() -> None:
+    for chunks in split_every_way(AT_THE_CAP):
+        assert list(iter_parts(chunks, BOUNDARY, LIMIT)) == [b"a" * LIMIT, b"b"]
+
+
+def test_a_part_over_the_cap_is_refused_however_it_is_split() -> None:
+    for chunks in split_every_way(OVER_THE_CAP):
+        with pytest.raises(PartTooLarge) as caught:
+            list(iter_parts(chunks, BOUNDARY, LIMIT))
+        assert caught.value.limit == LIMIT
+        assert str(caught.value) == f"a part is larger than {LIMIT} bytes"
+
+
+def test_a_last_part_over_the_cap_without_closing_delimiter_is_refused() -> None:
+    body = multipart([(DICOM_HEADERS, b"c" * (LIMIT + 1))], closing=None)
+    with pytest.raises(PartTooLarge):
+        list(iter_parts([body], BOUNDARY, LIMIT))
+    body = multipart([(DICOM_HEADERS, b"c" * LIMIT)], closing=None)
+    assert list(iter_parts([body], BOUNDARY, LIMIT)) == [b"c" * LIMIT]
+
+
+def test_a_long_part_is_refused_before_it_arrives_whole() -> None:
+    """The reader holds at most the cap and one delimiter of a part, however long the part."""
+    reader = MultipartReader(BOUNDARY, max_part_bytes=LIMIT)
+    assert reader.feed(b"--" + BOUNDARY + b"\r\n" + DICOM_HEADERS + b"\r\n\r\n") == []
+    fed = 0
+    with pytest.raises(PartTooLarge):
+        while fed < 100 * LIMIT:
+            reader.feed(b"x" * 10)
+            fed += 10
+    assert fed <= LIMIT + len(BOUNDARY) + 4
+
+
+def test_without_a_cap_any_part_is_read() -> None:
+    assert list(iter_parts([OVER_THE_CAP], BOUNDARY)) == [b"a", b"b" * (LIMIT + 1)]
+
+
+def test_headers_longer_than_their_cap_are_refused_while_they_stream() -> None:
+    reader = MultipartReader(BOUNDARY)
+    reader.feed(b"--" + BOUNDARY + b"\r\nX-Long: ")
+    with pytest.raises(MultipartError, match=f"headers are longer than {MAX_HEADER_BYTES} bytes"):
+        for _ in range(MAX_HEADER_BYTES // 1000 + 2):
+            reader.feed(b"y" * 1000)
+
+
+def test_headers_longer_than_their_cap_in_one_chunk_are_refused() -> None:
+    long_headers = b"X-Long: " + b"y" * MAX_HEADER_BYTES
+    with pytest.raises(MultipartError, match="headers are longer"):
+        list(iter_parts([multipart([(long_headers, b"x")])], BOUNDARY))
+
+
+def test_endless_transport_padding_is_refused() -> None:
+    reader = MultipartReader(BOUNDARY)
+    reader.feed(b"--" + BOUNDARY)
+    with pytest.raises(MultipartError, match="headers are longer"):
+        for _ in range(MAX_HEADER_BYTES // 1000 + 2):
+            reader.feed(b" " * 1000)
+
+
+def test_headers_just_under_their_cap_are_read() -> None:
+    headers = b"X-Long: " + b"y" * (MAX_HEADER_BYTES - 8)
+    assert list(iter_parts([multipart([(headers, b"x")])], BOUNDARY)) == [b"x"]

@@ -83,7 +83,7 @@ class FakePacs:
     counts: int = 0
     server_id: str = SERVER_ID
 
-    def source_for(self, server_id: str) -> FakePacs:
+    def source_for(self, server_id: str, model_id: str | None = None) -> FakePacs:
         return self
 
     def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.processes import free_port
-from model_proxy.shared.config import Catalog, ServerConfig
+from model_proxy.shared.config import Catalog, ModelConfig, ServerConfig, SizeLimits
 from model_proxy.shared.dicomweb.auth import BasicAuth, NoAuth
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.errors import ConfigError
@@ -14,6 +14,8 @@ from model_proxy.shared.http import Timeouts
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
 SERVER_UNKNOWN = "1d6d3e4f-6b66-4b5f-9a22-ab8c3f9d2e02"
 SECRET = "s3cret-Pa55word"
+MODEL = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
+CAPPED_MODEL = "e185a2a3-b4c5-46d7-b1e2-6d7e8f900112"
 
 
 def test_server_sessions_carry_each_servers_tls_settings_and_auth() -> None:
@@ -79,3 +81,24 @@ def test_a_token_server_needs_the_shared_token_store() -> None:
     sessions = ServerSessions(catalog, None, Timeouts(1.0, 1.0), refresh_margin=60.0)
     with pytest.raises(ConfigError, match="MODEL_PROXY_REDIS_URL"):
         sessions.get(SERVER)
+
+
+def test_a_source_for_a_job_carries_its_models_size_caps() -> None:
+    server = ServerConfig.model_validate({"uri": "https://pacs/dicom-web", "isDefault": True})
+    model = {"uri": "http://model/predict", "task": "segmentation", "supports": ["/studies"]}
+    capped = ModelConfig.model_validate({**model, "maxInstanceBytes": 10, "maxInputBytes": 20})
+    catalog = Catalog(
+        servers={SERVER: server},
+        models={MODEL: ModelConfig.model_validate(model), CAPPED_MODEL: capped},
+        default_server_id=SERVER,
+    )
+    defaults = SizeLimits(instance=100, input=200, answer=300)
+    sessions = ServerSessions(
+        catalog, None, Timeouts(1.0, 2.0), refresh_margin=60.0, limits=defaults
+    )
+    assert sessions.source_for(SERVER).limits == defaults
+    assert sessions.source_for(SERVER, MODEL).limits == defaults
+    assert sessions.source_for(SERVER, CAPPED_MODEL).limits == SizeLimits(10, 20, 300)
+    # a new source per job (its own input count), on the server's one session
+    assert sessions.source_for(SERVER, MODEL) is not sessions.source_for(SERVER, MODEL)
+    sessions.close()
