@@ -65,6 +65,7 @@ class MultipartReader:
         self._buffer = bytearray()
         self._scan_from = 0
         self._state = "preamble"  # -> "headers" -> "body" -> ... -> "done"
+        self._declared: int | None = None  # the current part's Content-Length, if it has one
         self._preamble_text = False  # non-blank bytes seen before the first boundary
 
     @property
@@ -81,15 +82,25 @@ class MultipartReader:
         return parts
 
     def close(self) -> list[bytes]:
-        """End of stream: a final part without its closing delimiter is still a part."""
+        """End of stream: a final part without its closing delimiter is still a part, unless it
+        is shorter than the Content-Length it declares (the stream was cut short)."""
         parts: list[bytes] = []
         if self._state == "body":
             body = bytes(self._buffer)
-            if body.endswith(b"\r\n"):
+            if self._declared is not None and len(body) >= self._declared:
+                body = body[: self._declared]
+            elif body.endswith(b"\r\n"):
                 body = body[:-2]
+            if self._declared is not None and len(body) < self._declared:
+                raise MultipartError(
+                    f"the response ended inside a part: {len(body)} of its "
+                    f"{self._declared} bytes arrived"
+                )
             self._check_part_size(len(body))
             if body:
                 parts.append(body)
+        elif self._state == "headers":
+            raise MultipartError("the response ended inside a part's headers")
         elif self._state == "preamble" and (self._preamble_text or self._buffer.strip()):
             raise MultipartError("no multipart boundary found in the response body")
         self._buffer.clear()
@@ -131,12 +142,14 @@ class MultipartReader:
                 del buf[:2]
                 self._state = "body"
                 self._scan_from = 0
+                self._declared = None
                 return True
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 _check_header_size(len(buf))
                 return False
             _check_header_size(end)
+            self._declared = _content_length(bytes(buf[:end]))
             del buf[: end + 4]
             self._state = "body"
             self._scan_from = 0
@@ -158,6 +171,15 @@ class MultipartReader:
     def _check_part_size(self, size: int) -> None:
         if self._max_part is not None and size > self._max_part:
             raise PartTooLarge(self._max_part)
+
+
+def _content_length(headers: bytes) -> int | None:
+    """The Content-Length a part's headers declare, if they declare a valid one."""
+    for line in headers.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value.strip())
+    return None
 
 
 def _check_header_size(size: int) -> None:

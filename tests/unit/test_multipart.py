@@ -18,7 +18,7 @@ from model_proxy.shared.dicomweb.multipart import (
 )
 
 BOUNDARY = b"7d1c2f0a-5b3e-4e8c-9a41-0f6d2b8e3c55"
-DICOM_HEADERS = b"Content-Type: application/dicom\r\nContent-Length: 9"
+DICOM_HEADERS = b"Content-Type: application/dicom"
 
 
 # --- the boundary from the Content-Type header ------------------------------------------------
@@ -211,9 +211,29 @@ def test_feed_after_done_returns_nothing() -> None:
     assert reader.close() == []
 
 
-def test_a_part_with_unfinished_headers_at_eof_is_dropped() -> None:
+def test_a_response_that_ends_inside_a_parts_headers_is_an_error() -> None:
+    """Cut short: a silently dropped part would be an instance missing from the model's input."""
     body = b"--" + BOUNDARY + b"\r\nContent-Type: application/dicom\r\n"
-    assert read_all([body]) == []
+    with pytest.raises(MultipartError, match="inside a part's headers"):
+        read_all([body])
+
+
+def _declared(size: int) -> bytes:
+    return b"Content-Type: application/dicom\r\nContent-Length: " + str(size).encode()
+
+
+def test_a_last_part_shorter_than_its_content_length_is_an_error() -> None:
+    """A PACS that closes the connection mid-part (Orthanc declares each part's length)."""
+    body = multipart([(_declared(9), b"complete!"), (_declared(1000), b"cut")], closing=None)
+    with pytest.raises(MultipartError, match="3 of its 1000 bytes arrived"):
+        read_all([body])
+
+
+@pytest.mark.parametrize("tail", [b"", b"\r\n"])
+def test_a_last_part_of_its_declared_length_needs_no_closing_delimiter(tail: bytes) -> None:
+    body = multipart([(_declared(9), b"complete!")], closing=None)
+    assert body.endswith(b"complete!\r\n")
+    assert read_all([body[:-2] + tail]) == [b"complete!"]
 
 
 # --- bodies that are not multipart ------------------------------------------------------------
