@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 import requests
-from urllib3.connection import HTTPConnection
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
@@ -113,7 +113,9 @@ class Cutoff:
 
 
 def _shut_down(conn: HTTPConnection) -> None:
-    sock = getattr(conn, "sock", None)
+    # http.client hands the socket of an answer framed by closing the connection over to the
+    # answer and sets ``conn.sock`` to None; the socket remembered at connect still reaches it
+    sock = getattr(conn, "sock", None) or getattr(conn, "cutoff_socket", None)
     if sock is None:
         return
     with contextlib.suppress(OSError):
@@ -156,12 +158,30 @@ class _CutoffPool:
         super()._put_conn(conn)  # type: ignore[misc]
 
 
-class _CutoffHTTPPool(_CutoffPool, HTTPConnectionPool):
+class _RememberedSocket:
+    """Mixed into urllib3's connections: the socket of the latest connect, kept for a cut."""
+
+    cutoff_socket: socket.socket | None = None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.cutoff_socket = getattr(self, "sock", None)
+
+
+class _CutoffHTTPConnection(_RememberedSocket, HTTPConnection):
     pass
+
+
+class _CutoffHTTPSConnection(_RememberedSocket, HTTPSConnection):
+    pass
+
+
+class _CutoffHTTPPool(_CutoffPool, HTTPConnectionPool):
+    ConnectionCls = _CutoffHTTPConnection
 
 
 class _CutoffHTTPSPool(_CutoffPool, HTTPSConnectionPool):
-    pass
+    ConnectionCls = _CutoffHTTPSConnection
 
 
 _POOL_CLASSES = {"http": _CutoffHTTPPool, "https": _CutoffHTTPSPool}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -46,6 +47,40 @@ def test_a_trickling_answer_is_cut_at_the_deadline_though_no_read_timeout_fires(
 
     assert time.monotonic() - started < 1.5
     assert cutoff.why() is CutReason.DEADLINE
+
+
+def test_an_answer_framed_by_the_connection_close_is_cut_too(session: requests.Session) -> None:
+    """Orthanc ends its WADO-RS answers by closing the connection; http.client then hands the
+    socket to the answer, and only the socket remembered at connect can still be shut down."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _CloseFramed)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    proxy = FaultProxy(f"http://127.0.0.1:{upstream.server_address[1]}")
+    proxy.start()
+    proxy.set(Fault(FaultKind.TRICKLE, after_bytes=2000, delay=0.2))
+    started = time.monotonic()
+    try:
+        with Cutoff(0.5) as cutoff:
+            answer = session.get(proxy.url, timeout=(5, 5), stream=True)
+            received = b"".join(answer.iter_content(1024))
+    finally:
+        proxy.stop()
+        upstream.shutdown()
+
+    assert time.monotonic() - started < 1.5
+    assert len(received) < 2000 and cutoff.why() is CutReason.DEADLINE
+
+
+class _CloseFramed(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"  # no Content-Length: the end of the body is the close
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        self.wfile.write(BODY * 20)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def test_after_the_cut_a_run_opens_no_new_connection(
