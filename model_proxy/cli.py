@@ -165,6 +165,8 @@ def _exit_gracefully(signum: int, frame: object) -> None:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from celery.bin.celery import celery as celery_command
+
     from model_proxy.workers.app import create_worker_app
 
     if settings.redis_url is None:
@@ -179,18 +181,27 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     redis_url = settings.redis_url
     settings = settings.model_copy(update={"worker_concurrency": concurrency})
     app = create_worker_app(settings, redis_url)
-    app.worker_main(
-        [
-            "worker",
-            f"--loglevel={settings.log_level.upper()}",
-            f"--concurrency={concurrency}",
-            f"--pool={args.pool}",
-            f"--queues={queues}",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
-    return 0
+    # Celery's own command line, as ``app.start`` runs it, but keeping the worker's exit
+    # status (``start`` drops it): a worker that stops on an unrecoverable error (Celery's
+    # consumer can give up on a lost broker connection) exits with a failure, so that its
+    # supervisor starts it again
+    celery_command.params[0].default = app
+    try:
+        status = celery_command.main(
+            args=[
+                "worker",
+                f"--loglevel={settings.log_level.upper()}",
+                f"--concurrency={concurrency}",
+                f"--pool={args.pool}",
+                f"--queues={queues}",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            standalone_mode=False,
+        )
+    finally:
+        celery_command.params[0].default = None
+    return int(status or 0)
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
