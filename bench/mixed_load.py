@@ -176,10 +176,13 @@ class _Client:
         url = self._stack.series_url(ModelKey.SINK, self._series[1])
         return (await self._get(url)).status_code
 
+    async def _submit(self, model: str) -> httpx.Response:
+        """A fresh run of a random series, answered at once (202 with its job's location)."""
+        url = self._stack.series_url(model, self._random.choice(self._series))
+        return await self._get(url, {**self._fresh(), "Prefer": "respond-async"})
+
     async def _async_poll(self) -> int:
-        series = self._random.choice(self._series)
-        url = self._stack.series_url(ModelKey.SINK, series)
-        answer = await self._get(url, {**self._fresh(), "Prefer": "respond-async"})
+        answer = await self._submit(ModelKey.SINK)
         if answer.status_code != 202:
             return answer.status_code
         location = answer.headers["location"]
@@ -192,9 +195,7 @@ class _Client:
         return 599  # never ended: counted as unexpected
 
     async def _cancel(self) -> int:
-        series = self._random.choice(self._series)
-        url = self._stack.series_url(ModelKey.DELAY, series)
-        answer = await self._get(url, {**self._fresh(), "Prefer": "respond-async"})
+        answer = await self._submit(ModelKey.DELAY)
         if answer.status_code != 202:
             return answer.status_code
         cancelled = await self._http.delete(f"{self._stack.api_url}{answer.headers['location']}")
@@ -244,7 +245,11 @@ def _children(pid: int) -> list[int]:
 
 async def _drive(stack: Stack, series: list[Series], clients: int, seconds: float) -> LoadReport:
     report = LoadReport(clients, seconds)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s) ends
+    # them, so that a request never races the server closing its connection
+    limits = httpx.Limits(
+        max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0
+    )
     timeout = httpx.Timeout(120.0, connect=10.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
         until = time.monotonic() + seconds

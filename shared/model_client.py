@@ -8,6 +8,7 @@ are verified as the model's ``tlsVerify`` and ``caBundle`` in models.json say.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass
 
 import orjson
 import requests
@@ -48,6 +49,7 @@ def unwrap_model_json(body: bytes) -> bytes:
     return body
 
 
+@dataclass
 class ModelClient:
     """POSTs model bodies over one pooled session, with connect and read timeouts.
 
@@ -55,18 +57,11 @@ class ModelClient:
     called with); ``limits`` are the caps of models that set none (None: no cap).
     """
 
-    def __init__(
-        self,
-        session: requests.Session,
-        timeouts: Timeouts,
-        *,
-        catalog: Catalog | None = None,
-        limits: SizeLimits | None = None,
-    ) -> None:
-        self._session = session
-        self._timeouts = timeouts
-        self._catalog = catalog
-        self._limits = limits
+    session: requests.Session
+    timeouts: Timeouts
+    _: KW_ONLY
+    catalog: Catalog | None = None
+    limits: SizeLimits | None = None
 
     def infer(
         self,
@@ -79,8 +74,8 @@ class ModelClient:
 
         ``time_left`` shortens the read timeout to what remains of the job's time limit.
         """
-        read = self._timeouts.read if time_left is None else min(self._timeouts.read, time_left)
-        model = self._catalog.models.get(model_id.lower()) if self._catalog else None
+        read = self.timeouts.read if time_left is None else min(self.timeouts.read, time_left)
+        model = self.catalog.models.get(model_id.lower()) if self.catalog else None
         peer = Peer(
             f"model {model_id}",
             timeout=ModelTimeout,
@@ -90,11 +85,11 @@ class ModelClient:
             tls=tls_advice(model_id, "uri", kind="model"),
         )
         with translated_errors(peer):
-            response = self._session.post(
+            response = self.session.post(
                 uri,
                 data=body,
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
-                timeout=(self._timeouts.connect, read),
+                timeout=(self.timeouts.connect, read),
                 stream=True,
                 verify=model.tls_verification if model is not None else None,
             )
@@ -118,9 +113,9 @@ class ModelClient:
             raise BadModelResponse(f"model {model_id} did not answer with JSON") from None
 
     def _answer_cap(self, model: ModelConfig | None) -> int | None:
-        if self._limits is None:
+        if self.limits is None:
             return model.max_answer_bytes if model is not None else None
-        return self._limits.for_model(model).answer
+        return self.limits.for_model(model).answer
 
 
 def _read_up_to(response: requests.Response, limit: int | None) -> tuple[bytes, bool]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from model_proxy.shared.errors import ModelProxyError
@@ -20,27 +21,24 @@ from model_proxy.shared.jobs import Job, JobStore, Lease
 __all__ = ["LeaseHeartbeat"]
 
 
+@dataclass
 class LeaseHeartbeat:
     """A daemon thread renewing one job's lease; use it as a context manager around the run."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        job: Job,
-        token: str,
-        lease_seconds: float,
-        renew_slot: bool = False,
-        on_lost: Callable[[], None] | None = None,
-    ) -> None:
-        self._store = store
-        self._job = job
-        self._token = token
-        self._lease_seconds = lease_seconds
-        self._renew_slot = renew_slot
-        self._on_lost = on_lost
-        self.lost = threading.Event()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job.id[:8]}", daemon=True)
+    store: JobStore
+    job: Job
+    token: str
+    lease_seconds: float
+    renew_slot: bool = False
+    on_lost: Callable[[], None] | None = None
+    lost: threading.Event = field(default_factory=threading.Event, init=False)
+    _stopped: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(
+            target=self._beat, name=f"lease-{self.job.id[:8]}", daemon=True
+        )
 
     def __enter__(self) -> LeaseHeartbeat:
         self._thread.start()
@@ -56,20 +54,20 @@ class LeaseHeartbeat:
 
     def renew_once(self) -> bool:
         """Renew the lease (and the model slot); False when the lease is another worker's."""
-        lease = self._store.renew_lease(self._job.id, self._token, self._lease_seconds)
-        if self._renew_slot:
-            model_id = self._job.request.model_id
-            self._store.renew_slot(model_id, self._token, self._lease_seconds)
+        lease = self.store.renew_lease(self.job.id, self.token, self.lease_seconds)
+        if self.renew_slot:
+            model_id = self.job.request.model_id
+            self.store.renew_slot(model_id, self.token, self.lease_seconds)
         return lease is not Lease.LOST
 
     def _beat(self) -> None:
-        while not self._stopped.wait(self._lease_seconds / 3):
+        while not self._stopped.wait(self.lease_seconds / 3):
             try:
                 alive = self.renew_once()
             except ModelProxyError:
                 continue  # Redis away for a moment: the lease outlasts a few misses
             if not alive:
                 self.lost.set()
-                if self._on_lost is not None:
-                    self._on_lost()
+                if self.on_lost is not None:
+                    self.on_lost()
                 return

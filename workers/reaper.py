@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 
 import redis
 
@@ -87,29 +88,23 @@ def recover_queued(
     return sent
 
 
+@dataclass
 class Reaper:
     """Runs :func:`reap_once` and :func:`recover_queued` every ``interval`` seconds in a
     background thread, in one worker at a time."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        client: redis.Redis,
-        *,
-        interval: float,
-        max_attempts: int,
-        queued_bound: float,
-        enqueue: Enqueue,
-        with_messages: JobsWithMessages,
-    ) -> None:
-        self._store = store
-        self._client = client
-        self._interval = interval
-        self._max_attempts = max_attempts
-        self._queued_bound = queued_bound
-        self._enqueue = enqueue
-        self._with_messages = with_messages
-        self._stop = threading.Event()
+    store: JobStore
+    client: redis.Redis
+    _: KW_ONLY
+    interval: float
+    max_attempts: int
+    queued_bound: float
+    enqueue: Enqueue
+    with_messages: JobsWithMessages
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="reaper", daemon=True)
 
     def start(self) -> None:
@@ -124,19 +119,19 @@ class Reaper:
 
     def run_once(self) -> None:
         """One round, if no other worker's reaper holds the lock."""
-        lock = self._client.lock(
-            self._store.keys.reaper_lock, timeout=self._interval * 3, blocking=False
+        lock = self.client.lock(
+            self.store.keys.reaper_lock, timeout=self.interval * 3, blocking=False
         )
         if not lock.acquire():
             return
         try:
-            reap_once(self._store, self._max_attempts, self._enqueue)
-            recover_queued(self._store, self._queued_bound, self._with_messages, self._enqueue)
+            reap_once(self.store, self.max_attempts, self.enqueue)
+            recover_queued(self.store, self.queued_bound, self.with_messages, self.enqueue)
         finally:
             lock.release()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self.interval):
             try:
                 self.run_once()
             except Exception as exc:  # Redis away, a lock lost: the next round tries again
