@@ -11,10 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
+from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.config import catalog_from_settings
+from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.jobs import JobKeys
 from model_proxy.shared.queue import create_celery
 from model_proxy.shared.redis_clients import async_redis
@@ -70,9 +72,15 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    try:
+        origins = OriginPolicy.from_patterns(settings.cors_origins)
+    except ValueError as exc:
+        raise ConfigError(f"MODEL_PROXY_CORS_ORIGINS: {exc}") from None
+    app.add_middleware(RefuseForeignStateChanges, policy=origins)
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.cors_origins,
+        allow_origins=["*"] if origins.any_origin else [],
+        allow_origin_regex=None if origins.any_origin else origins.regex,
         allow_methods=["GET", "DELETE", "OPTIONS"],
         expose_headers=["Location", "Retry-After", "X-Job-Id"],
         allow_headers=["*"],

@@ -22,6 +22,7 @@ _RETRY_AFTER = {
 
 _DESCRIPTIONS: dict[int, str] = {
     400: "Bad data filters (`invalid_data_filter`) or request (`invalid_request`)",
+    403: "The request's Origin is a web page not allowed to change jobs (`origin_not_allowed`)",
     404: "Unknown model, server or job, an unsupported level, or no such DICOM data",
     409: "The job had already finished (`job_finished`)",
     410: "The job was cancelled, or its result expired",

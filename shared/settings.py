@@ -44,7 +44,18 @@ class Settings(BaseSettings):
         description="HTTPS private key; unset: zhiva.key in the working directory, if present.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default=["*"], description="Origins allowed to call the API: comma-separated, or *."
+        # what zhiva's own token server allows: its sites, and pages served from this machine
+        default=[
+            "https://*.zhiva.ai",
+            "https://*.zhiva.org",
+            "http://localhost:*",
+            "https://localhost:*",
+            "http://127.0.0.1:*",
+            "https://127.0.0.1:*",
+            "http://[::1]:*",
+            "https://[::1]:*",
+        ],
+        description="Web pages allowed to call the API: comma-separated origin patterns, or *.",
     )
     queue_name: str = "inference"
     redis_prefix: str = Field(

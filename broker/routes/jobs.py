@@ -70,6 +70,7 @@ async def get_result(services: Services, job_id: str) -> Response:
     responses={
         409: {"model": ErrorBody, "description": "The job had already finished"},
         **_NOT_FOUND,
+        **errors(403),
     },
 )
 async def cancel_job(services: Services, job_id: str) -> Response:

@@ -155,16 +155,15 @@ def test_a_wrapped_model_answer_is_unwrapped(api: TestClient, pacs: PacsData) ->
     assert pacs.ct_small.study_uid in response.json()
 
 
-def test_cors_lets_a_viewer_on_another_origin_call(api: TestClient, pacs: PacsData) -> None:
+def test_cors_lets_a_viewer_on_an_allowed_origin_call(api: TestClient, pacs: PacsData) -> None:
     url = series_url("segmentations", Ids.SEGMENTATION, pacs.ct_small)
-    origin = "https://viewer.example.org"
+    origin = "https://viewer.zhiva.ai"
     preflight = api.options(url, headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
     assert preflight.status_code == 200
-    assert preflight.headers["access-control-allow-origin"] in ("*", origin)
-    assert api.get(url, headers={"Origin": origin}).headers["access-control-allow-origin"] in (
-        "*",
-        origin,
-    )
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert api.get(url, headers={"Origin": origin}).headers["access-control-allow-origin"] == origin
+    foreign = api.get(url, headers={"Origin": "https://viewer.example.org"})
+    assert "access-control-allow-origin" not in foreign.headers
 
 
 def test_nothing_of_the_pacs_credentials_reaches_the_job_record(
