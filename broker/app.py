@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from model_proxy.broker.access import RequireCredentials
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
@@ -77,6 +78,8 @@ def create_app(
     except ValueError as exc:
         raise ConfigError(f"MODEL_PROXY_CORS_ORIGINS: {exc}") from None
     app.add_middleware(RefuseForeignStateChanges, policy=origins)
+    if settings.anonymous == "none":
+        app.add_middleware(RequireCredentials)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if origins.any_origin else [],

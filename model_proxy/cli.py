@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import sys
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
+    serve.add_argument(
+        "--anonymous",
+        choices=["viewer", "none"],
+        help="requests without credentials: viewer (allowed) or none (401); overrides "
+        "MODEL_PROXY_ANONYMOUS, and one of the two is needed to listen beyond loopback",
+    )
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="run a Celery worker on MODEL_PROXY_REDIS_URL")
@@ -117,6 +124,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # embedded worker and Redis below are stopped too.
     signal.signal(signal.SIGTERM, _exit_gracefully)
     # Check the configuration before starting anything.
+    if args.anonymous is not None:
+        settings = settings.model_copy(update={"anonymous": args.anonymous})
+    if settings.anonymous is None and not _is_loopback(args.host):
+        print(
+            f"model-proxy: serve --host {args.host} lets other machines ask for results "
+            "derived from patient data: decide who may, with MODEL_PROXY_ANONYMOUS=viewer "
+            "(requests without credentials, as the zhiva viewer sends them) or =none (refused)",
+            file=sys.stderr,
+        )
+        return 2
     catalog = catalog_from_settings(settings)
     tls = tls_files(settings)
     try:
@@ -158,6 +175,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _exit_gracefully(signum: int, frame: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,12 @@ class Settings(BaseSettings):
             "https://[::1]:*",
         ],
         description="Web pages allowed to call the API: comma-separated origin patterns, or *.",
+    )
+    anonymous: Literal["viewer", "none"] | None = Field(
+        default=None,
+        description="Requests without credentials: viewer (the zhiva viewer's way) or none "
+        "(401). Unset: viewer while serve listens on loopback only; serve on any other address "
+        "refuses to start until this is decided.",
     )
     queue_name: str = "inference"
     redis_prefix: str = Field(

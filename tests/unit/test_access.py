@@ -1,0 +1,66 @@
+"""Who may ask (broker/access.py): anonymous access as the operator decides it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from model_proxy.broker.app import create_app
+from model_proxy.shared.settings import Settings
+from tests.unit.test_origins import MODELS, SERVERS
+
+JOB = "/jobs/0123456789abcdef0123456789abcdef"
+
+
+def _api(folder: Path, anonymous: str | None) -> TestClient:
+    (folder / "servers.json").write_text(SERVERS)
+    (folder / "models.json").write_text(MODELS)
+    settings = Settings(
+        servers_file=folder / "servers.json",
+        models_file=folder / "models.json",
+        anonymous=anonymous,
+    )
+    app = create_app(settings, redis_url="redis://127.0.0.1:1/0")
+    return TestClient(app, raise_server_exceptions=False)  # no lifespan: no Redis is needed
+
+
+def test_with_anonymous_access_refused_a_request_without_credentials_is_401(
+    tmp_path: Path,
+) -> None:
+    api = _api(tmp_path, "none")
+    for method, path in [
+        ("GET", JOB),
+        ("DELETE", JOB),
+        ("GET", "/jobs"),
+        ("GET", "/segmentations/5f0e0f0e-0000-4000-8000-000000000002/studies/1.2"),
+        ("GET", "/status"),
+        ("GET", "/metrics"),
+    ]:
+        answer = api.request(method, path)
+        assert answer.status_code == 401, (method, path)
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.json()["code"] == "unauthenticated"
+
+
+def test_a_credential_that_is_not_recognised_is_401_and_not_echoed(tmp_path: Path) -> None:
+    api = _api(tmp_path, "none")
+    for headers in ({"Authorization": "Bearer not-a-key-4711"}, {"X-API-Key": "not-a-key-4711"}):
+        answer = api.get(JOB, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["code"] == "invalid_credentials"
+        assert "not-a-key-4711" not in answer.text
+
+
+def test_probes_and_the_api_description_stay_open(tmp_path: Path) -> None:
+    api = _api(tmp_path, "none")
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/openapi.json").status_code == 200
+
+
+def test_the_viewers_way_lets_requests_without_credentials_in(tmp_path: Path) -> None:
+    for anonymous in ("viewer", None):
+        answer = _api(tmp_path, anonymous).get("/healthz")
+        assert answer.status_code == 200
+        # past the access check (what comes after it needs the services of a started app)
+        assert _api(tmp_path, anonymous).get(JOB).status_code != 401
