@@ -61,7 +61,13 @@ class Settings(BaseSettings):
         default=None,
         description="Requests without credentials: viewer (the zhiva viewer's way) or none "
         "(401). Unset: viewer while serve listens on loopback only; serve on any other address "
-        "refuses to start until this is decided.",
+        "refuses to start until this is decided, or treats it as none when the API key file "
+        "holds a key.",
+    )
+    api_keys_file: Path = Field(
+        default=Path("api-keys.json"),
+        description="The API key file `model-proxy keys` writes (salted hashes only); the API "
+        "rereads it when it changes.",
     )
     queue_name: str = "inference"
     redis_prefix: str = Field(

@@ -1,0 +1,219 @@
+"""API keys: the key file (``MODEL_PROXY_API_KEYS_FILE``) and the reader that verifies keys.
+
+A key reads ``mpk_<id>_<secret>``. The file keeps, per key, its ``id`` (so that verifying a
+presented key looks up one entry), its name, role and creation time, and the secret only as a
+salted scrypt hash; never the key itself. The file is written whole to a temporary file with
+mode 0600 and moved into place, so a reader never sees half of it.
+
+:class:`ApiKeyReader` is what the API holds: it rereads the file when it changes (checked at most
+every ``check_interval`` seconds), so a revoked key stops working within seconds without a
+restart, and it remembers keys it verified (by a sha256 of the key, never the key) so that a
+request does not pay scrypt each time; a change of the file forgets them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, get_args
+
+from model_proxy.shared.errors import ConfigError
+
+__all__ = ["ApiKey", "ApiKeyFile", "ApiKeyReader", "KeyOwner", "Role"]
+
+log = logging.getLogger(__name__)
+
+Role = Literal["viewer", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
+_PREFIX = "mpk"
+# scrypt with 16 MiB of memory: tens of milliseconds per check, which the cache pays once per key
+_UNREAD = object()
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Who a verified key belongs to."""
+
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One entry of the key file: no key, only its id and the salted hash of its secret."""
+
+    id: str
+    name: str
+    role: Role
+    created: str  # ISO 8601, UTC
+    salt: str  # hex
+    hash: str  # hex
+
+    def matches(self, secret: str) -> bool:
+        presented = _hash(secret, bytes.fromhex(self.salt))
+        return hmac.compare_digest(presented, bytes.fromhex(self.hash))
+
+    @property
+    def owner(self) -> KeyOwner:
+        return KeyOwner(self.name, self.role)
+
+
+def _hash(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
+
+
+def _split(key: str) -> tuple[str, str] | None:
+    """The id and secret of a key of our form, else None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != _PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class ApiKeyFile:
+    """The key file, as the ``model-proxy keys`` commands change it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[ApiKey]:
+        """The entries; none when the file does not exist. ConfigError when it is not ours."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API key file {self.path}: {exc.strerror}") from None
+        try:
+            entries = json.loads(text)["keys"]
+            keys = [ApiKey(**entry) for entry in entries]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{self.path} is not an API key file") from None
+        if any(key.role not in ROLES for key in keys):
+            raise ConfigError(f"{self.path} names a role other than {' or '.join(ROLES)}")
+        return keys
+
+    def add(self, name: str, role: Role = "viewer") -> tuple[ApiKey, str]:
+        """A new key named ``name``: its entry, and the key itself (shown once, stored never)."""
+        name = name.strip()
+        if not name:
+            raise ConfigError("a key needs a name")
+        if role not in ROLES:
+            raise ConfigError(f"a key's role is {' or '.join(ROLES)}, not {role!r}")
+        keys = self.load()
+        if any(key.name == name for key in keys):
+            raise ConfigError(f"a key named {name!r} exists already (revoke it first)")
+        key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), os.urandom(16)
+        entry = ApiKey(
+            id=key_id,
+            name=name,
+            role=role,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            salt=salt.hex(),
+            hash=_hash(secret, salt).hex(),
+        )
+        self._write([*keys, entry])
+        return entry, f"{_PREFIX}_{key_id}_{secret}"
+
+    def revoke(self, name: str) -> None:
+        keys = self.load()
+        kept = [key for key in keys if key.name != name]
+        if len(kept) == len(keys):
+            raise ConfigError(f"no key named {name!r} in {self.path}")
+        self._write(kept)
+
+    def _write(self, keys: list[ApiKey]) -> None:
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump({"keys": [asdict(key) for key in keys]}, out, indent=2)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+class ApiKeyReader:
+    """Verifies presented keys against the key file, rereading it when it changes."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        check_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._file = ApiKeyFile(path)
+        self._interval = check_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked: float | None = None
+        self._signature: tuple[int, int, int, int] | object | None = _UNREAD
+        self._keys: dict[str, ApiKey] = {}
+        self._verified: dict[bytes, KeyOwner] = {}
+
+    def has_keys(self) -> bool:
+        self._refresh()
+        return bool(self._keys)
+
+    def cached(self, key: str) -> KeyOwner | None:
+        """The owner of a key verified before (no scrypt), else None."""
+        self._refresh()
+        return self._verified.get(hashlib.sha256(key.encode()).digest())
+
+    def verify(self, key: str) -> KeyOwner | None:
+        """The owner of ``key``, or None when it is not a valid key."""
+        self._refresh()
+        digest = hashlib.sha256(key.encode()).digest()
+        owner = self._verified.get(digest)
+        if owner is not None:
+            return owner
+        parts = _split(key)
+        entry = self._keys.get(parts[0]) if parts else None
+        if parts is None or entry is None or not entry.matches(parts[1]):
+            return None
+        with self._lock:
+            if self._keys.get(entry.id) is entry:  # not revoked while hashing
+                self._verified[digest] = entry.owner
+        return entry.owner
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if self._checked is not None and now - self._checked < self._interval:
+            return
+        with self._lock:
+            self._checked = now
+            signature = self._stat()
+            if signature == self._signature:
+                return
+            self._signature = signature
+            self._verified = {}
+            try:
+                self._keys = {key.id: key for key in self._file.load()}
+            except ConfigError as exc:
+                log.error("%s: no API key is accepted until it is fixed", exc.message)
+                self._keys = {}
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = self._file.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

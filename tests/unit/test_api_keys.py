@@ -1,0 +1,91 @@
+"""The API key file and its reader (shared/api_keys.py)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from model_proxy.shared.api_keys import ApiKeyFile, ApiKeyReader, KeyOwner
+from model_proxy.shared.errors import ConfigError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_added_verifies_as_its_owner_and_a_wrong_one_does_not(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    _, root = keys.add("root", "admin")
+    reader = ApiKeyReader(keys.path)
+    assert reader.verify(alice) == KeyOwner("alice", "viewer")
+    assert reader.verify(root) == KeyOwner("root", "admin")
+    key_id = alice.split("_")[1]
+    for wrong in (alice + "x", f"mpk_{key_id}_guess", "mpk__x", "Bearer", "", alice[:-1]):
+        assert reader.verify(wrong) is None, wrong
+
+
+def test_the_file_holds_salted_hashes_only_with_mode_0600(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    _, bob = keys.add("bob")
+    text = keys.path.read_text()
+    secret_a, secret_b = alice.split("_", 2)[2], bob.split("_", 2)[2]
+    assert secret_a not in text and secret_b not in text
+    entries = json.loads(text)["keys"]
+    assert entries[0]["salt"] != entries[1]["salt"]
+    assert stat.S_IMODE(keys.path.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["api-keys.json"]  # no temporary left
+
+
+def test_list_shows_names_roles_and_times_and_revoke_removes(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    assert keys.load() == []
+    keys.add("alice")
+    keys.add("root", "admin")
+    assert [(key.name, key.role) for key in keys.load()] == [("alice", "viewer"), ("root", "admin")]
+    assert all(key.created.endswith("+00:00") for key in keys.load())
+    keys.revoke("alice")
+    assert [key.name for key in keys.load()] == ["root"]
+
+
+def test_a_duplicate_or_unknown_name_is_a_clear_error(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    keys.add("alice")
+    with pytest.raises(ConfigError, match="'alice' exists already"):
+        keys.add("alice", "admin")
+    with pytest.raises(ConfigError, match="no key named 'carol'"):
+        keys.revoke("carol")
+
+
+def test_the_reader_rereads_a_changed_file_at_most_once_per_interval(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    clock = Clock()
+    reader = ApiKeyReader(keys.path, clock=clock)
+    assert reader.verify(alice) is not None
+    assert reader.cached(alice) is not None  # remembered: no scrypt the next time
+    keys.revoke("alice")
+    _, bob = keys.add("bob")
+    clock.now = 0.5
+    assert reader.verify(alice) is not None  # not checked again yet
+    clock.now = 1.5
+    assert reader.cached(alice) is None  # the change dropped what was remembered
+    assert reader.verify(alice) is None
+    assert reader.verify(bob) == KeyOwner("bob", "viewer")
+
+
+def test_a_broken_file_accepts_no_key_rather_than_stopping(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    keys.path.write_text("{not json")
+    assert ApiKeyReader(keys.path).verify(alice) is None
+    with pytest.raises(ConfigError, match="not an API key file"):
+        keys.load()
