@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from model_proxy.broker.access import RequireCredentials
+from model_proxy.broker.access import Authenticate
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
@@ -16,6 +16,7 @@ from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
 from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.api_keys import ApiKeyReader
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.jobs import JobKeys
@@ -78,8 +79,11 @@ def create_app(
     except ValueError as exc:
         raise ConfigError(f"MODEL_PROXY_CORS_ORIGINS: {exc}") from None
     app.add_middleware(RefuseForeignStateChanges, policy=origins)
-    if settings.anonymous == "none":
-        app.add_middleware(RequireCredentials)
+    app.add_middleware(
+        Authenticate,
+        keys=ApiKeyReader(settings.api_keys_file),
+        anonymous=settings.anonymous or "viewer",
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if origins.any_origin else [],

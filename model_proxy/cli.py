@@ -4,6 +4,7 @@
   Redis (data in ``MODEL_PROXY_DATA_DIR``) and an in-process worker: everything on one machine.
 * ``model-proxy worker``: a Celery worker on ``MODEL_PROXY_REDIS_URL`` (run any number, anywhere).
 * ``model-proxy example-model``: the example model API that tests and the quickstart use.
+* ``model-proxy keys add|list|revoke``: the API keys of ``MODEL_PROXY_API_KEYS_FILE``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
 from model_proxy.jobs_cli import register_job_commands
+from model_proxy.shared.api_keys import ApiKeyFile, ApiKeyReader
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.settings import Settings, get_settings
@@ -100,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("--port", type=int, default=8011)
     example.set_defaults(run=_example_model)
 
+    keys = commands.add_parser("keys", help="API keys: add, list, revoke")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    add = key_commands.add_parser("add", help="create a key; it is printed once, on the last line")
+    add.add_argument("name", help="who the key is for (unique)")
+    add.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    add.set_defaults(run=_keys_add)
+    listing = key_commands.add_parser("list", help="names, roles and creation times")
+    listing.set_defaults(run=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke the key of NAME")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_keys_revoke)
+
     register_job_commands(commands)
     return parser
 
@@ -127,13 +141,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.anonymous is not None:
         settings = settings.model_copy(update={"anonymous": args.anonymous})
     if settings.anonymous is None and not _is_loopback(args.host):
-        print(
-            f"model-proxy: serve --host {args.host} lets other machines ask for results "
-            "derived from patient data: decide who may, with MODEL_PROXY_ANONYMOUS=viewer "
-            "(requests without credentials, as the zhiva viewer sends them) or =none (refused)",
-            file=sys.stderr,
-        )
-        return 2
+        if ApiKeyReader(settings.api_keys_file).has_keys():
+            # a credential source is a decision: those who hold a key may ask, nobody else
+            settings = settings.model_copy(update={"anonymous": "none"})
+        else:
+            print(
+                f"model-proxy: serve --host {args.host} lets other machines ask for results "
+                "derived from patient data: decide who may, with MODEL_PROXY_ANONYMOUS=viewer "
+                "(requests without credentials, as the zhiva viewer sends them) or =none "
+                "(refused), or create API keys with `model-proxy keys add NAME`",
+                file=sys.stderr,
+            )
+            return 2
     catalog = catalog_from_settings(settings)
     tls = tls_files(settings)
     try:
@@ -249,6 +268,34 @@ def _tls(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"wrote {args.cert} and {args.key} (self-signed, {args.days} days) for: " + ", ".join(hosts)
     )
+    return 0
+
+
+def _keys_add(args: argparse.Namespace, settings: Settings) -> int:
+    entry, key = ApiKeyFile(settings.api_keys_file).add(args.name, args.role)
+    print(
+        f"created the {entry.role} key {entry.name!r} in {settings.api_keys_file}; "
+        "it is shown this once and stored only as a hash:"
+    )
+    print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    entries = ApiKeyFile(settings.api_keys_file).load()
+    if not entries:
+        print(f"no API keys in {settings.api_keys_file}")
+        return 0
+    width = max(len("NAME"), *(len(entry.name) for entry in entries))
+    print(f"{'NAME':<{width}}  {'ROLE':<6}  CREATED")
+    for entry in entries:
+        print(f"{entry.name:<{width}}  {entry.role:<6}  {entry.created}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    ApiKeyFile(settings.api_keys_file).revoke(args.name)
+    print(f"revoked the key {args.name!r}; the API stops accepting it within seconds")
     return 0
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from model_proxy.broker.app import create_app
+from model_proxy.shared.api_keys import ApiKeyFile
 from model_proxy.shared.settings import Settings
 from tests.unit.test_origins import MODELS, SERVERS
 
@@ -14,12 +15,14 @@ JOB = "/jobs/0123456789abcdef0123456789abcdef"
 
 
 def _api(folder: Path, anonymous: str | None) -> TestClient:
+    """The API with the key file ``folder/api-keys.json``."""
     (folder / "servers.json").write_text(SERVERS)
     (folder / "models.json").write_text(MODELS)
     settings = Settings(
         servers_file=folder / "servers.json",
         models_file=folder / "models.json",
         anonymous=anonymous,
+        api_keys_file=folder / "api-keys.json",
     )
     app = create_app(settings, redis_url="redis://127.0.0.1:1/0")
     return TestClient(app, raise_server_exceptions=False)  # no lifespan: no Redis is needed
@@ -64,3 +67,26 @@ def test_the_viewers_way_lets_requests_without_credentials_in(tmp_path: Path) ->
         assert answer.status_code == 200
         # past the access check (what comes after it needs the services of a started app)
         assert _api(tmp_path, anonymous).get(JOB).status_code != 401
+
+
+def test_a_valid_key_is_let_in_with_either_header(tmp_path: Path) -> None:
+    _, key = ApiKeyFile(tmp_path / "api-keys.json").add("alice")
+    api = _api(tmp_path, "none")
+    for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+        # past the access check (what comes after it needs the services of a started app)
+        assert api.get(JOB, headers=headers).status_code != 401
+
+
+def test_a_wrong_key_is_401_whatever_the_anonymous_setting(tmp_path: Path) -> None:
+    _, key = ApiKeyFile(tmp_path / "api-keys.json").add("alice")
+    for anonymous in ("viewer", None, "none"):
+        api = _api(tmp_path, anonymous)
+        for headers in (
+            {"Authorization": f"Bearer {key}x"},
+            {"Authorization": f"Basic {key}"},
+            {"X-API-Key": ""},
+        ):
+            answer = api.get(JOB, headers=headers)
+            assert answer.status_code == 401, (anonymous, headers)
+            assert answer.json()["code"] == "invalid_credentials"
+            assert key not in answer.text
