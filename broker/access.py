@@ -62,11 +62,11 @@ class Authenticate:
                 return
             principal = ANONYMOUS
         else:
-            owner = self._keys.cached(key) or await run_in_threadpool(self._keys.verify, key)
-            if owner is None:
+            entry = self._keys.cached(key) or await run_in_threadpool(self._keys.verify, key)
+            if entry is None:
                 await _refuse(scope, receive, send, invalid=True)
                 return
-            principal = Principal(owner.name, owner.role)
+            principal = Principal(entry.name, entry.role)
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, send)
 

@@ -30,7 +30,7 @@ from typing import Literal, get_args
 
 from model_proxy.shared.errors import ConfigError
 
-__all__ = ["ApiKey", "ApiKeyFile", "ApiKeyReader", "KeyOwner", "Role"]
+__all__ = ["ApiKey", "ApiKeyFile", "ApiKeyReader", "Role"]
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ _PREFIX = "mpk"
 # scrypt with 16 MiB of memory: tens of milliseconds per check, which the cache pays once per key
 _UNREAD = object()
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
-
-
-@dataclass(frozen=True)
-class KeyOwner:
-    """Who a verified key belongs to."""
-
-    name: str
-    role: Role
 
 
 @dataclass(frozen=True)
@@ -64,10 +56,6 @@ class ApiKey:
     def matches(self, secret: str) -> bool:
         presented = _hash(secret, bytes.fromhex(self.salt))
         return hmac.compare_digest(presented, bytes.fromhex(self.hash))
-
-    @property
-    def owner(self) -> KeyOwner:
-        return KeyOwner(self.name, self.role)
 
 
 def _hash(secret: str, salt: bytes) -> bytes:
@@ -167,32 +155,32 @@ class ApiKeyReader:
         self._checked: float | None = None
         self._signature: tuple[int, int, int, int] | object | None = _UNREAD
         self._keys: dict[str, ApiKey] = {}
-        self._verified: dict[bytes, KeyOwner] = {}
+        self._verified: dict[bytes, ApiKey] = {}
 
     def has_keys(self) -> bool:
         self._refresh()
         return bool(self._keys)
 
-    def cached(self, key: str) -> KeyOwner | None:
-        """The owner of a key verified before (no scrypt), else None."""
+    def cached(self, key: str) -> ApiKey | None:
+        """The entry of a key verified before (no scrypt), else None."""
         self._refresh()
         return self._verified.get(hashlib.sha256(key.encode()).digest())
 
-    def verify(self, key: str) -> KeyOwner | None:
-        """The owner of ``key``, or None when it is not a valid key."""
+    def verify(self, key: str) -> ApiKey | None:
+        """The entry of ``key`` (its name and role), or None when it is not a valid key."""
         self._refresh()
         digest = hashlib.sha256(key.encode()).digest()
-        owner = self._verified.get(digest)
-        if owner is not None:
-            return owner
+        known = self._verified.get(digest)
+        if known is not None:
+            return known
         parts = _split(key)
         entry = self._keys.get(parts[0]) if parts else None
         if parts is None or entry is None or not entry.matches(parts[1]):
             return None
         with self._lock:
             if self._keys.get(entry.id) is entry:  # not revoked while hashing
-                self._verified[digest] = entry.owner
-        return entry.owner
+                self._verified[digest] = entry
+        return entry
 
     def _refresh(self) -> None:
         now = self._clock()

@@ -22,16 +22,22 @@ from tests.unit.test_origins import MODELS, SERVERS
 pytestmark = pytest.mark.integration
 
 
-def _serve(tmp_path: Path, *extra: str, **environ: str) -> subprocess.CompletedProcess[str]:
+def _serve_environment(tmp_path: Path, **environ: str) -> dict[str, str]:
+    """The environment of a ``serve`` with the configs, data and key file in ``tmp_path``."""
     (tmp_path / "servers.json").write_text(SERVERS)
     (tmp_path / "models.json").write_text(MODELS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_PROXY_")}
-    env |= {
+    return env | {
         "MODEL_PROXY_SERVERS_FILE": str(tmp_path / "servers.json"),
         "MODEL_PROXY_MODELS_FILE": str(tmp_path / "models.json"),
         "MODEL_PROXY_DATA_DIR": str(tmp_path / "data"),
+        "MODEL_PROXY_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
         **environ,
     }
+
+
+def _serve(tmp_path: Path, *extra: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    env = _serve_environment(tmp_path, **environ)
     argv = [sys.executable, "-m", "model_proxy", "serve", "--port", str(free_port()), *extra]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
@@ -52,8 +58,7 @@ def test_an_invalid_decision_is_refused_with_its_name(tmp_path: Path) -> None:
 
 
 def _keys(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_PROXY_")}
-    env["MODEL_PROXY_API_KEYS_FILE"] = str(folder / "api-keys.json")
+    env = _serve_environment(folder)
     argv = [sys.executable, "-m", "model_proxy", "keys", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
@@ -109,15 +114,7 @@ def test_serve_beyond_loopback_with_a_key_file_refuses_anonymous_requests(
 ) -> None:
     assert _keys(tmp_path, "add", "ward-7").returncode == 0
     port = free_port()
-    (tmp_path / "servers.json").write_text(SERVERS)
-    (tmp_path / "models.json").write_text(MODELS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_PROXY_")}
-    env |= {
-        "MODEL_PROXY_SERVERS_FILE": str(tmp_path / "servers.json"),
-        "MODEL_PROXY_MODELS_FILE": str(tmp_path / "models.json"),
-        "MODEL_PROXY_DATA_DIR": str(tmp_path / "data"),
-        "MODEL_PROXY_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
-    }
+    env = _serve_environment(tmp_path)
     argv = [sys.executable, "-m", "model_proxy", "serve", "--host", "0.0.0.0", "--port", str(port)]
     process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     try:
