@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from model_proxy.broker.app import create_app
@@ -90,3 +91,20 @@ def test_a_wrong_key_is_401_whatever_the_anonymous_setting(tmp_path: Path) -> No
             assert answer.status_code == 401, (anonymous, headers)
             assert answer.json()["code"] == "invalid_credentials"
             assert key not in answer.text
+
+
+def test_routes_see_the_principal_and_never_the_key(tmp_path: Path) -> None:
+    _, key = ApiKeyFile(tmp_path / "api-keys.json").add("ops", "admin")
+    api = _api(tmp_path, "viewer")
+
+    async def whoami(request: Request) -> dict[str, object]:
+        principal = request.state.principal
+        return {"name": principal.name, "role": principal.role, "anonymous": principal.anonymous}
+
+    api.app.add_api_route("/_whoami", whoami)  # type: ignore[attr-defined]
+    assert api.get("/_whoami", headers={"X-API-Key": key}).json() == {
+        "name": "ops",
+        "role": "admin",
+        "anonymous": False,
+    }
+    assert api.get("/_whoami").json() == {"name": "anonymous", "role": "viewer", "anonymous": True}
