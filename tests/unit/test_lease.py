@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import fakeredis
 import pytest
 import redis
 
@@ -17,13 +15,6 @@ from model_proxy.workers.lease import LeaseHeartbeat
 KEYS = JobKeys()
 LEASE = 0.3  # renewed every 0.1 s
 MODEL_ID = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    connection = fakeredis.FakeRedis()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

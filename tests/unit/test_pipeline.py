@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import fakeredis
 import pytest
 import redis
 
@@ -185,13 +184,6 @@ def make_world(
     client.hset(KEYS.job(job.id), mapping=fields)
     client.zadd(KEYS.queued(MODEL_ID), {job.id: job.created_at})
     return World(client, store, pacs, fake_model, context, job)
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    connection = fakeredis.FakeRedis()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -53,13 +52,6 @@ class Enqueued:
 
     def __call__(self, job_id: str, queue: str) -> None:
         self.calls.append((job_id, queue))
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    connection = fakeredis.FakeRedis()
-    yield connection
-    connection.close()
 
 
 @pytest.fixture
