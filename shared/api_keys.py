@@ -13,6 +13,8 @@ request does not pay scrypt each time; a change of the file forgets them.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -22,7 +24,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,9 @@ _PREFIX = "mpk"
 # scrypt with 16 MiB of memory: tens of milliseconds per check, which the cache pays once per key
 _UNREAD = object()
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+# at most this many scrypt checks at once per process: a flood of wrong secrets for a known key id
+# queues here instead of taking every thread and 16 MiB each
+_CONCURRENT_CHECKS = 2
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,10 @@ class ApiKeyFile:
             raise ConfigError("a key needs a name")
         if role not in ROLES:
             raise ConfigError(f"a key's role is {' or '.join(ROLES)}, not {role!r}")
+        with self._changing():
+            return self._add(name, role)
+
+    def _add(self, name: str, role: Role) -> tuple[ApiKey, str]:
         keys = self.load()
         if any(key.name == name for key in keys):
             raise ConfigError(f"a key named {name!r} exists already (revoke it first)")
@@ -116,11 +125,25 @@ class ApiKeyFile:
         return entry, f"{_PREFIX}_{key_id}_{secret}"
 
     def revoke(self, name: str) -> None:
-        keys = self.load()
-        kept = [key for key in keys if key.name != name]
-        if len(kept) == len(keys):
-            raise ConfigError(f"no key named {name!r} in {self.path}")
-        self._write(kept)
+        with self._changing():
+            keys = self.load()
+            kept = [key for key in keys if key.name != name]
+            if len(kept) == len(keys):
+                raise ConfigError(f"no key named {name!r} in {self.path}")
+            self._write(kept)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold a lock on the file's folder while the file is read, changed and written, so two
+        ``keys`` commands at once cannot lose each other's change (the file itself is replaced,
+        so it cannot carry the lock; the folder does, and no lock file is left behind)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _write(self, keys: list[ApiKey]) -> None:
         folder = self.path.parent
@@ -156,6 +179,7 @@ class ApiKeyReader:
         self._signature: tuple[int, int, int, int] | object | None = _UNREAD
         self._keys: dict[str, ApiKey] = {}
         self._verified: dict[bytes, ApiKey] = {}
+        self._checks = threading.BoundedSemaphore(_CONCURRENT_CHECKS)
 
     def has_keys(self) -> bool:
         self._refresh()
@@ -175,8 +199,11 @@ class ApiKeyReader:
             return known
         parts = _split(key)
         entry = self._keys.get(parts[0]) if parts else None
-        if parts is None or entry is None or not entry.matches(parts[1]):
+        if parts is None or entry is None:
             return None
+        with self._checks:
+            if not entry.matches(parts[1]):
+                return None
         with self._lock:
             if self._keys.get(entry.id) is entry:  # not revoked while hashing
                 self._verified[digest] = entry

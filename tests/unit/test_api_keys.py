@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from model_proxy.shared.api_keys import ApiKeyFile, ApiKeyReader
+from model_proxy.shared.api_keys import ApiKey, ApiKeyFile, ApiKeyReader
 from model_proxy.shared.errors import ConfigError
 
 
@@ -94,3 +96,44 @@ def test_a_broken_file_accepts_no_key_rather_than_stopping(tmp_path: Path) -> No
     assert ApiKeyReader(keys.path).verify(alice) is None
     with pytest.raises(ConfigError, match="not an API key file"):
         keys.load()
+
+
+def _add_key(path: str, name: str) -> None:
+    ApiKeyFile(Path(path)).add(name)
+
+
+def test_keys_added_by_processes_at_once_are_all_kept(tmp_path: Path) -> None:
+    path = tmp_path / "api-keys.json"
+    names = [f"station-{n}" for n in range(6)]
+    with ProcessPoolExecutor(max_workers=6) as pool:
+        list(pool.map(_add_key, [str(path)] * len(names), names))
+    assert sorted(key.name for key in ApiKeyFile(path).load()) == names
+
+
+def test_wrong_secrets_for_a_known_id_are_checked_two_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    key_id = alice.split("_")[1]
+    reader = ApiKeyReader(keys.path)
+    running, most = 0, 0
+    count = threading.Lock()
+    original = ApiKey.matches
+
+    def counted(self: ApiKey, secret: str) -> bool:
+        nonlocal running, most
+        with count:
+            running += 1
+            most = max(most, running)
+        try:
+            return original(self, secret)
+        finally:
+            with count:
+                running -= 1
+
+    monkeypatch.setattr(ApiKey, "matches", counted)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(reader.verify, [f"mpk_{key_id}_guess{n}" for n in range(16)]))
+    assert answers == [None] * 16
+    assert most == 2
