@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model_proxy.broker.access import Authenticate
+from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
@@ -20,6 +21,7 @@ from model_proxy.shared.api_keys import ApiKeyReader
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.jobs import JobKeys
+from model_proxy.shared.jwks import JwksCache, JwtIssuer
 from model_proxy.shared.queue import create_celery
 from model_proxy.shared.redis_clients import async_redis
 from model_proxy.shared.settings import Settings
@@ -41,6 +43,7 @@ def create_app(
     if url is None:
         raise ValueError("create_app needs a Redis URL: set MODEL_PROXY_REDIS_URL")
     catalog = catalog_from_settings(settings, environ)
+    issuer = JwtIssuer.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +86,7 @@ def create_app(
         Authenticate,
         keys=ApiKeyReader(settings.api_keys_file),
         anonymous=settings.anonymous or "viewer",
+        tokens=None if issuer is None else BearerTokenVerifier(issuer, JwksCache(issuer)),
     )
     app.add_middleware(
         CORSMiddleware,
