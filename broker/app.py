@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from model_proxy.broker.access import Authenticate
+from model_proxy.broker.access import OPEN_PATHS, Authenticate
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
+from model_proxy.broker.openapi import declare_security
 from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
@@ -99,4 +100,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    declare_security(
+        app,
+        open_paths=OPEN_PATHS,
+        anonymous=(settings.anonymous or "viewer") == "viewer",
+        discovery_url=None if issuer is None else issuer.discovery_url,
+    )
     return app
