@@ -8,6 +8,9 @@ and make the provider slow (``delay``) to see that the API does not hang on it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -106,6 +109,20 @@ class IdentityProvider:
             algorithm=_ALGORITHM[key.kind],
             headers={"kid": key.kid, **(headers or {})},
         )
+
+    def forged_hs256(self, kid: str) -> str:
+        """A valid token's claims "signed" with HS256, the secret being the PEM of key ``kid``'s
+        public key (made by hand: pyjwt refuses a PEM as an HMAC secret)."""
+
+        def part(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        claims = jwt.decode(self.token(kid), options={"verify_signature": False})
+        header = {"alg": "HS256", "typ": "JWT", "kid": kid}
+        signing_input = f"{part(json.dumps(header).encode())}.{part(json.dumps(claims).encode())}"
+        secret = self.key(kid).public_pem()
+        signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{part(signature)}"
 
     def _document(self, path: str) -> dict[str, Any] | None:
         if path == REALM + "/.well-known/openid-configuration":

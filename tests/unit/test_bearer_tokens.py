@@ -3,10 +3,6 @@ identity provider, and the verdict on each kind of token; then the same through 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +15,6 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 
 from devtools.processes import free_port
-from model_proxy.broker.app import create_app
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier, TokenHolder, looks_like_jwt
 from model_proxy.shared.api_keys import ApiKeyFile
 from model_proxy.shared.errors import (
@@ -31,7 +26,7 @@ from model_proxy.shared.errors import (
 from model_proxy.shared.jwks import JwksCache, JwtIssuer
 from model_proxy.shared.settings import Settings
 from tests.support.identity_provider import AUDIENCE, IdentityProvider, identity_provider
-from tests.unit.test_origins import MODELS, SERVERS
+from tests.unit.test_access import _api as access_api
 
 SUBJECT = "3f1c9a52-7e0d-4b8e-9a61-2d4c5b6e7f80"
 JOB = "/jobs/0123456789abcdef0123456789abcdef"
@@ -73,18 +68,6 @@ def _invalid(verifier: BearerTokenVerifier, token: str) -> bool:
         assert token not in error.message
         return True
     return False
-
-
-def _hs256(secret: bytes, payload: dict[str, Any], kid: str) -> str:
-    """A token "signed" with HS256 and ``secret``, made by hand (pyjwt refuses a PEM secret)."""
-
-    def part(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-    header = part(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
-    body = part(json.dumps(payload).encode())
-    signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{part(signature)}"
 
 
 def _claims(provider: IdentityProvider) -> dict[str, Any]:
@@ -172,9 +155,7 @@ def test_an_unsigned_token_is_refused(provider: IdentityProvider) -> None:
 
 
 def test_hs256_signed_with_the_public_key_is_refused(provider: IdentityProvider) -> None:
-    key = provider.key("rsa-1")
-    forged = _hs256(key.public_pem(), _claims(provider), key.kid)
-    assert _invalid(_verifier(provider), forged)
+    assert _invalid(_verifier(provider), provider.forged_hs256("rsa-1"))
 
 
 def test_a_signature_of_another_key_or_key_type_is_refused(provider: IdentityProvider) -> None:
@@ -314,23 +295,15 @@ def test_no_issuer_is_no_oidc() -> None:
 
 
 def _api(folder: Path, anonymous: str, **values: Any) -> TestClient:
-    (folder / "servers.json").write_text(SERVERS)
-    (folder / "models.json").write_text(MODELS)
-    settings = Settings(
-        servers_file=folder / "servers.json",
-        models_file=folder / "models.json",
-        anonymous=anonymous,
-        api_keys_file=folder / "api-keys.json",
-        **values,
-    )
-    app = create_app(settings, redis_url="redis://127.0.0.1:1/0")
+    """The API of the access tests, with a route that shows the request's principal."""
+    api = access_api(folder, anonymous, **values)
 
     async def whoami(request: Request) -> dict[str, object]:
         principal = request.state.principal
         return {"name": principal.name, "role": principal.role}
 
-    app.add_api_route("/_whoami", whoami)
-    return TestClient(app, raise_server_exceptions=False)  # no lifespan: no Redis is needed
+    api.app.add_api_route("/_whoami", whoami)  # type: ignore[attr-defined]
+    return api
 
 
 def _oidc_api(folder: Path, provider: IdentityProvider, **values: Any) -> TestClient:
