@@ -1,11 +1,16 @@
 """Who may ask: the authentication middleware, and the principal it gives each request.
 
-A credential is an API key, sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``:
+A credential is sent as ``Authorization: Bearer <credential>`` (an API key also as
+``X-API-Key: <key>``). It is an OIDC bearer token when OIDC is configured
+(``MODEL_PROXY_JWT_ISSUER``) and it has the form of a JWT (three base64url parts; see
+:mod:`broker.bearer_tokens`), else an API key:
 
-* a presented credential that is not a valid key is 401 ``invalid_credentials``, whatever the
+* a presented credential that is not valid is 401 ``invalid_credentials``, whatever the
   anonymous setting (a client that means to authenticate learns that it did not);
-* a valid key makes the principal (the key's name and role), in ``scope["state"]["principal"]``
-  (``request.state.principal`` in a route);
+* a valid token without a scope of model-proxy is 403 ``insufficient_scope``; a token whose
+  issuer's keys cannot be fetched is 503 ``idp_unavailable``;
+* a valid credential makes the principal (a key's name, or ``oidc:<sub>``, and the role), in
+  ``scope["state"]["principal"]`` (``request.state.principal`` in a route);
 * no credential is the anonymous principal with ``MODEL_PROXY_ANONYMOUS=viewer`` (or unset), and
   401 ``unauthenticated`` with ``WWW-Authenticate: Bearer`` with ``none``.
 
@@ -22,7 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from model_proxy.broker.bearer_tokens import BearerTokenVerifier, looks_like_jwt
+from model_proxy.broker.errors import error_response
 from model_proxy.shared.api_keys import ApiKeyReader
+from model_proxy.shared.errors import InsufficientScope, InvalidCredentials, ModelProxyError
 
 __all__ = ["ANONYMOUS", "OPEN_PATHS", "Authenticate", "Principal"]
 
@@ -45,30 +53,48 @@ class Authenticate:
     """ASGI middleware: find the request's principal, or answer 401."""
 
     def __init__(
-        self, app: ASGIApp, keys: ApiKeyReader, anonymous: Literal["viewer", "none"]
+        self,
+        app: ASGIApp,
+        keys: ApiKeyReader,
+        anonymous: Literal["viewer", "none"],
+        tokens: BearerTokenVerifier | None = None,
     ) -> None:
         self._app = app
         self._keys = keys
         self._anonymous = anonymous
+        self._tokens = tokens  # None: OIDC is not configured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
             await self._app(scope, receive, send)
             return
-        key = _presented_key(scope)
-        if key is None:
+        credential = _presented_key(scope)
+        if credential is None:
             if self._anonymous == "none":
-                await _refuse(scope, receive, send, invalid=False)
+                await _refuse(scope, receive, send, None)
                 return
             principal = ANONYMOUS
         else:
-            entry = self._keys.cached(key) or await run_in_threadpool(self._keys.verify, key)
-            if entry is None:
-                await _refuse(scope, receive, send, invalid=True)
+            try:
+                principal = await self._principal(credential)
+            except ModelProxyError as error:
+                await _refuse(scope, receive, send, error)
                 return
-            principal = Principal(entry.name, entry.role)
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, send)
+
+    async def _principal(self, credential: str) -> Principal:
+        """The principal of a presented credential; InvalidCredentials when it is not valid
+        (or the errors of :meth:`BearerTokenVerifier.verify`)."""
+        if self._tokens is not None and looks_like_jwt(credential):
+            holder = await run_in_threadpool(self._tokens.verify, credential)
+            return Principal(holder.name, holder.role)
+        entry = self._keys.cached(credential) or await run_in_threadpool(
+            self._keys.verify, credential
+        )
+        if entry is None:
+            raise InvalidCredentials("the credential is not recognised")
+        return Principal(entry.name, entry.role)
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -82,16 +108,25 @@ def _presented_key(scope: Scope) -> str | None:
     return None
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, *, invalid: bool) -> None:
-    if invalid:
-        body = {"message": "the credential is not recognised", "code": "invalid_credentials"}
-        challenge = 'Bearer error="invalid_token"'
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, error: ModelProxyError | None
+) -> None:
+    """Answer 401 ``unauthenticated`` (no credential: ``error`` None), or ``error``'s answer
+    with the challenge of RFC 6750 that goes with it."""
+    if error is None:
+        answer = JSONResponse(
+            {
+                "message": "this model-proxy does not answer anonymous requests: send a "
+                "credential (Authorization: Bearer ...)",
+                "code": "unauthenticated",
+            },
+            status_code=401,
+        )
+        answer.headers["WWW-Authenticate"] = "Bearer"
     else:
-        body = {
-            "message": "this model-proxy does not answer anonymous requests: send a "
-            "credential (Authorization: Bearer ...)",
-            "code": "unauthenticated",
-        }
-        challenge = "Bearer"
-    answer = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": challenge})
+        answer = error_response(error)
+        if isinstance(error, InvalidCredentials):
+            answer.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        elif isinstance(error, InsufficientScope):
+            answer.headers["WWW-Authenticate"] = 'Bearer error="insufficient_scope"'
     await answer(scope, receive, send)

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from model_proxy.broker.access import Authenticate
+from model_proxy.broker.access import OPEN_PATHS, Authenticate
+from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
+from model_proxy.broker.openapi import declare_security
 from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
@@ -20,6 +22,7 @@ from model_proxy.shared.api_keys import ApiKeyReader
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
 from model_proxy.shared.jobs import JobKeys
+from model_proxy.shared.jwks import JwksCache, JwtIssuer
 from model_proxy.shared.queue import create_celery
 from model_proxy.shared.redis_clients import async_redis
 from model_proxy.shared.settings import Settings
@@ -41,6 +44,7 @@ def create_app(
     if url is None:
         raise ValueError("create_app needs a Redis URL: set MODEL_PROXY_REDIS_URL")
     catalog = catalog_from_settings(settings, environ)
+    issuer = JwtIssuer.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +87,7 @@ def create_app(
         Authenticate,
         keys=ApiKeyReader(settings.api_keys_file),
         anonymous=settings.anonymous or "viewer",
+        tokens=None if issuer is None else BearerTokenVerifier(issuer, JwksCache(issuer)),
     )
     app.add_middleware(
         CORSMiddleware,
@@ -95,4 +100,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    declare_security(
+        app,
+        open_paths=OPEN_PATHS,
+        anonymous=(settings.anonymous or "viewer") == "viewer",
+        discovery_url=None if issuer is None else issuer.discovery_url,
+    )
     return app

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 _STATUS: dict[type[ModelProxyError], int] = {
     ours.InvalidUid: 422,
     ours.InvalidRequest: 400,
+    ours.InvalidCredentials: 401,
+    ours.InsufficientScope: 403,
     ours.NotFound: 404,
     ours.JobConflict: 409,
     ours.JobGone: 410,

@@ -1,15 +1,17 @@
 """What the OpenAPI document says beyond the handlers' signatures: every error status a route
-can answer (with the error body and its headers), and ``data-filters``, which the viewer's
-routes read from the raw query in several forms."""
+can answer (with the error body and its headers), ``data-filters``, which the viewer's routes
+read from the raw query in several forms, and the security schemes (who may ask)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
+
 from model_proxy.broker.schemas import ErrorBody
 from model_proxy.shared.datafilters import MAX_FILTERS, PARAMETER
 
-__all__ = ["DATA_FILTERS", "errors"]
+__all__ = ["DATA_FILTERS", "declare_security", "errors"]
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -81,3 +83,77 @@ DATA_FILTERS: dict[str, Any] = {
         "application/json": {"schema": {"anyOf": [{"type": "array", "items": _FILTER}, _FILTER]}}
     },
 }
+
+
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": 'The challenge: `Bearer`, or `Bearer error="invalid_token"` or '
+        '`Bearer error="insufficient_scope"`',
+        "schema": {"type": "string"},
+    }
+}
+_ACCESS_ANSWERS: dict[str, str] = {
+    "401": "No credential while anonymous access is off (`unauthenticated`), or a credential "
+    "that is not valid (`invalid_credentials`)",
+    "403": "A token that grants neither `read:model` nor `admin:model` (`insufficient_scope`)",
+    "503": "The identity provider's signing keys cannot be fetched (`idp_unavailable`)",
+}
+
+
+def declare_security(
+    app: FastAPI, *, open_paths: frozenset[str], anonymous: bool, discovery_url: str | None
+) -> None:
+    """Make ``app``'s OpenAPI document declare how to authenticate: an HTTP bearer scheme (an
+    API key or an OIDC token), an API key in ``X-API-Key``, and with an issuer an
+    openIdConnect scheme at its discovery document; every route but ``open_paths`` lists them
+    (with an empty requirement too when ``anonymous`` requests are answered) and documents its
+    401 and 403 answers."""
+    describe = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = describe()
+        components = document.setdefault("components", {})
+        if "securitySchemes" in components:
+            return document  # declared already
+        components["securitySchemes"] = _schemes(discovery_url)
+        requirements: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+        if discovery_url is not None:
+            requirements.append({"oidc": ["read:model"]})
+        if anonymous:
+            requirements.append({})
+        for path, operations in document.get("paths", {}).items():
+            if path in open_paths:
+                continue
+            for operation in operations.values():
+                operation["security"] = requirements
+                _add_access_answers(operation["responses"])
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _schemes(discovery_url: str | None) -> dict[str, Any]:
+    schemes: dict[str, Any] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (`model-proxy keys add`) or an OIDC access token of the "
+            "configured issuer with scope `read:model` or `admin:model`",
+        },
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    if discovery_url is not None:
+        schemes["oidc"] = {"type": "openIdConnect", "openIdConnectUrl": discovery_url}
+    return schemes
+
+
+def _add_access_answers(responses: dict[str, Any]) -> None:
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for status, description in _ACCESS_ANSWERS.items():
+        known = responses.get(status)
+        if known is not None:
+            known["description"] = f"{known['description']}; or: {description}"
+        elif status != "503":
+            responses[status] = {"description": description, "content": body}
+        if status == "401":
+            responses[status]["headers"] = _CHALLENGE

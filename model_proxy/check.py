@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TextIO
 
+from model_proxy.access_report import access_rows
 from model_proxy.shared.config import Catalog, ServerConfig, catalog_from_settings
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.errors import ModelProxyError
@@ -84,23 +85,36 @@ def _server_check(
     return check
 
 
-def run_check(settings: Settings, timeout: float, out: TextIO) -> int:
+def run_check(settings: Settings, timeout: float, out: TextIO, host: str = "127.0.0.1") -> int:
     catalog = catalog_from_settings(settings)
     out.write(f"configuration: {settings.servers_file} and {settings.models_file} are valid\n")
+    access = access_rows(settings, host, timeout)
     rows = check_catalog(catalog, settings, timeout)
-    widths = [
-        max(len(getattr(row, name)) for row in rows) for name in ("kind", "key", "target", "status")
-    ]
-    header = ("KIND", "KEY", "CHECKED", "STATUS")
-    widths = [max(width, len(title)) for width, title in zip(widths, header, strict=True)]
-    line = "  ".join(f"{{:{width}}}" for width in widths) + "  {}\n"
-    out.write(line.format(*header, "DETAIL"))
-    for row in rows:
-        marker = {"up": "up", "down": "DOWN", "unknown": "unknown"}[row.status]
-        out.write(line.format(row.kind, row.key, row.target, marker, row.detail).rstrip() + "\n")
+    _write_table(
+        out,
+        ("KIND", "KEY", "CHECKED", "STATUS", "DETAIL"),
+        [(row.kind, row.key, row.target, _MARKERS[row.status], row.detail) for row in rows],
+    )
     down = [row for row in rows if row.status == "down"]
     out.write(
         f"{len(rows) - len(down)} of {len(rows)} answered or have nothing to check"
         + (f"; {len(down)} down\n" if down else "\n")
     )
-    return EXIT_DOWN if down else EXIT_OK
+    out.write("\n")
+    _write_table(
+        out,
+        ("ACCESS", "VALUE", "STATUS", "DETAIL"),
+        [(row.setting, row.value, _MARKERS[row.status], row.detail) for row in access],
+    )
+    return EXIT_DOWN if down or any(row.status == "down" for row in access) else EXIT_OK
+
+
+_MARKERS = {"up": "up", "down": "DOWN", "unknown": "unknown", "ok": "ok", "unset": "-"}
+
+
+def _write_table(out: TextIO, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell; the last one unpadded."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    line = "  ".join(f"{{:{width}}}" for width in widths[:-1]) + "  {}"
+    for cells in (header, *rows):
+        out.write(line.format(*cells).rstrip() + "\n")

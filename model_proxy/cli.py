@@ -10,18 +10,19 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model_proxy.anonymous import decide_anonymous
 from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
 from model_proxy.jobs_cli import register_job_commands
-from model_proxy.shared.api_keys import ApiKeyFile, ApiKeyReader
+from model_proxy.shared.api_keys import ApiKeyFile
 from model_proxy.shared.config import catalog_from_settings
 from model_proxy.shared.errors import ConfigError
+from model_proxy.shared.jwks import JwtIssuer
 from model_proxy.shared.settings import Settings, get_settings
 
 __all__ = ["main"]
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate servers.json and models.json and reach every server and model"
     )
     check.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    check.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address serve will listen on, for its anonymous access (default %(default)s)",
+    )
     check.set_defaults(run=_check)
 
     tls = commands.add_parser(
@@ -140,19 +146,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Check the configuration before starting anything.
     if args.anonymous is not None:
         settings = settings.model_copy(update={"anonymous": args.anonymous})
-    if settings.anonymous is None and not _is_loopback(args.host):
-        if ApiKeyReader(settings.api_keys_file).has_keys():
-            # a credential source is a decision: those who hold a key may ask, nobody else
-            settings = settings.model_copy(update={"anonymous": "none"})
-        else:
-            print(
-                f"model-proxy: serve --host {args.host} lets other machines ask for results "
-                "derived from patient data: decide who may, with MODEL_PROXY_ANONYMOUS=viewer "
-                "(requests without credentials, as the zhiva viewer sends them) or =none "
-                "(refused), or create API keys with `model-proxy keys add NAME`",
-                file=sys.stderr,
-            )
-            return 2
+    JwtIssuer.from_settings(settings)  # half an OIDC configuration stops the start here
+    decision = decide_anonymous(settings, args.host)
+    if decision.anonymous is None:
+        print(f"model-proxy: {decision.reason}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"anonymous": decision.anonymous})
     catalog = catalog_from_settings(settings)
     tls = tls_files(settings)
     try:
@@ -194,15 +193,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if embedded is not None:
             embedded.stop()
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _exit_gracefully(signum: int, frame: object) -> None:
@@ -252,7 +242,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from model_proxy.check import run_check
 
-    return run_check(settings, args.timeout, sys.stdout)
+    return run_check(settings, args.timeout, sys.stdout, args.host)
 
 
 def _tls(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,8 +23,11 @@ __all__ = [
     "BadModelResponse",
     "ConfigError",
     "DicomNotFound",
+    "IdentityProviderUnavailable",
     "InputTooLarge",
+    "InsufficientScope",
     "InternalError",
+    "InvalidCredentials",
     "InvalidDataFilter",
     "InvalidRequest",
     "InvalidUid",
@@ -205,6 +208,21 @@ class ModelTimeout(UpstreamTimeout):
     code = "model_timeout"
 
 
+# --- who is asking -----------------------------------------------------------------------------
+
+
+class InvalidCredentials(ModelProxyError):
+    """The credential presented (an API key or a bearer token) is not valid."""
+
+    code = "invalid_credentials"
+
+
+class InsufficientScope(ModelProxyError):
+    """A valid bearer token that grants neither scope of model-proxy."""
+
+    code = "insufficient_scope"
+
+
 # --- the state of a job -----------------------------------------------------------------------
 
 
@@ -243,6 +261,13 @@ class QueueUnavailable(ServiceUnavailable):
     """Redis refused, reset or did not answer in time."""
 
     code = "redis_unavailable"
+    transient = True
+
+
+class IdentityProviderUnavailable(ServiceUnavailable):
+    """The identity provider's discovery document or signing keys could not be fetched."""
+
+    code = "idp_unavailable"
     transient = True
 
 

@@ -69,6 +69,35 @@ class Settings(BaseSettings):
         description="The API key file `model-proxy keys` writes (salted hashes only); the API "
         "rereads it when it changes.",
     )
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="The OIDC issuer (iss) whose bearer tokens are accepted, e.g. a Keycloak "
+        "realm's URL; needs MODEL_PROXY_JWT_AUDIENCE.",
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="The audience (aud) a token must be issued for."
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="The issuer's signing keys; unset: the jwks_uri of its discovery document.",
+    )
+    jwt_leeway_seconds: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed when checking exp and nbf."
+    )
+    jwks_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest a fetch of the discovery document or JWKS takes."
+    )
+    jwks_min_refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A token with an unknown key id fetches the JWKS again at most this often.",
+    )
+    jwks_max_age_seconds: float = Field(
+        default=300.0, gt=0, description="The signing keys are fetched again after this long."
+    )
+    jwks_max_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest discovery document or JWKS read."
+    )
     queue_name: str = "inference"
     redis_prefix: str = Field(
         default="model-proxy",

@@ -7,6 +7,10 @@ server parameter, so generated ``data-filters`` reach the parser and real jobs r
 every response: no 5xx but the documented 502/503/504 of upstream faults, and the status, content
 type, headers and body conform to the document. After the run a normal request still succeeds.
 
+The API refuses anonymous requests and every case carries a valid admin key (whatever
+credential schemathesis drew from the security schemes is replaced), so that the requests reach
+the routes instead of all being answered 401; the run asserts that none was.
+
 A short run is part of the suite; ``MODEL_PROXY_FUZZ_EXAMPLES=<n>`` (examples per operation and
 mode) runs a longer one.
 """
@@ -14,7 +18,9 @@ mode) runs a longer one.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 
 from devtools.processes import ManagedProcess, wait_until
 from model_proxy.broker.app import create_app
+from model_proxy.shared.api_keys import ApiKeyFile
 from tests.support.deployment import Deployment, Ids, PacsData
 from tests.support.served import serve
 
@@ -55,12 +62,25 @@ AIMED_MODELS = [
 ]
 
 
+@dataclass(frozen=True)
+class ServedApi:
+    url: str
+    headers: dict[str, str]  # the credential of an admin key
+
+
 @pytest.fixture(scope="module")
-def served_api(deployment: Deployment, worker: ManagedProcess) -> Iterator[str]:
-    """The API as a real HTTP server; viewer requests wait at most a moment for their job."""
-    settings = deployment.settings.model_copy(update={"sync_wait_seconds": 0.5})
+def served_api(
+    deployment: Deployment, worker: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedApi]:
+    """The API as a real HTTP server that refuses anonymous requests, and an admin key for it;
+    viewer requests wait at most a moment for their job."""
+    keys_file = tmp_path_factory.mktemp("fuzz-keys") / "api-keys.json"
+    _, key = ApiKeyFile(keys_file).add("fuzzer", "admin")
+    settings = deployment.settings.model_copy(
+        update={"sync_wait_seconds": 0.5, "anonymous": "none", "api_keys_file": keys_file}
+    )
     with serve(create_app(settings, environ=deployment.environ), "fuzzed-api") as url:
-        yield url
+        yield ServedApi(url, {"Authorization": f"Bearer {key}"})
 
 
 def _aim(pacs: PacsData) -> Callable[[tuple[Case, bool, str]], Case]:
@@ -91,11 +111,12 @@ def _refused_by_the_http_server(response: requests.Response) -> bool:
 
 
 def test_every_route_survives_fuzzing(
-    served_api: str, pacs: PacsData, capsys: pytest.CaptureFixture[str]
+    served_api: ServedApi, pacs: PacsData, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{served_api}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{served_api.url}/openapi.json")
     session = requests.Session()
     made = 0
+    statuses: Counter[int] = Counter()
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15  # nine viewer routes, the job routes, the probes
@@ -118,8 +139,15 @@ def test_every_route_survives_fuzzing(
             @given(case=cases)
             def fuzz(case: Case) -> None:
                 nonlocal made
-                response = case.call(base_url=served_api, session=session, timeout=30)
+                headers = {
+                    name: value
+                    for name, value in (case.headers or {}).items()
+                    if name.lower() not in ("authorization", "x-api-key")
+                }
+                case.headers = {**headers, **served_api.headers}
+                response = case.call(base_url=served_api.url, session=session, timeout=30)
                 made += 1
+                statuses[response.status_code] += 1
                 where = f"{case.method} {case.formatted_path} -> {response.status_code}"
                 if response.status_code >= 500 and response.status_code not in UPSTREAM_FAULTS:
                     failures.append(f"{where}: {response.text[:200]}")
@@ -140,25 +168,26 @@ def test_every_route_survives_fuzzing(
     with capsys.disabled():
         print(f"\nfuzzing: {made} requests over {len(operations)} operations")
     assert made > 0
+    assert statuses[401] == 0 and statuses[200] > 0, statuses  # the routes were reached
     assert failures == [], "\n".join(failures[:20])
 
 
-def test_the_worker_is_healthy_after_fuzzing(served_api: str, pacs: PacsData) -> None:
+def test_the_worker_is_healthy_after_fuzzing(served_api: ServedApi, pacs: PacsData) -> None:
     series = pacs.series_a[0]
     response = requests.get(
-        f"{served_api}/segmentations/{Ids.SEGMENTATION}/studies/{series.study_uid}"
+        f"{served_api.url}/segmentations/{Ids.SEGMENTATION}/studies/{series.study_uid}"
         f"/series/{series.series_uid}",
-        headers={"Cache-Control": "no-cache", "Prefer": "respond-async"},
+        headers={"Cache-Control": "no-cache", "Prefer": "respond-async", **served_api.headers},
         timeout=30,
     )
     assert response.status_code == 202, response.text
-    job_url = f"{served_api}{response.headers['location']}"
+    job_url = f"{served_api.url}{response.headers['location']}"
 
-    def finished() -> Any:
-        return requests.get(job_url, timeout=5).json()["state"] in ("succeeded", "failed")
+    def state() -> Any:
+        return requests.get(job_url, headers=served_api.headers, timeout=5).json()["state"]
 
-    wait_until(finished, 60, "the job after fuzzing")
-    assert requests.get(job_url, timeout=5).json()["state"] == "succeeded"
+    wait_until(lambda: state() in ("succeeded", "failed"), 60, "the job after fuzzing")
+    assert state() == "succeeded"
 
 
 HOSTILE_FILTERS = {
@@ -174,13 +203,14 @@ HOSTILE_FILTERS = {
 @pytest.mark.parametrize("form", ["data-filters", "data-filters[]", "data-filters[0][dataKey]"])
 @pytest.mark.parametrize("model", [Ids.STUDY_FILTERS, Ids.SEGMENTATION])
 def test_hostile_data_filters_are_a_400_on_every_route_form(
-    served_api: str, pacs: PacsData, name: str, form: str, model: str
+    served_api: ServedApi, pacs: PacsData, name: str, form: str, model: str
 ) -> None:
     """What a hand-written fuzzer found (deep nesting, a 5,000-digit number, a lone surrogate),
     through the route: a clear error or an answer, never a 500; undeclared junk is ignored."""
     response = requests.get(
-        f"{served_api}/segmentations/{model}/studies/{pacs.study_uid}",
+        f"{served_api.url}/segmentations/{model}/studies/{pacs.study_uid}",
         params={form: HOSTILE_FILTERS[name], "async": "true"},
+        headers=served_api.headers,
         timeout=30,
     )
     assert response.status_code in (202, 400, 422), response.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import Request
 from fastapi.testclient import TestClient
@@ -15,8 +16,8 @@ from tests.unit.test_origins import MODELS, SERVERS
 JOB = "/jobs/0123456789abcdef0123456789abcdef"
 
 
-def _api(folder: Path, anonymous: str | None) -> TestClient:
-    """The API with the key file ``folder/api-keys.json``."""
+def _api(folder: Path, anonymous: str | None, **values: Any) -> TestClient:
+    """The API with the key file ``folder/api-keys.json`` (and any other ``values``)."""
     (folder / "servers.json").write_text(SERVERS)
     (folder / "models.json").write_text(MODELS)
     settings = Settings(
@@ -24,6 +25,7 @@ def _api(folder: Path, anonymous: str | None) -> TestClient:
         models_file=folder / "models.json",
         anonymous=anonymous,
         api_keys_file=folder / "api-keys.json",
+        **values,
     )
     app = create_app(settings, redis_url="redis://127.0.0.1:1/0")
     return TestClient(app, raise_server_exceptions=False)  # no lifespan: no Redis is needed

@@ -48,6 +48,9 @@ EXPECTED_STATUS: dict[str, int] = {
     "JobGone": 410,
     "JobCancelled": 410,
     "ResultExpired": 410,
+    "InvalidCredentials": 401,
+    "InsufficientScope": 403,
+    "IdentityProviderUnavailable": 503,
 }
 
 

@@ -128,3 +128,66 @@ def test_readiness_and_the_job_routes_document_their_503(document: dict[str, Any
     assert paths["/jobs"]["get"]["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
+
+
+def _document(folder: Path, **values: Any) -> dict[str, Any]:
+    (folder / "servers.json").write_text(json.dumps({SERVER: {"uri": "http://pacs/dicom-web"}}))
+    (folder / "models.json").write_text(
+        json.dumps({MODEL: {"uri": "http://m/p", "task": "segmentation", "supports": ["/studies"]}})
+    )
+    settings = Settings(
+        servers_file=folder / "servers.json", models_file=folder / "models.json", **values
+    )
+    schema: dict[str, Any] = create_app(settings, redis_url="redis://127.0.0.1:1/0").openapi()
+    return schema
+
+
+GUARDED = [(path, "get") for path in viewer_paths()] + [
+    ("/jobs", "get"),
+    ("/jobs/{job_id}", "get"),
+    ("/jobs/{job_id}", "delete"),
+    ("/jobs/{job_id}/result", "get"),
+]
+
+
+def test_the_security_schemes_are_declared(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert "oidc" not in schemes  # no issuer configured
+
+
+@pytest.mark.parametrize(("path", "method"), GUARDED)
+def test_the_inference_and_job_routes_name_the_schemes_and_their_refusals(
+    document: dict[str, Any], path: str, method: str
+) -> None:
+    operation = document["paths"][path][method]
+    # anonymous access is the viewer's way here: the empty requirement documents it
+    assert operation["security"] == [{"bearer": []}, {"apiKey": []}, {}]
+    unauthorised = operation["responses"]["401"]
+    assert "invalid_credentials" in unauthorised["description"]
+    assert "WWW-Authenticate" in unauthorised["headers"]
+    assert unauthorised["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert "insufficient_scope" in operation["responses"]["403"]["description"]
+
+
+def test_the_probes_need_no_credential(document: dict[str, Any]) -> None:
+    for path in ("/healthz", "/readyz"):
+        assert "security" not in document["paths"][path]["get"]
+
+
+def test_an_issuer_adds_the_openid_connect_scheme(tmp_path: Path) -> None:
+    issuer = "https://idp.example/realms/hospital"
+    document = _document(tmp_path, jwt_issuer=issuer, jwt_audience="model-proxy", anonymous="none")
+    assert document["components"]["securitySchemes"]["oidc"] == {
+        "type": "openIdConnect",
+        "openIdConnectUrl": f"{issuer}/.well-known/openid-configuration",
+    }
+    for path, method in GUARDED:
+        assert document["paths"][path][method]["security"] == [
+            {"bearer": []},
+            {"apiKey": []},
+            {"oidc": ["read:model"]},
+        ]  # no empty requirement: anonymous requests are refused
