@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         description="The API key file `model-proxy keys` writes (salted hashes only); the API "
         "rereads it when it changes.",
     )
+    audit_log: str = Field(
+        default="stdout",
+        min_length=1,
+        description="Where the audit log goes: stdout (or -), or a file path (appended, created "
+        "with mode 0600). One JSON line per access to patient-derived data.",
+    )
     queue_name: str = "inference"
     redis_prefix: str = Field(
         default="model-proxy",
