@@ -89,8 +89,9 @@ def note(**fields: object) -> None:
         current.update({name: _text(value) for name, value in fields.items()})
 
 
-def note_inference(request: InferenceRequest, job_id: str, source: str) -> None:
-    """The request's job and what it names; ``source``: ``created``, ``attached`` or ``cache``."""
+def note_inference(request: InferenceRequest, job_id: str, source: str | None = None) -> None:
+    """The request's job and what it names; ``source``: ``created``, ``attached`` or ``cache``
+    (how a viewer's route answered)."""
     note(
         jobId=job_id,
         source=source,
@@ -104,15 +105,7 @@ def note_inference(request: InferenceRequest, job_id: str, source: str) -> None:
 
 def note_job(job: Job) -> None:
     """The job a ``/jobs/{id}`` route read, and what it names."""
-    request = job.request
-    note(
-        jobId=job.id,
-        model=request.model_id,
-        server=request.server_id,
-        study=request.study_uid,
-        series=request.series_uid,
-        instance=request.instance_uid,
-    )
+    note_inference(job.request, job.id)
 
 
 class AuditLog:
