@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier, looks_like_jwt
 from model_proxy.broker.errors import error_response
-from model_proxy.shared.api_keys import ApiKeyReader
+from model_proxy.shared.api_keys import OIDC_NAME_PREFIX, ApiKeyReader
 from model_proxy.shared.errors import InsufficientScope, InvalidCredentials, ModelProxyError
 
 __all__ = ["ANONYMOUS", "OPEN_PATHS", "Authenticate", "Principal"]
@@ -44,6 +44,14 @@ class Principal:
     name: str
     role: Literal["viewer", "admin"]
     anonymous: bool = False
+
+    @property
+    def kind(self) -> Literal["key", "token", "anonymous"]:
+        """What the principal showed: an API key, an OIDC token (named ``oidc:<sub>``), or
+        nothing."""
+        if self.anonymous:
+            return "anonymous"
+        return "token" if self.name.startswith(OIDC_NAME_PREFIX) else "key"
 
 
 ANONYMOUS = Principal("anonymous", "viewer", anonymous=True)

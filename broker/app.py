@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model_proxy.broker.access import OPEN_PATHS, Authenticate
+from model_proxy.broker.audit import AuditAccess, AuditLog
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
@@ -17,6 +18,8 @@ from model_proxy.broker.openapi import declare_security
 from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
+from model_proxy.broker.routes import inference as viewer_routes
+from model_proxy.broker.routes import jobs as job_routes
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.api_keys import ApiKeyReader
 from model_proxy.shared.config import catalog_from_settings
@@ -45,6 +48,8 @@ def create_app(
         raise ValueError("create_app needs a Redis URL: set MODEL_PROXY_REDIS_URL")
     catalog = catalog_from_settings(settings, environ)
     issuer = JwtIssuer.from_settings(settings)
+    audit = AuditLog(settings.audit_log)
+    audit.check()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +102,10 @@ def create_app(
         expose_headers=["Location", "Retry-After", "X-Job-Id"],
         allow_headers=["*"],
         max_age=600,
+    )
+    # outermost: every audited request gets its line, refused ones included
+    app.add_middleware(
+        AuditAccess, audit=audit, routes=[*viewer_routes.router.routes, *job_routes.router.routes]
     )
     install_error_handlers(app)
     app.include_router(api_router)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import Response
 
 from model_proxy.broker.answers import answer_for_job, result_answer
+from model_proxy.broker.audit import note_inference
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
 from model_proxy.broker.jobs import wait_for_job
@@ -69,6 +70,7 @@ async def _cached_answer(services: BrokerServices, inference: InferenceRequest) 
         return None
     services.results.put(fingerprint, *cached)
     services.metrics.add("cache_hits", {"model": inference.model_id})
+    note_inference(inference, cached[0], "cache")
     return result_answer(*cached)
 
 
@@ -87,6 +89,7 @@ async def _start_or_join_job(
         )
     job = new_job(inference, queue=config.queue or settings.queue_name)
     admitted = await services.jobs.create_or_attach(job, use_cached=use_cached)
+    note_inference(inference, admitted.job_id, "created" if admitted.created else "attached")
     if not admitted.created:
         services.metrics.add("shared_jobs", {"model": inference.model_id})
         return admitted.job_id

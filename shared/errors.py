@@ -19,6 +19,7 @@ from typing import ClassVar
 
 __all__ = [
     "TRANSIENT_HTTP_STATUSES",
+    "AuditUnavailable",
     "AuthTokenNeeded",
     "BadModelResponse",
     "ConfigError",
@@ -278,6 +279,12 @@ class ServiceBusy(ServiceUnavailable):
     code = "busy"
     transient = True
     retry_after = 1
+
+
+class AuditUnavailable(ServiceUnavailable):
+    """The audit log could not record an access, so its data is not served (fail closed)."""
+
+    code = "audit_unavailable"
 
 
 class QueueFull(ModelProxyError):

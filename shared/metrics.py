@@ -63,6 +63,11 @@ COUNTERS: dict[str, MetricSpec] = _by_name(
         "Calls to token servers by kind and outcome",
         ("server", "kind", "outcome"),
     ),
+    MetricSpec(
+        "audit_failures",
+        "Audit lines that could not be written, by event (the access was answered 503)",
+        ("event",),
+    ),
 )
 HISTOGRAMS: dict[str, MetricSpec] = _by_name(
     MetricSpec(

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     jwks_max_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest discovery document or JWKS read."
     )
+    audit_log: str = Field(
+        default="stdout",
+        min_length=1,
+        description="Where the audit log goes: stdout (or -), or a file path (appended, created "
+        "with mode 0600). One JSON line per access to patient-derived data.",
+    )
     queue_name: str = "inference"
     redis_prefix: str = Field(
         default="model-proxy",

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from model_proxy.broker.answers import answer_for_job
+from model_proxy.broker.audit import note, note_job
 from model_proxy.broker.deps import Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.openapi import errors
@@ -29,6 +30,7 @@ async def _job(services: BrokerServices, job_id: str) -> Job:
     job = await services.jobs.get(job_id)
     if job is None:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
+    note_job(job)
     return job
 
 
@@ -40,6 +42,7 @@ async def list_jobs(
 ) -> JobList:
     """Recent jobs, newest first."""
     jobs = await services.jobs.recent(limit, state)
+    note(jobs=len(jobs))
     return JobList(jobs=[JobResource.from_job(job) for job in jobs])
 
 

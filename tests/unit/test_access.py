@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.testclient import TestClient
 
+from model_proxy.broker.access import ANONYMOUS, Principal
 from model_proxy.broker.app import create_app
 from model_proxy.shared.api_keys import ApiKeyFile
 from model_proxy.shared.settings import Settings
@@ -110,3 +111,9 @@ def test_routes_see_the_principal_and_never_the_key(tmp_path: Path) -> None:
         "anonymous": False,
     }
     assert api.get("/_whoami").json() == {"name": "anonymous", "role": "viewer", "anonymous": True}
+
+
+def test_the_kind_of_a_principal_is_what_it_showed() -> None:
+    assert ANONYMOUS.kind == "anonymous"
+    assert Principal("ward-7", "viewer").kind == "key"
+    assert Principal("oidc:5f1c-9a", "admin").kind == "token"

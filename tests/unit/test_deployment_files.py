@@ -78,12 +78,38 @@ def test_configs_and_certificates_are_mounted_where_the_settings_read_them(
     broker_mounts = {
         target: Path(source).name
         for source, target, *_ in (v.split(":") for v in compose["services"]["broker"]["volumes"])
+        if source.startswith(".")  # files of the directory above; named volumes hold data
     }
     assert broker_mounts == expected
     worker_mounts = {
         target for _, target, *_ in (v.split(":") for v in compose["services"]["worker"]["volumes"])
     }
     assert worker_mounts == {env["MODEL_PROXY_SERVERS_FILE"], env["MODEL_PROXY_MODELS_FILE"]}
+
+
+def _default(value: str) -> str:
+    """``${NAME:-default}``: the default; anything else as written."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_the_broker_decides_who_may_ask_and_keeps_keys_and_audit_log_on_volumes(
+    compose: dict[str, Any],
+) -> None:
+    broker = compose["services"]["broker"]
+    assert broker["command"][broker["command"].index("--host") + 1] == "0.0.0.0"
+    environment = broker["environment"]
+    # serve beyond loopback refuses to start without this decision
+    assert _default(environment["MODEL_PROXY_ANONYMOUS"]) in ("viewer", "none")
+    named = {
+        target: source
+        for source, target, *_ in (v.split(":") for v in broker["volumes"])
+        if not source.startswith(".")
+    }
+    assert set(named.values()) <= set(compose["volumes"])
+    for setting in ("MODEL_PROXY_API_KEYS_FILE", "MODEL_PROXY_AUDIT_LOG"):
+        path = _default(environment[setting])
+        assert str(Path(path).parent) in named, setting
 
 
 def test_redis_persists_and_is_healthy_before_model_proxy_starts(compose: dict[str, Any]) -> None:
@@ -104,9 +130,12 @@ def test_demo_parts_are_optional_profiles(compose: dict[str, Any]) -> None:
 
 def test_the_procfile_runs_real_commands_and_matches_the_readme() -> None:
     lines = dict(
-        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+        line.split(":", 1)
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     )
     assert set(lines) == {"web", "worker"}
+    assert "--anonymous" in lines["web"]  # it listens beyond loopback: the decision is made
     readme = (ROOT / "README.md").read_text()
     for command in lines.values():
         # ${NAME:-default}: the platform's value, else the default

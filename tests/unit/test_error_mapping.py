@@ -41,6 +41,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "ServiceUnavailable": 503,
     "QueueUnavailable": 503,
     "ServiceBusy": 503,
+    "AuditUnavailable": 503,
     "QueueFull": 429,
     "UnknownJob": 404,
     "JobConflict": 409,
