@@ -9,22 +9,16 @@ import random
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import replace
 
 import requests
 
+from bench.floor import SyncFloor
 from bench.load import measure_rps
 from bench.report import Row, at_least, at_most, growth_at_most
-from bench.stack import DELAY_QUEUE, SERVER_KEY, ModelKey, Series, Stack, rss_queue
+from bench.stack import DELAY_QUEUE, ModelKey, Series, Stack, rss_queue
 from bench.together import at_once
-from model_proxy.shared.dicomweb.auth import BasicAuth
-from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.encoding import encode_byte_array
-from model_proxy.shared.http import Timeouts, new_session
-from model_proxy.shared.inputs import InstanceList
-from model_proxy.shared.model_body import open_model_body
-from model_proxy.shared.model_client import ModelClient
 
 __all__ = [
     "ROW_NAMES",
@@ -89,33 +83,6 @@ def random_bytes(size: int) -> bytes:
     return random.Random(20261128).randbytes(size)
 
 
-class _Floor:
-    """The same retrieve, encoding and model POST as a job, in this process with no broker."""
-
-    def __init__(self, stack: Stack, series: Series) -> None:
-        orthanc = stack.orthanc
-        self._source = DicomWebSource(
-            SERVER_KEY,
-            orthanc.dicomweb,
-            new_session(1),
-            BasicAuth(orthanc.user, orthanc.password),
-            Timeouts(10, 120),
-        )
-        self._client = ModelClient(new_session(1), Timeouts(10, 600))
-        self._plan = InstanceList(series.study_uid, series.series_uid)
-        self._uri = f"{stack.sink_url}/infer?tag=floor"
-
-    def __call__(self) -> float:
-        started = time.perf_counter()
-        body = open_model_body(self._plan, self._source)
-        with closing(body):
-            answer = self._client.infer("floor", self._uri, body)
-        elapsed = time.perf_counter() - started
-        if answer != b"{}":
-            raise AssertionError(f"the sink answered {answer!r}")
-        return elapsed
-
-
 def _timed_get(session: requests.Session, url: str, headers: dict[str, str]) -> float:
     started = time.perf_counter()
     response = session.get(url, headers=headers, timeout=300)
@@ -131,7 +98,14 @@ def _get(session: requests.Session, _: int, url: str) -> requests.Response:
 
 def sync_row(stack: Stack, series: Series, runs: int) -> Row:
     """One fresh series request through API, Redis and a worker, against the floor."""
-    floor = _Floor(stack, series)
+    orthanc = stack.orthanc
+    floor = SyncFloor(
+        orthanc.dicomweb,
+        (orthanc.user, orthanc.password),
+        series.study_uid,
+        series.series_uid,
+        f"{stack.sink_url}/infer?tag=floor",
+    )
     session = requests.Session()
     url = stack.series_url(ModelKey.SINK, series)
     floor()  # warm both paths: connections, Orthanc's cache, the worker's first job
