@@ -280,6 +280,11 @@ class Stack:
         counts = requests.get(f"{self.sink_url}/calls", timeout=10).json()
         return int(counts["calls"].get(tag, 0))
 
+    def sink_bytes_per_call(self, tag: str) -> float:
+        """The mean body size the sink read for ``tag``."""
+        counts = requests.get(f"{self.sink_url}/calls", timeout=10).json()
+        return int(counts["bytes"].get(tag, 0)) / max(int(counts["calls"].get(tag, 0)), 1)
+
     def job_count(self, model: str) -> int:
         """Jobs of ``model`` that workers finished, from the shared metrics in Redis."""
         from model_proxy.shared.metrics import counter_key, parse_label_field

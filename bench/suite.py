@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 import time
@@ -74,18 +75,17 @@ def run(sizes: Sizes) -> list[Row]:
         study_uid="1.2.3.4", slices=1, rows=sizes.rows, columns=sizes.columns, seed=9
     )[0].data
     _say("encoding")
-    rows = _guarded(
-        (r.ENCODING_RANDOM,),
-        (">= 10x",),
-        lambda: [
-            r.encoding_row(r.ENCODING_RANDOM, r.random_bytes(len(slice_bytes)), sizes.encode_rounds)
-        ],
+    encodings = (
+        ((r.ENCODING_CT, r.ENCODING_CT_FLOOR), slice_bytes),
+        ((r.ENCODING_RANDOM, r.ENCODING_RANDOM_FLOOR), r.random_bytes(len(slice_bytes))),
     )
-    rows += _guarded(
-        (r.ENCODING_CT,),
-        (">= 10x",),
-        lambda: [r.encoding_row(r.ENCODING_CT, slice_bytes, sizes.encode_rounds)],
-    )
+    rows: list[Row] = []
+    for names, data in encodings:
+        rows += _guarded(
+            names,
+            (">= 10x", ">= 1x"),
+            functools.partial(r.encoding_rows, names, data, sizes.encode_rounds),
+        )
     with tempfile.TemporaryDirectory(prefix="model-proxy-bench-") as tmp:
         stack = Stack(
             Path(tmp),

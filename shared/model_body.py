@@ -4,17 +4,21 @@ The body follows the shape of an :class:`~shared.inputs.InputPlan`. Every retrie
 opened (and its first instance read) before the first byte is produced, so a missing series or a
 refused login fails before the model is called; the instances then flow from the PACS through the
 encoder to the model one at a time.
+
+Each instance's text goes to the HTTP client as the encoder wrote it (no copy); the few bytes of
+JSON between texts (quotes, commas, brackets, keys) are gathered into one small chunk each.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from model_proxy.shared.dicomweb.source import DicomWebSource, InstanceStream
-from model_proxy.shared.encoding import encode_instance_string
+from model_proxy.shared.encoding import iter_instance_string
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
 
 __all__ = ["ModelBody", "open_model_body"]
@@ -30,11 +34,16 @@ class ModelBody:
     encode_seconds: float = 0.0
     # called after each instance with (instances sent, bytes fetched); may raise to stop
     on_instance: Callable[[int, int], None] | None = None
+    _between: bytearray = field(
+        default_factory=bytearray, init=False, repr=False
+    )  # not yielded yet
 
     def __iter__(self) -> Iterator[bytes]:
         pending = iter(self.streams)  # one stream per leaf, in the order the body needs them
         try:
             yield from self._emit(self.plan, pending)
+            if self._between:
+                yield self._flush()
         finally:
             self.close()
 
@@ -46,11 +55,31 @@ class ModelBody:
     def fetch_seconds(self) -> float:
         return sum(stream.read_seconds for stream in self.streams)
 
-    def _encode(self, data: bytes, prefix: bytes = b"") -> bytes:
-        started = time.perf_counter()
-        encoded = encode_instance_string(data, prefix)
-        self.encode_seconds += time.perf_counter() - started
-        return encoded
+    def _write(self, json_text: bytes) -> None:
+        self._between += json_text
+
+    def _flush(self) -> bytes:
+        chunk = bytes(self._between)
+        self._between.clear()
+        return chunk
+
+    def _instance(self, data: bytes) -> Iterator[bytes]:
+        """The instance's JSON string: its texts yielded (after the JSON before them), the time
+        spent encoding counted."""
+        self._sent()
+        pieces = iter_instance_string(data)
+        for index in itertools.count():
+            started = time.perf_counter()
+            piece = next(pieces, None)
+            self.encode_seconds += time.perf_counter() - started
+            if piece is None:
+                return
+            if index % 2 == 0:
+                self._write(piece)
+                continue
+            if self._between:
+                yield self._flush()
+            yield piece
 
     def close(self) -> None:
         for stream in self.streams:
@@ -63,26 +92,25 @@ class ModelBody:
 
     def _emit(self, plan: InputPlan, pending: Iterator[InstanceStream]) -> Iterator[bytes]:
         if isinstance(plan, Keyed):
-            yield b"{"
+            self._write(b"{")
             for index, (key, inner) in enumerate(plan.entries):
-                prefix = b"," if index else b""
-                yield prefix + json.dumps(key).encode() + b':{"data":'
+                self._write((b"," if index else b"") + json.dumps(key).encode() + b':{"data":')
                 yield from self._emit(inner, pending)
-                yield b"}"
-            yield b"}"
+                self._write(b"}")
+            self._write(b"}")
             return
         stream = next(pending)
         if isinstance(plan, SingleInstance):
             for data in stream:  # exactly one part
-                self._sent()
-                yield self._encode(data)
+                yield from self._instance(data)
                 break
             return
-        yield b"["
+        self._write(b"[")
         for index, data in enumerate(stream):
-            self._sent()
-            yield self._encode(data, b"," if index else b"")
-        yield b"]"
+            if index:
+                self._write(b",")
+            yield from self._instance(data)
+        self._write(b"]")
 
 
 def open_model_body(plan: InputPlan, source: DicomWebSource) -> ModelBody:

@@ -86,11 +86,12 @@ class MultipartReader:
         is shorter than the Content-Length it declares (the stream was cut short)."""
         parts: list[bytes] = []
         if self._state == "body":
-            body = bytes(self._buffer)
-            if self._declared is not None and len(body) >= self._declared:
-                body = body[: self._declared]
-            elif body.endswith(b"\r\n"):
-                body = body[:-2]
+            buffer, size = self._buffer, len(self._buffer)
+            if self._declared is not None and size >= self._declared:
+                size = self._declared
+            elif buffer.endswith(b"\r\n"):
+                size -= 2
+            body = _head(buffer, size)
             if self._declared is not None and len(body) < self._declared:
                 raise MultipartError(
                     f"the response ended inside a part: {len(body)} of its "
@@ -162,7 +163,7 @@ class MultipartReader:
                 self._check_part_size(self._scan_from)
                 return False
             self._check_part_size(at)
-            parts.append(bytes(buf[:at]))
+            parts.append(_head(buf, at))
             del buf[: at + len(self._delimiter)]
             self._state = "after_boundary"
             return True
@@ -171,6 +172,12 @@ class MultipartReader:
     def _check_part_size(self, size: int) -> None:
         if self._max_part is not None and size > self._max_part:
             raise PartTooLarge(self._max_part)
+
+
+def _head(buffer: bytearray, end: int) -> bytes:
+    """``bytes(buffer[:end])`` in one copy (slicing the bytearray first would copy twice)."""
+    with memoryview(buffer) as view:
+        return bytes(view[:end])
 
 
 def _content_length(headers: bytes) -> int | None:

@@ -9,7 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from model_proxy.shared.encoding import _BLOCK, encode_byte_array, encode_instance_string
+from devtools.dicom import ct_series
+from model_proxy.shared.encoding import (
+    encode_byte_array,
+    encode_instance_string,
+    iter_instance_string,
+)
 
 
 def reference(data: bytes) -> bytes:
@@ -83,9 +88,9 @@ def test_instance_string_is_what_models_decode(data: bytes) -> None:
     assert bytes(json.loads(instance)) == data
 
 
-# --- the block-wise encoder: edges around its block size, every neighbour pair, threads ---
+# --- edges around 64 KiB blocks (an earlier encoder's), every neighbour pair, threads ---
 
-BLOCK = _BLOCK
+BLOCK = 1 << 16
 
 
 def block_edge_sizes() -> list[int]:
@@ -164,3 +169,52 @@ def test_threads_encode_side_by_side() -> None:
 
     with ThreadPoolExecutor(4) as pool:
         assert all(pool.map(encode_all, range(len(inputs))))
+
+
+# --- CT slices: int16 pixels, half of whose bytes are small high bytes ---
+
+
+@pytest.fixture(scope="module")
+def ct_slices() -> list[bytes]:
+    """Part-10 CT files as the PACS sends them: a 512x512 slice and a few small ones."""
+    large = ct_series(study_uid="1.2.3.4", slices=1, rows=512, columns=512, seed=9)
+    small = ct_series(study_uid="1.2.3.4", slices=3, rows=64, columns=48, seed=2)
+    return [item.data for item in large + small]
+
+
+def test_ct_slices_match_json_dumps(ct_slices: list[bytes]) -> None:
+    for data in ct_slices:
+        assert encode_byte_array(data) == reference(data)
+        assert encode_instance_string(data, b",") == b',"' + reference(data) + b'"'
+
+
+def test_a_ct_slice_decodes_back_to_its_file(ct_slices: list[bytes]) -> None:
+    data = ct_slices[0]
+    assert bytes(json.loads(json.loads(encode_instance_string(data)))) == data
+
+
+# --- the instance string in pieces ---
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 1999, 2000, 2001, 3500])
+def test_pieces_join_to_the_instance_string(size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    pieces = list(iter_instance_string(data, piece_bytes=1000))
+    assert b"".join(pieces) == encode_instance_string(data)
+
+
+def test_pieces_alternate_json_between_and_bounded_texts(ct_slices: list[bytes]) -> None:
+    """The even pieces are quotes, brackets and commas; no text holds more than a piece's
+    values, so a large instance never exists as one text."""
+    data = ct_slices[0]
+    pieces = list(iter_instance_string(data, piece_bytes=100_000))
+    assert b"".join(pieces) == encode_instance_string(data)
+    assert len(pieces) == 2 * -(-len(data) // 100_000) + 1
+    assert all(piece in (b'"[', b",", b']"') for piece in pieces[::2])
+    assert max(len(text) for text in pieces[1::2]) <= 4 * 100_000
+    assert [piece.count(b",") for piece in pieces[1::2]][:-1] == [99_999] * (len(pieces) // 2 - 1)
+
+
+def test_a_small_instance_is_one_text_between_quotes(ct_slices: list[bytes]) -> None:
+    data = ct_slices[1]
+    assert list(iter_instance_string(data)) == [b'"', reference(data), b'"']

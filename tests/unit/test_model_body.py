@@ -10,6 +10,7 @@ from typing import Any, cast
 import pytest
 
 from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.encoding import PIECE_BYTES
 from model_proxy.shared.errors import DicomNotFound, PacsAuthFailed
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
 from model_proxy.shared.model_body import ModelBody, open_model_body
@@ -75,6 +76,10 @@ def open_body(plan: InputPlan, source: FakeSource) -> ModelBody:
 def instance(data: bytes) -> str:
     """What the contract says a model receives for one instance."""
     return json.dumps(list(data), separators=(",", ":"))
+
+
+def reference(data: bytes) -> bytes:
+    return instance(data).encode()
 
 
 def instances(study: str, series: str | None = None) -> list[str]:
@@ -266,3 +271,34 @@ def test_close_without_reading() -> None:
     body.close()
     assert source.opened[0][1].closed
     assert body.instances_sent == 0
+
+
+# --- the chunks: each instance's text as the encoder wrote it, the JSON between gathered ---
+
+
+def test_each_instance_text_is_a_chunk_and_the_json_between_is_gathered() -> None:
+    one, two = PACS_DATA[(STUDY, SERIES_ONE, None)]
+    chunks = list(open_body(InstanceList(STUDY, SERIES_ONE), FakeSource()))
+    assert chunks == [b'["', reference(one), b'","', reference(two), b'"]']
+
+
+def test_keyed_bodies_gather_keys_brackets_and_quotes_between_texts() -> None:
+    plan, _ = SHAPES["series with instance filters"]
+    chunks = list(open_body(plan, FakeSource()))
+    assert chunks[0] == b'{"bottom":{"data":"'
+    assert chunks[2] == b'"},"top":{"data":"'
+    assert chunks[4] == b'"}}'
+
+
+def test_a_large_instance_goes_in_bounded_chunks() -> None:
+    """An instance larger than the encoder's piece never becomes one text."""
+    data = random.Random(8).randbytes(PIECE_BYTES + 1000)
+    source = FakeSource()
+    PACS_DATA[(STUDY, "1.2.3.9", None)] = [data]
+    try:
+        chunks = list(open_body(InstanceList(STUDY, "1.2.3.9"), source))
+    finally:
+        del PACS_DATA[(STUDY, "1.2.3.9", None)]
+    assert b"".join(chunks) == compact([instance(data)])
+    assert len(chunks) == 5  # [" text , text "]
+    assert max(len(chunk) for chunk in chunks) <= 4 * PIECE_BYTES
