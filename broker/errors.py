@@ -26,6 +26,8 @@ _STATUS: dict[type[ModelProxyError], int] = {
     ours.JobConflict: 409,
     ours.JobGone: 410,
     ours.QueueFull: 429,
+    ours.Unauthenticated: 401,
+    ours.Forbidden: 403,
     ours.UpstreamError: 502,
     ours.UpstreamTimeout: 504,
     ours.ServiceUnavailable: 503,
@@ -44,7 +46,9 @@ def status_for(error: ModelProxyError) -> int:
 
 
 def error_response(error: ModelProxyError, **extra: str) -> JSONResponse:
-    headers = None if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    headers = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    if isinstance(error, ours.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         {"message": error.message, "code": error.code, **extra},
         status_code=status_for(error),

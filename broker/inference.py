@@ -1,32 +1,52 @@
 """The inference service behind the viewer's routes: validate, answer from the cache, or record a
-job (or join the same one already running), queue it, wait for it, and answer with it."""
+job (or join the same one already running) for the caller, within its quota, queue it, wait for
+it, and answer with it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import Response
 
-from model_proxy.broker.answers import answer_for_job, result_answer
+from model_proxy.broker.answers import accepted, answer_for_job, result_answer
 from model_proxy.broker.audit import note_inference
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
 from model_proxy.broker.jobs import wait_for_job
+from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.validation import ViewerPath, build_request
 from model_proxy.shared.config import Task
-from model_proxy.shared.errors import ModelProxyError, QueueFull, UnknownJob
-from model_proxy.shared.jobs import JobState, new_job
+from model_proxy.shared.errors import (
+    ModelProxyError,
+    QueueFull,
+    TooManyJobs,
+    UnknownJob,
+)
+from model_proxy.shared.jobs import Admission, Admitted, JobState, new_job
 from model_proxy.shared.request import InferenceRequest
 
 __all__ = ["answer_viewer"]
 
 
 async def answer_viewer(
-    services: BrokerServices, task: Task, path: ViewerPath, options: AnswerOptions
+    services: BrokerServices,
+    task: Task,
+    path: ViewerPath,
+    options: AnswerOptions,
+    who: Caller,
+    client_gone: Callable[[], Awaitable[bool]],
 ) -> Response:
-    """Answer the viewer's GET and count the answer by route, model, server and status."""
+    """Answer the viewer's GET and count the answer by route, model, server and status.
+
+    ``who`` is recorded as a requester of the job; ``client_gone`` says whether the client
+    still waits for the answer: the wait ends when it has gone, but the job runs on (a client
+    that went away, a reload, a proxy that gave up, asks again and finds the answer; only a
+    cancel, ``DELETE /jobs/{id}``, leaves a job)."""
     labels = _request_labels(services, task, path)
     try:
-        response = await _answer(services, task, path, options)
+        inference = build_request(services.catalog, task, path, options.query)
+        response = await _answer(services, inference, options, who, client_gone)
     except ModelProxyError as error:
         services.metrics.add("requests", {**labels, "status": str(status_for(error))})
         raise
@@ -47,23 +67,35 @@ def _request_labels(services: BrokerServices, task: Task, path: ViewerPath) -> d
 
 
 async def _answer(
-    services: BrokerServices, task: Task, path: ViewerPath, options: AnswerOptions
+    services: BrokerServices,
+    inference: InferenceRequest,
+    options: AnswerOptions,
+    who: Caller,
+    client_gone: Callable[[], Awaitable[bool]],
 ) -> Response:
-    inference = build_request(services.catalog, task, path, options.query)
     if not options.fresh:
-        cached = await _cached_answer(services, inference)
+        cached = await _cached_answer(services, inference, who)
         if cached is not None:
             return cached
-    job_id = await _start_or_join_job(services, inference, use_cached=not options.fresh)
-    wait = 0.0 if options.respond_async else services.settings.sync_wait_seconds
-    current = await wait_for_job(services.jobs, services.events, job_id, wait)
+    admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+    waits = not options.respond_async and admitted.admission is not Admission.CACHED
+    wait = services.settings.sync_wait_seconds if waits else 0.0
+    current = await wait_for_job(
+        services.jobs, services.events, admitted.job_id, wait, client_gone if waits else None
+    )
     if current is None:
-        raise UnknownJob(f"job {job_id} has expired")
+        raise UnknownJob(f"job {admitted.job_id} has expired")
+    if waits and not current.state.finished and await client_gone():
+        return accepted(current)  # nobody reads it; the job runs on for the client's next ask
     return await answer_for_job(services.jobs, current)
 
 
-async def _cached_answer(services: BrokerServices, inference: InferenceRequest) -> Response | None:
-    """The stored answer of an earlier job on the same request, if one is still kept."""
+async def _cached_answer(
+    services: BrokerServices, inference: InferenceRequest, who: Caller
+) -> Response | None:
+    """The stored answer of an earlier job on the same request, if one is still kept. A named
+    caller lists it among its jobs (one more round trip); an anonymous one is answered with the
+    single lookup (none while the answer is kept in memory)."""
     fingerprint = inference.fingerprint()
     cached = services.results.get(fingerprint) or await services.jobs.cached(fingerprint)
     if cached is None:
@@ -71,14 +103,17 @@ async def _cached_answer(services: BrokerServices, inference: InferenceRequest) 
     services.results.put(fingerprint, *cached)
     services.metrics.add("cache_hits", {"model": inference.model_id})
     note_inference(inference, cached[0], "cache")
+    if not who.anonymous:
+        await services.jobs.note_asked(who.requester, cached[0])
     return result_answer(*cached)
 
 
 async def _start_or_join_job(
-    services: BrokerServices, inference: InferenceRequest, *, use_cached: bool
-) -> str:
-    """The id of the job that answers ``inference``: a new one, recorded then queued, or the
-    same request's job already queued or running. Refused when the model's queue is full."""
+    services: BrokerServices, inference: InferenceRequest, who: Caller, *, use_cached: bool
+) -> Admitted:
+    """The job that answers ``inference``, asked for by ``who``: a new one, recorded then
+    queued, or the same request's job already queued or running. Refused when the model's
+    queue is full, or when ``who`` already waits for its limit of unfinished jobs."""
     settings = services.settings
     config = services.catalog.model(inference.model_id)
     limit = config.max_queued or settings.max_queued_per_model
@@ -88,14 +123,22 @@ async def _start_or_join_job(
             retry_after=settings.queue_full_retry_after,
         )
     job = new_job(inference, queue=config.queue or settings.queue_name)
-    admitted = await services.jobs.create_or_attach(job, use_cached=use_cached)
+    admitted = await services.jobs.create_or_attach(
+        job, use_cached, who.requester, settings.max_queued_per_client
+    )
+    if admitted.admission is Admission.OVER_QUOTA:
+        raise TooManyJobs(
+            f"you already wait for {settings.max_queued_per_client} unfinished jobs; try again "
+            "when one has finished",
+            retry_after=settings.queue_full_retry_after,
+        )
     note_inference(inference, admitted.job_id, "created" if admitted.created else "attached")
     if not admitted.created:
         services.metrics.add("shared_jobs", {"model": inference.model_id})
-        return admitted.job_id
+        return admitted
     try:
         await services.enqueue(job)
     except ModelProxyError as error:
         await services.jobs.terminate(job, JobState.FAILED, error)
         raise
-    return admitted.job_id
+    return admitted

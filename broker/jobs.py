@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -17,7 +17,7 @@ from model_proxy.broker.background import BackgroundTask
 from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs import Job, JobKeys, JobState, job_from_fields
 from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
-from model_proxy.shared.jobs.outcomes import Admitted, Terminated
+from model_proxy.shared.jobs.outcomes import Admitted, Detached, Terminated
 from model_proxy.shared.redis_errors import redis_errors
 
 __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
@@ -25,6 +25,7 @@ __all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _RECHECK_SECONDS = 1.0
+_PAGE = 200  # a requester's jobs read at once when only one state is listed
 
 
 class AsyncJobStore:
@@ -54,10 +55,22 @@ class AsyncJobStore:
         with redis_errors():
             await self._redis.ping()
 
-    async def create_or_attach(self, job: Job, use_cached: bool = True) -> Admitted:
+    async def create_or_attach(
+        self, job: Job, use_cached: bool = True, requester: str = "", limit: int = 0
+    ) -> Admitted:
         """Record ``job``, or answer the unfinished identical job if there is one (or, with
-        ``use_cached``, one that has just succeeded)."""
-        return await self._run(self._operations.create_or_attach(job, use_cached))
+        ``use_cached``, one that has just succeeded), and record ``requester`` as one who asked
+        for it. ``OVER_QUOTA`` when that would give ``requester`` more than ``limit`` unfinished
+        jobs (0: no limit; a job it already waits for does not count twice)."""
+        return await self._run(self._operations.create_or_attach(job, use_cached, requester, limit))
+
+    async def note_asked(self, requester: str, job_id: str) -> None:
+        """``requester`` was answered with the stored result of ``job_id``: it lists it."""
+        await self._run(self._operations.note_asked(requester, job_id))
+
+    async def detach(self, job: Job, requester: str, error: ModelProxyError) -> Detached:
+        """``requester`` leaves ``job`` (all its asks); the last one out cancels it."""
+        return await self._run(self._operations.detach(job, requester, error))
 
     async def cached(self, fingerprint: str) -> tuple[str, bytes] | None:
         """The id of the succeeded job of identical requests and its result, while both last
@@ -106,6 +119,30 @@ class AsyncJobStore:
                 records = await pipe.execute()
         jobs = (job_from_fields(record) for record in records)
         return [job for job in jobs if job is not None and (state is None or job.state is state)]
+
+    async def asked_by(
+        self, requester: str, limit: int, state: JobState | None = None
+    ) -> list[Job]:
+        """The jobs ``requester`` asked for, latest ask first, optionally only those in
+        ``state``: its index read newest first, a page at a time, until ``limit`` are found."""
+        if limit <= 0:
+            return []
+        index, start = self.keys.asked(requester), 0
+        found: list[Job] = []
+        page = max(limit, _PAGE) if state is not None else limit
+        while len(found) < limit:
+            with redis_errors():
+                ids = await self._redis.zrevrange(index, start, start + page - 1)
+                if not ids:
+                    break
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in ids:
+                        pipe.hgetall(self.keys.job(text(job_id)))
+                    records = await pipe.execute()
+            jobs = (job_from_fields(record) for record in records)
+            found += [job for job in jobs if job is not None and state in (None, job.state)]
+            start += page
+        return found[:limit]
 
     async def _run(self, call: ScriptCall[_T]) -> _T:
         if call.script not in self._scripts:
@@ -165,9 +202,14 @@ class JobEvents:
 
 
 async def wait_for_job(
-    store: AsyncJobStore, events: JobEvents, job_id: str, timeout: float
+    store: AsyncJobStore,
+    events: JobEvents,
+    job_id: str,
+    timeout: float,
+    client_gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> Job | None:
-    """The job once it has finished, or as it stands when ``timeout`` seconds have passed."""
+    """The job once it has finished, or as it stands when ``timeout`` seconds have passed or
+    ``client_gone`` (asked at least every second) says the client no longer waits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     with events.watch(job_id) as event:
@@ -176,6 +218,8 @@ async def wait_for_job(
             job = await store.get(job_id)
             remaining = deadline - loop.time()
             if job is None or job.state.finished or remaining <= 0:
+                return job
+            if client_gone is not None and await client_gone():
                 return job
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, _RECHECK_SECONDS))

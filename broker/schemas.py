@@ -64,9 +64,14 @@ class JobResource(_Camel):
     attempts: int = Field(description="Runs started; more than one when a worker died")
     error: JobError | None
     links: JobLinks
+    requested_by: list[str] | None = Field(
+        default=None,
+        description="Who asked for the job and waits for it (principal names, or "
+        "`anonymous@<address>`); shown to admins only",
+    )
 
     @classmethod
-    def from_job(cls, job: Job) -> JobResource:
+    def from_job(cls, job: Job, *, show_requesters: bool = False) -> JobResource:
         request = job.request
         url = job_url(job.id)
         return cls(
@@ -96,10 +101,13 @@ class JobResource(_Camel):
             attempts=job.attempts,
             error=job.error,
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
+            requested_by=list(job.requesters) if show_requesters else None,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The resource as JSON; ``requestedBy`` only when shown (to an admin)."""
+        hidden = {"requested_by"} if self.requested_by is None else None
+        return self.model_dump(mode="json", by_alias=True, exclude=hidden)
 
 
 class JobList(_Camel):

@@ -184,6 +184,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             port=args.port,
             access_log=False,
             log_config=None,
+            # the client address is the connection's peer: X-Forwarded-For, which any client can
+            # send, must not choose whose jobs and quota an anonymous caller has
+            proxy_headers=False,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
         )

@@ -469,6 +469,8 @@ def _print_state(job: JobResource) -> None:
 def _api_client(args: argparse.Namespace, settings: Settings) -> Iterator[ApiClient]:
     """A client of the API for one command, on a session of its own."""
     with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
+        if settings.api_key is not None:
+            session.headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         yield ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
 
 

@@ -32,7 +32,14 @@ from typing import Literal, get_args
 
 from model_proxy.shared.errors import ConfigError
 
-__all__ = ["OIDC_NAME_PREFIX", "ApiKey", "ApiKeyFile", "ApiKeyReader", "Role"]
+__all__ = [
+    "ANONYMOUS_NAME_PREFIX",
+    "OIDC_NAME_PREFIX",
+    "ApiKey",
+    "ApiKeyFile",
+    "ApiKeyReader",
+    "Role",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ Role = Literal["viewer", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 _PREFIX = "mpk"
 OIDC_NAME_PREFIX = "oidc:"  # the names of token holders (broker/bearer_tokens.py), never of keys
+ANONYMOUS_NAME_PREFIX = "anonymous"  # anonymous callers are anonymous@<address>: never a key
 # scrypt with 16 MiB of memory: tens of milliseconds per check, which the cache pays once per key
 _UNREAD = object()
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
@@ -108,6 +116,11 @@ class ApiKeyFile:
             raise ConfigError(
                 f"a key's name cannot start with {OIDC_NAME_PREFIX!r}: it names the holders of "
                 "OIDC tokens"
+            )
+        if name.lower().startswith(ANONYMOUS_NAME_PREFIX):
+            raise ConfigError(
+                f"a key's name cannot start with {ANONYMOUS_NAME_PREFIX!r}: it names anonymous "
+                "callers (by their address)"
             )
         if role not in ROLES:
             raise ConfigError(f"a key's role is {' or '.join(ROLES)}, not {role!r}")

@@ -19,11 +19,13 @@ from typing import ClassVar
 
 __all__ = [
     "TRANSIENT_HTTP_STATUSES",
+    "AdminRequired",
     "AuditUnavailable",
     "AuthTokenNeeded",
     "BadModelResponse",
     "ConfigError",
     "DicomNotFound",
+    "Forbidden",
     "IdentityProviderUnavailable",
     "InputTooLarge",
     "InsufficientScope",
@@ -43,6 +45,7 @@ __all__ = [
     "ModelTimeout",
     "ModelUnreachable",
     "NotFound",
+    "NotYourJob",
     "PacsAuthFailed",
     "PacsFailed",
     "PacsInstanceTooLarge",
@@ -53,6 +56,8 @@ __all__ = [
     "ResultExpired",
     "ServiceBusy",
     "ServiceUnavailable",
+    "TooManyJobs",
+    "Unauthenticated",
     "UnknownJob",
     "UnknownModel",
     "UnknownServer",
@@ -295,6 +300,38 @@ class QueueFull(ModelProxyError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyJobs(QueueFull):
+    """The caller already waits for its limit of unfinished jobs
+    (``MODEL_PROXY_MAX_QUEUED_PER_CLIENT``); ``retry_after`` says when to try again."""
+
+    code = "too_many_jobs"
+
+
+# --- who may ask ------------------------------------------------------------------------------
+
+
+class Unauthenticated(ModelProxyError):
+    """The route needs a credential and the request carried none."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(ModelProxyError):
+    """The caller is known, and may not do what it asked."""
+
+    code = "forbidden"
+
+
+class NotYourJob(Forbidden):
+    """Only those who asked for a job (and admins) may cancel it."""
+
+    code = "not_your_job"
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
 
 
 def _all_subclasses(cls: type[ModelProxyError]) -> list[type[ModelProxyError]]:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     max_queued_per_model: int = Field(
         default=200, gt=0, description="Queued jobs per model before 429; models.json maxQueued."
     )
+    max_queued_per_client: int = Field(
+        default=20,
+        ge=0,
+        description="Unfinished jobs one caller (an API key, a token's subject, or an anonymous "
+        "client address) may wait for at once before 429 too_many_jobs (0: no limit).",
+    )
     job_lease_seconds: float = Field(
         default=20.0, gt=0, description="A worker renews its job's lease; a dead one lets it lapse."
     )
@@ -207,6 +213,11 @@ class Settings(BaseSettings):
     api_url: str = Field(
         default="http://127.0.0.1:8002",
         description="Where `model-proxy infer` and `model-proxy jobs` find the API.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key `model-proxy infer` and `model-proxy jobs` send (needed to "
+        "list jobs: anonymous callers are not answered).",
     )
 
     @field_validator("show_status_page", mode="before")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -10,6 +10,7 @@ from model_proxy.broker.deps import Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.metrics import render_metrics
 from model_proxy.broker.openapi import errors
+from model_proxy.broker.requesters import ADMIN_WHEN_CLOSED, admin_when_closed
 from model_proxy.shared.errors import QueueUnavailable, ServiceUnavailable
 from model_proxy.shared.redis_errors import REDIS_UNREACHABLE, redis_errors
 
@@ -67,11 +68,14 @@ async def readyz(services: Services) -> JSONResponse:
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
         **errors(503),
+        **ADMIN_WHEN_CLOSED,
     },
+    dependencies=[Depends(admin_when_closed)],
 )
 async def metrics(services: Services) -> Response:
     """Requests, jobs, stage durations, bytes fetched, cache hits, shared jobs, token calls and
-    queue depths, from the API and every worker, in the Prometheus text format."""
+    queue depths, from the API and every worker, in the Prometheus text format. With anonymous
+    access refused (`MODEL_PROXY_ANONYMOUS=none`) only admins see them."""
     with redis_errors():
         await services.metrics.flush()  # this process's own latest counts too
         body = await render_metrics(

@@ -11,7 +11,7 @@ operationId.
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from model_proxy.broker.deps import (
     AnswerOptions,
@@ -23,7 +23,8 @@ from model_proxy.broker.deps import (
 )
 from model_proxy.broker.inference import answer_viewer
 from model_proxy.broker.openapi import DATA_FILTERS, errors
-from model_proxy.broker.schemas import JobResource
+from model_proxy.broker.requesters import CallerParam
+from model_proxy.broker.schemas import ErrorBody, JobResource
 from model_proxy.broker.validation import ViewerPath
 from model_proxy.shared.config import Task
 
@@ -50,6 +51,12 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     },
     **errors(400, 404, 409, 410, 422, 429, 502, 503, 504),
 }
+_RESPONSES[429] = {
+    **_RESPONSES[429],
+    "model": ErrorBody,
+    "description": "Too many jobs of this model are waiting (`queue_full`), or the caller "
+    "already waits for its limit of unfinished jobs (`too_many_jobs`); see Retry-After",
+}
 _STUDY = "/{model}/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{instance}"
@@ -70,11 +77,15 @@ _ROUTES: list[tuple[str, Task, str, Callable[..., ViewerPath]]] = [
 
 def _add_route(name: str, task: Task, path: str, read_path: Callable[..., ViewerPath]) -> None:
     async def endpoint(
+        request: Request,
         services: Services,
+        who: CallerParam,
         viewer_path: Annotated[ViewerPath, Depends(read_path)],
         options: Annotated[AnswerOptions, Depends(answer_options)],
     ) -> Response:
-        return await answer_viewer(services, task, viewer_path, options)
+        return await answer_viewer(
+            services, task, viewer_path, options, who, request.is_disconnected
+        )
 
     endpoint.__name__ = endpoint.__qualname__ = name
     endpoint.__doc__ = (

@@ -1,20 +1,27 @@
-"""``/jobs``: the status, result and cancellation of inference jobs."""
+"""``/jobs``: the status, result and cancellation of inference jobs.
+
+A job belongs to those who asked for it (:mod:`~model_proxy.broker.requesters`): the listing is
+the caller's own jobs (an admin's: all; an anonymous caller's: none, 401); a job and its result
+are open to whoever holds its id; a cancel by a requester leaves the job, which is cancelled when
+no requester is left (an admin's cancels it at once); who asked is shown to admins only."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import answer_for_job
 from model_proxy.broker.audit import note, note_job
 from model_proxy.broker.deps import Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.openapi import errors
+from model_proxy.broker.requesters import Caller, CallerParam, named_caller
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
-from model_proxy.shared.errors import JobCancelled, JobFinished, UnknownJob
-from model_proxy.shared.jobs import Job, JobState, Terminated
+from model_proxy.shared.errors import JobCancelled, JobFinished, NotYourJob, UnknownJob
+from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
 
 __all__ = ["router"]
 
@@ -34,22 +41,37 @@ async def _job(services: BrokerServices, job_id: str) -> Job:
     return job
 
 
-@router.get("", response_model=JobList, responses=errors(422, 503))
+@router.get(
+    "",
+    response_model=JobList,
+    responses={
+        **errors(422, 503),
+        401: {"model": ErrorBody, "description": "Anonymous: send a credential"},
+    },
+)
 async def list_jobs(
     services: Services,
+    who: Annotated[Caller, Depends(named_caller)],
     state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> JobList:
-    """Recent jobs, newest first."""
-    jobs = await services.jobs.recent(limit, state)
+) -> JSONResponse:
+    """The caller's jobs, those it asked for (latest ask first); an admin's: every job, newest
+    first. Anonymous callers are not answered (401)."""
+    if who.admin:
+        jobs = await services.jobs.recent(limit, state)
+    else:
+        jobs = await services.jobs.asked_by(who.requester, limit, state)
     note(jobs=len(jobs))
-    return JobList(jobs=[JobResource.from_job(job) for job in jobs])
+    resources = [JobResource.from_job(job, show_requesters=who.admin) for job in jobs]
+    return JSONResponse({"jobs": [resource.to_json() for resource in resources]})
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=_NOT_FOUND)
-async def get_job(services: Services, job_id: str) -> JobResource:
-    """A job's state, request, progress, stage times and error."""
-    return JobResource.from_job(await _job(services, job_id))
+async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResponse:
+    """A job's state, request, progress, stage times and error; to an admin, also who asked
+    for it. Open to whoever holds its id."""
+    job = await _job(services, job_id)
+    return JSONResponse(JobResource.from_job(job, show_requesters=who.admin).to_json())
 
 
 @router.get(
@@ -73,22 +95,30 @@ async def get_result(services: Services, job_id: str) -> Response:
     responses={
         409: {"model": ErrorBody, "description": "The job had already finished"},
         **_NOT_FOUND,
-        **errors(403),
+        403: {
+            "model": ErrorBody,
+            "description": "Not a requester of this job (`not_your_job`), or a web page not "
+            "allowed to change jobs (`origin_not_allowed`)",
+        },
     },
 )
-async def cancel_job(services: Services, job_id: str) -> Response:
-    """Cancel a queued or running job; a running one stops at its next step, and its model
-    call is not made if it has not started."""
+async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Response:
+    """Leave a job you asked for: it is cancelled when no other requester waits for it, and
+    runs on for them otherwise (the answer is the job, still running). An admin cancels it at
+    once. A running job stops at its next step, and its model call is not made if it has not
+    started. Anyone else gets 403 `not_your_job`."""
     job = await _job(services, job_id)
-    outcome = await services.jobs.terminate(
-        job, JobState.CANCELLED, JobCancelled("cancelled by a client")
-    )
-    if outcome is Terminated.FINISHED:
+    error = JobCancelled("cancelled by a client")
+    outcome: str
+    if who.admin:
+        outcome = await services.jobs.terminate(job, JobState.CANCELLED, error)
+    else:
+        outcome = await services.jobs.detach(job, who.requester, error)
+    if outcome == Detached.NOT_REQUESTER:
+        raise NotYourJob(f"job {job_id} was asked for by others: only they or an admin cancel it")
+    if outcome == Terminated.FINISHED:
         return error_response(JobFinished(f"job {job_id} had already finished"), jobId=job_id)
-    if outcome is Terminated.MISSING:
+    if outcome == Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
-    return Response(
-        JobResource.from_job(current).model_dump_json(by_alias=True),
-        media_type="application/json",
-    )
+    return JSONResponse(JobResource.from_job(current, show_requesters=who.admin).to_json())

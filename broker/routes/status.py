@@ -1,7 +1,8 @@
 """``/status``: whether every server, model, Redis and the workers answer (model-contract §5).
 
 Served only when ``ZHIVA_SHOW_STATUS_PAGE`` (the original's variable) or
-``MODEL_PROXY_SHOW_STATUS_PAGE`` is true; otherwise 404 like any unknown path. JSON for programs,
+``MODEL_PROXY_SHOW_STATUS_PAGE`` is true; otherwise 404 like any unknown path. With anonymous
+access refused (``MODEL_PROXY_ANONYMOUS=none``) only admins see it. JSON for programs,
 an HTML page when the client prefers ``text/html`` (a browser).
 """
 
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from model_proxy.broker.deps import Services
+from model_proxy.broker.requesters import ADMIN_WHEN_CLOSED, admin_when_closed
 from model_proxy.broker.schemas import ErrorBody
 from model_proxy.broker.status import check_status
 from model_proxy.broker.status_page import prefers_html, render_status_page
@@ -35,7 +37,9 @@ _NO_STORE = {"Cache-Control": "no-store"}
             "content": {"application/json": {}, "text/html": {}},
         },
         404: {"model": ErrorBody, "description": "The status page is turned off"},
+        **ADMIN_WHEN_CLOSED,
     },
+    dependencies=[Depends(admin_when_closed)],
 )
 async def status(
     request: Request,

@@ -43,6 +43,16 @@ class JobKeys:
         """The succeeded job of these identical requests, while its result lasts."""
         return f"{self.prefix}:cached:{fingerprint}"
 
+    def asked(self, requester: str) -> str:
+        """Sorted set: the jobs ``requester`` asked for (or was answered with from the cache),
+        by the time of its latest ask; entries older than the records' time to live are pruned."""
+        return f"{self.prefix}:asked:{requester}"
+
+    def unfinished(self, requester: str) -> str:
+        """Sorted set: the unfinished jobs ``requester`` is attached to, for its quota (entries
+        of jobs that finished, expired or it left are dropped when it asks again)."""
+        return f"{self.prefix}:unfinished:{requester}"
+
     def queued(self, model_id: str) -> str:
         """Sorted set: the model's jobs waiting for a worker."""
         return f"{self.prefix}:queued:{model_id}"

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from model_proxy.shared.request import InferenceRequest
 
 __all__ = [
+    "ASKER_FIELD",
     "JOB_STATES",
     "Job",
     "JobError",
@@ -41,6 +42,11 @@ class JobState(StrEnum):
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in JobState)
 """Every state's name, in the order of a job's life: the one list for menus, tables, choices."""
+
+
+ASKER_FIELD = "asker:"
+"""The prefix of the record's fields that name its requesters: ``asker:<name>`` holds how many
+of that requester's asks are open (see :mod:`~model_proxy.shared.jobs.scripts`)."""
 
 
 class JobError(BaseModel):
@@ -77,6 +83,7 @@ class Job(BaseModel):
     bytes_fetched: int = 0
     attempts: int = 0  # runs and in-run retries of transient failures
     lost_runs: int = 0  # runs whose worker died (the reaper found their lease lapsed)
+    requesters: tuple[str, ...] = ()  # who asked for it and has not left it, sorted
 
     @property
     def fingerprint(self) -> str:
@@ -129,11 +136,15 @@ def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
     values: dict[str, Any] = {name: float(text[name]) for name in _FLOATS if text.get(name)} | {
         name: int(text[name]) for name in _INTS if text.get(name)
     }
+    requesters = sorted(
+        name.removeprefix(ASKER_FIELD) for name in text if name.startswith(ASKER_FIELD)
+    )
     return Job(
         id=text["id"],
         state=JobState(text["state"]),
         request=InferenceRequest.model_validate_json(text["request"]),
         queue=text.get("queue", ""),
         error=JobError.model_validate_json(text["error"]) if text.get("error") else None,
+        requesters=tuple(requesters),
         **values,
     )

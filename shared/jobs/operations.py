@@ -69,7 +69,11 @@ class JobOperations:
         self.keys = keys
         self.ttl = ttl_seconds
 
-    def create_or_attach(self, job: Job, use_cached: bool) -> ScriptCall[outcomes.Admitted]:
+    def create_or_attach(
+        self, job: Job, use_cached: bool, requester: str = "", limit: int = 0
+    ) -> ScriptCall[outcomes.Admitted]:
+        """Record ``job`` for ``requester`` (none when empty), who may wait for at most ``limit``
+        unfinished jobs at once (0: no limit)."""
         keys, fingerprint = self.keys, job.fingerprint
         return ScriptCall(
             scripts.CREATE_OR_ATTACH,
@@ -80,6 +84,8 @@ class JobOperations:
                 keys.queued(job.request.model_id),
                 keys.cached(fingerprint),
                 keys.states,
+                keys.asked(requester),
+                keys.unfinished(requester),
             ],
             [
                 job.id,
@@ -87,9 +93,36 @@ class JobOperations:
                 repr(job.created_at),
                 keys.job(""),
                 "1" if use_cached else "0",
+                requester,
+                limit,
                 *_pairs(job_to_fields(job)),
             ],
             _admitted,
+        )
+
+    def note_asked(self, requester: str, job_id: str) -> ScriptCall[None]:
+        """Note in ``requester``'s index that it was answered with ``job_id``'s result."""
+        return ScriptCall(
+            scripts.NOTE_ASKED,
+            [self.keys.asked(requester)],
+            [job_id, self.ttl, repr(time.time())],
+            lambda _: None,
+        )
+
+    def detach(
+        self, job: Job, requester: str, error: ModelProxyError
+    ) -> ScriptCall[outcomes.Detached]:
+        """``requester`` leaves the job (all its asks). The job is cancelled with ``error`` when
+        no requester is left."""
+        keys = self.keys
+        return ScriptCall(
+            scripts.DETACH,
+            [keys.job(job.id), *self._places(job), keys.states, keys.asked(requester)],
+            [
+                *self._ending(job, JobState.CANCELLED, error),
+                requester,
+            ],
+            _as(outcomes.Detached),
         )
 
     def cached_result(self, fingerprint: str) -> ScriptCall[tuple[str, bytes] | None]:
@@ -172,15 +205,19 @@ class JobOperations:
         return ScriptCall(
             scripts.TERMINATE,
             [keys.job(job.id), *self._places(job), keys.states],
-            [
-                repr(time.time()),
-                keys.events,
-                job.id,
-                state.value,
-                _error_json(error.code, error.message),
-            ],
+            self._ending(job, state, error),
             _as(outcomes.Terminated),
         )
+
+    def _ending(self, job: Job, state: JobState, error: ModelProxyError) -> list[Any]:
+        """ARGV of ending a job from outside its worker, as TERMINATE and DETACH take them."""
+        return [
+            repr(time.time()),
+            self.keys.events,
+            job.id,
+            state.value,
+            _error_json(error.code, error.message),
+        ]
 
     def _places(self, job: Job) -> list[str]:
         """The running and queued sets and the active pointer, which a job leaves when it ends

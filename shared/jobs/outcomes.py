@@ -5,7 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Admission", "Admitted", "Claim", "Lease", "Requeued", "Slot", "Terminated", "Written"]
+__all__ = [
+    "Admission",
+    "Admitted",
+    "Claim",
+    "Detached",
+    "Lease",
+    "Requeued",
+    "Slot",
+    "Terminated",
+    "Written",
+]
 
 
 class Admission(StrEnum):
@@ -14,6 +24,7 @@ class Admission(StrEnum):
     CREATED = "created"  # a new job, to be enqueued
     ATTACHED = "attached"  # an unfinished identical job is already there
     CACHED = "cached"  # an identical job succeeded a moment ago
+    OVER_QUOTA = "over_quota"  # refused: the requester has its limit of unfinished jobs
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,16 @@ class Terminated(StrEnum):
 
     TERMINATED = "terminated"
     FINISHED = "finished"  # it had already finished
+    MISSING = "missing"  # unknown, or expired
+
+
+class Detached(StrEnum):
+    """What became of a requester leaving a job."""
+
+    DETACHED = "detached"  # it left (or had left); others still wait, the job runs on
+    CANCELLED = "cancelled"  # it was the last requester: the job is cancelled
+    NOT_REQUESTER = "not_requester"  # it never asked for this job
+    FINISHED = "finished"  # the job had already finished
     MISSING = "missing"  # unknown, or expired
 
 

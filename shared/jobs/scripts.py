@@ -8,14 +8,16 @@ the job id on the events channel when the job changed visibly.
 
 from __future__ import annotations
 
-from model_proxy.shared.jobs.model import JobState
+from model_proxy.shared.jobs.model import ASKER_FIELD, JobState
 
 __all__ = [
     "ACQUIRE_SLOT",
     "CACHED_RESULT",
     "CLAIM",
     "CREATE_OR_ATTACH",
+    "DETACH",
     "FINISH",
+    "NOTE_ASKED",
     "RECOVER_QUEUED",
     "RELEASE_LEASE",
     "RENEW_LEASE",
@@ -55,37 +57,102 @@ def _unfinished_or(gone: str, ended: str, lost: str | None = None) -> str:
     return "\n".join(lines)
 
 
-# KEYS: job, active, index, queued, cached, state-index prefix.
-# ARGV: id, ttl, now, job-key prefix, use cached (1/0), field, value, ...
+# Who asked for a job. Each requester (a principal's name, or ``anonymous@<address>``) that
+# asks for an unfinished job is a field ``asker:<name>`` of its record, counting its open asks,
+# so the requesters expire with the record. Each ask is also noted in the requester's own index
+# (``asked``: what it asked for, by time, pruned past the time to live) and, while it has a quota,
+# in its set of unfinished jobs (``unfinished``), which is checked and pruned when it asks again.
+# Requester '' records nothing and has no quota. These helpers expect, as KEYS[7] and KEYS[8],
+# the requester's index and unfinished set; as ARGV: ARGV[2] ttl, ARGV[3] now, ARGV[4] the
+# job-key prefix, ARGV[6] the requester, ARGV[7] its limit of unfinished jobs (0: none).
+_ASKS = f"""
+local asker = ARGV[6]
+local field = '{ASKER_FIELD}' .. asker
+local limit = tonumber(ARGV[7])
+local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
+local function note(id)
+  if asker == '' then return end
+  redis.call('ZADD', KEYS[7], ARGV[3], id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', oldest)
+  redis.call('EXPIRE', KEYS[7], ARGV[2])
+end
+-- whether asking for one more job would take the requester past its limit; a job it already
+-- waits for does not count twice
+local function over_quota(job)
+  if asker == '' or limit <= 0 then return false end
+  if job and redis.call('HEXISTS', job, field) == 1 then return false end
+  local count = 0
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+    local key = ARGV[4] .. id
+    local state = redis.call('HGET', key, 'state')
+    if state and not {_FINISHED} and redis.call('HEXISTS', key, field) == 1 then
+      count = count + 1
+    else
+      redis.call('ZREM', KEYS[8], id)
+    end
+  end
+  return count >= limit
+end
+local function ask(job, id)
+  if asker == '' then return end
+  redis.call('HINCRBY', job, field, 1)
+  if limit > 0 then
+    redis.call('ZADD', KEYS[8], ARGV[3], id)
+    redis.call('EXPIRE', KEYS[8], ARGV[2])
+  end
+  note(id)
+end
+"""
+
+# KEYS: job, active, index, queued, cached, state-index prefix, requester's index, requester's
+# unfinished jobs.
+# ARGV: id, ttl, now, job-key prefix, use cached (1/0), requester, its limit, field, value, ...
 # Returns {id, 'attached'} for the unfinished identical job if there is one, else creates this
 # one: {id, 'created'}. With ARGV[5] == '1' (no fresh run asked for), a job that succeeded
 # meanwhile (KEYS[5], the cached pointer) is returned too, {id, 'cached'}: a request must not
 # start a second run because the first finished between its cache lookup and this script.
+# {'', 'over_quota'} when attaching or creating would take the requester past its limit.
 CREATE_OR_ATTACH = f"""
+{_ASKS}
 local existing = redis.call('GET', KEYS[2])
 if existing then
-  local state = redis.call('HGET', ARGV[4] .. existing, 'state')
-  if state and not {_FINISHED} then return {{existing, 'attached'}} end
+  local job = ARGV[4] .. existing
+  local state = redis.call('HGET', job, 'state')
+  if state and not {_FINISHED} then
+    if over_quota(job) then return {{'', 'over_quota'}} end
+    ask(job, existing)
+    return {{existing, 'attached'}}
+  end
 end
 if ARGV[5] == '1' then
   local done = redis.call('GET', KEYS[5])
   if done and redis.call('HGET', ARGV[4] .. done, 'state') == 'succeeded' then
+    note(done)
     return {{done, 'cached'}}
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+if over_quota(nil) then return {{'', 'over_quota'}} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+ask(KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[6] .. 'queued', ARGV[3], ARGV[1])
 -- pruned on write: entries of jobs older than the records' time to live leave every index
-local oldest = tonumber(ARGV[3]) - tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', oldest)
 for _, state in ipairs({{{_STATES}}}) do
   redis.call('ZREMRANGEBYSCORE', KEYS[6] .. state, '-inf', oldest)
 end
 return {{ARGV[1], 'created'}}
+"""
+
+# A requester answered from the cache saw that job: noted in its index (not in the job, which
+# has finished). KEYS: the requester's index.  ARGV: id, ttl, now.
+NOTE_ASKED = """
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 """
 
 # The stored answer of identical requests, in one round trip: {job id, result} or nil.
@@ -153,13 +220,9 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 'done'
 """
 
-# Ends a job from outside its worker (cancel, or a failed enqueue).
-# KEYS: job, running, queued, active, state-index prefix.
-# ARGV: now, channel, id, final state, error json
-# Returns 'terminated', 'finished' (already) or 'missing'.
-TERMINATE = f"""
-{_MOVE}
-{_unfinished_or("'missing'", "'finished'")}
+# Ends an unfinished job from outside its worker, with KEYS[1..5] and ARGV[1..5] as TERMINATE
+# takes them; expects ``state`` set and ``move`` defined.
+_END = """
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[1], 'updated_at', ARGV[1],
            'error', ARGV[5])
 move(KEYS[5], KEYS[1], ARGV[3], state, ARGV[4])
@@ -167,7 +230,41 @@ redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+"""
+
+# Ends a job from outside its worker (an admin's cancel, or a failed enqueue).
+# KEYS: job, running, queued, active, state-index prefix.
+# ARGV: now, channel, id, final state, error json
+# Returns 'terminated', 'finished' (already) or 'missing'.
+TERMINATE = f"""
+{_MOVE}
+{_unfinished_or("'missing'", "'finished'")}
+{_END}
 return 'terminated'
+"""
+
+# A requester leaves a job (its cancel): all its asks. The job is cancelled when no requester is
+# left, so two leaving at once never leave it running for nobody, nor cancel it under one still
+# attached.
+# KEYS: as TERMINATE, then the requester's index.
+# ARGV: as TERMINATE, then the requester.
+# Returns 'detached' (it left, or had left already; others remain), 'cancelled' (it was the last),
+# 'not_requester', 'finished' or 'missing'.
+DETACH = f"""
+{_MOVE}
+{_unfinished_or("'missing'", "'finished'")}
+local field = '{ASKER_FIELD}' .. ARGV[6]
+local asks = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+if asks == 0 then
+  if redis.call('ZSCORE', KEYS[6], ARGV[3]) then return 'detached' end
+  return 'not_requester'
+end
+redis.call('HDEL', KEYS[1], field)
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, {len(ASKER_FIELD)}) == '{ASKER_FIELD}' then return 'detached' end
+end
+{_END}
+return 'cancelled'
 """
 
 # KEYS: lease.  ARGV: token, lease ms.  Returns 'renewed' or 'lost'.

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from devtools.processes import ManagedProcess, free_port, start_service
 from model_proxy.broker.app import create_app
 from tests.support.deployment import Deployment, Ids, PacsData
+from tests.support.keys import with_keys
 
 pytestmark = pytest.mark.integration
 
@@ -163,11 +164,12 @@ def test_an_access_that_cannot_be_recorded_is_503_and_counted(
 ) -> None:
     folder = tmp_path / "audit"
     folder.mkdir()
-    settings = deployment.settings.model_copy(update={"audit_log": str(folder / "audit.log")})
+    settings, headers = with_keys(deployment.settings, tmp_path, nurse="viewer")
+    settings = settings.model_copy(update={"audit_log": str(folder / "audit.log")})
     with TestClient(create_app(settings, environ=deployment.environ)) as api:
-        assert api.get("/jobs").status_code == 200
+        assert api.get("/jobs", headers=headers["nurse"]).status_code == 200
         shutil.rmtree(folder)  # the audit disk went away
-        answer = api.get("/jobs")
+        answer = api.get("/jobs", headers=headers["nurse"])
         assert answer.status_code == 503 and answer.json()["code"] == "audit_unavailable"
         assert "jobs" not in answer.json()
         deadline = time.monotonic() + 5

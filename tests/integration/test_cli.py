@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from devtools.processes import ManagedProcess, free_port, wait_until
+from model_proxy.shared.api_keys import ApiKeyFile
 from tests.support.deployment import Deployment, Ids, PacsData
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,13 @@ def test_infer_and_jobs_talk_to_a_running_api(
     tmp_path: Path, deployment: Deployment, pacs: PacsData, worker: ManagedProcess
 ) -> None:
     port = free_port()
-    env = {**deployment.environ, "MODEL_PROXY_API_URL": f"http://127.0.0.1:{port}"}
+    _, key = ApiKeyFile(tmp_path / "api-keys.json").add("cli-user")
+    env = {
+        **deployment.environ,
+        "MODEL_PROXY_API_URL": f"http://127.0.0.1:{port}",
+        "MODEL_PROXY_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
+        "MODEL_PROXY_API_KEY": key,  # jobs are listed to those who asked for them
+    }
     api = ManagedProcess(
         "api-for-cli",
         [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from devtools.processes import ManagedProcess
 from model_proxy.broker.app import create_app
 from tests.support.deployment import Deployment, Ids, PacsData, start_worker
+from tests.support.keys import with_keys
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,9 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def sites(deployment: Deployment) -> Iterator[dict[str, Site]]:
+def sites(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Site]]:
     started: dict[str, Site] = {}
     try:
         for prefix in ("site-alpha", "site-beta"):
@@ -39,7 +42,11 @@ def sites(deployment: Deployment) -> Iterator[dict[str, Site]]:
                 deployment.redis,
             )
             worker = start_worker(local, f"worker-{prefix}", concurrency=2)
-            api = TestClient(create_app(local.settings, environ=environ))
+            # an admin's key, who lists every job of its deployment
+            settings, headers = with_keys(
+                local.settings, tmp_path_factory.mktemp(prefix), ops="admin"
+            )
+            api = TestClient(create_app(settings, environ=environ), headers=headers["ops"])
             api.__enter__()
             started[prefix] = Site(prefix, api, worker)
         yield started

@@ -17,6 +17,7 @@ from model_proxy.shared.errors import ModelFailed
 from model_proxy.shared.jobs import Job, JobKeys, JobState
 from model_proxy.shared.jobs.operations import JobOperations
 from tests.support.deployment import Deployment
+from tests.support.keys import with_keys
 from tests.unit.jobs.support import make_job, run_script
 
 pytestmark = pytest.mark.integration
@@ -61,10 +62,14 @@ def test_listing_one_state_costs_the_same_few_commands_however_many_jobs(
     client = private_redis.client()
     client.flushall()
     jobs = _record_jobs(client, count)
-    settings = deployment.settings.model_copy(update={"redis_url": private_redis.url})
+    settings, headers = with_keys(
+        deployment.settings.model_copy(update={"redis_url": private_redis.url}),
+        tmp_path,
+        ops="admin",  # an admin lists every job
+    )
     with TestClient(create_app(settings, environ=deployment.environ)) as api:
         client.config_resetstat()
-        response = api.get(f"/jobs?state=failed&limit={LIMIT}")
+        response = api.get(f"/jobs?state=failed&limit={LIMIT}", headers=headers["ops"])
         used = _commands(client)
 
     assert response.status_code == 200, response.text

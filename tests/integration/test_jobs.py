@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from devtools.processes import ManagedProcess
 from model_proxy.broker.app import create_app
 from tests.support.deployment import Deployment, PacsData, start_worker
+from tests.support.keys import with_keys
 
 pytestmark = pytest.mark.integration
 
@@ -274,18 +275,21 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another(
 
 
 def test_a_restarted_api_still_answers_for_every_job(
-    jobs: Jobs, pacs: PacsData, setup: tuple[Deployment, ManagedProcess]
+    jobs: Jobs, pacs: PacsData, setup: tuple[Deployment, ManagedProcess], tmp_path: Path
 ) -> None:
     local, _ = setup
-    listed = jobs.client.get("/jobs", params={"limit": 100}).json()["jobs"]
+    settings, headers = with_keys(local.settings, tmp_path, ops="admin")
+    admin = headers["ops"]
+    with TestClient(create_app(settings, environ=local.environ)) as before:
+        listed = before.get("/jobs", params={"limit": 100}, headers=admin).json()["jobs"]
     assert listed
 
-    with TestClient(create_app(local.settings, environ=local.environ)) as restarted:
+    with TestClient(create_app(settings, environ=local.environ)) as restarted:
         for job in listed:
             again = restarted.get(f"/jobs/{job['id']}")
             assert again.status_code == 200
             assert again.json()["state"] == job["state"] or not finished(job)
-        states = restarted.get("/jobs", params={"state": "cancelled"}).json()["jobs"]
+        states = restarted.get("/jobs", params={"state": "cancelled"}, headers=admin).json()["jobs"]
         assert states and {job["state"] for job in states} == {"cancelled"}
     assert jobs.client.get("/jobs/0123456789abcdef").status_code == 404
 

@@ -30,6 +30,7 @@ from devtools.processes import (
     wait_until_worker_ready,
 )
 from devtools.redis_server import RedisServer
+from model_proxy.shared.api_keys import ApiKeyFile
 from tests.support.deployment import PacsData, start_token_server
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: list[ManagedProcess] = []
         self.generation = 0
+        self.admin: dict[str, str] = {}  # the header of an admin key, who lists every job
 
     def start(self) -> None:
         self.generation += 1
@@ -209,8 +211,11 @@ def stack(
         "MODEL_PROXY_MODELS_FILE": str(here / "models.json"),
         "MODEL_PROXY_TOKEN_REFRESH_MARGIN": "1.5",
         "MODEL_PROXY_LOG_LEVEL": "DEBUG",
+        "MODEL_PROXY_API_KEYS_FILE": str(here / "api-keys.json"),
     }
+    _, admin_key = ApiKeyFile(here / "api-keys.json").add("ops", "admin")
     running = Stack(here, environ, redis_server)
+    running.admin = {"Authorization": f"Bearer {admin_key}"}
     running.start()
     yield running
     running.stop()
@@ -362,7 +367,7 @@ def test_restarting_api_workers_and_redis_keeps_the_tokens(
     for server in (ZHIVA, TOKEN):
         assert_masks(stack.get(series_path(pacs), server=server), pacs)
     token_server.reset()
-    before = requests.get(f"{stack.url}/jobs", timeout=10).json()["jobs"]
+    before = requests.get(f"{stack.url}/jobs", headers=stack.admin, timeout=10).json()["jobs"]
 
     stack.stop()
     stack.redis.restart()

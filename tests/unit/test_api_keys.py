@@ -137,3 +137,11 @@ def test_wrong_secrets_for_a_known_id_are_checked_two_at_a_time(
         answers = list(pool.map(reader.verify, [f"mpk_{key_id}_guess{n}" for n in range(16)]))
     assert answers == [None] * 16
     assert most == 2
+
+
+def test_a_key_cannot_take_the_name_of_anonymous_callers(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    for name in ("anonymous@10.0.0.5", "Anonymous"):
+        with pytest.raises(ConfigError, match="anonymous"):
+            keys.add(name)
+    assert keys.load() == []
