@@ -106,14 +106,21 @@ class Authenticate:
 
 
 def _presented_key(scope: Scope) -> str | None:
-    """The credential of the request (empty when a header is present but blank), or None."""
+    """The credential of the request: ``Authorization: Bearer``, else ``X-API-Key`` (empty
+    when the header is there but blank), else None.
+
+    Another ``Authorization`` scheme is not a credential of ours and is ignored: a reverse
+    proxy in front that checks its own Basic login passes that header on, and its users must
+    not be refused for it."""
+    api_key = None
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").partition(" ")
-            return credential.strip() if scheme.lower() == "bearer" else ""
-        if name == b"x-api-key":
-            return str(value.decode("latin-1").strip())
-    return None
+            scheme, _, credential = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer":
+                return credential.strip()
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1").strip()
+    return api_key
 
 
 async def _refuse(

@@ -87,8 +87,9 @@ def test_a_wrong_key_is_401_whatever_the_anonymous_setting(tmp_path: Path) -> No
         api = _api(tmp_path, anonymous)
         for headers in (
             {"Authorization": f"Bearer {key}x"},
-            {"Authorization": f"Basic {key}"},
+            {"Authorization": "Bearer"},
             {"X-API-Key": ""},
+            {"Authorization": "Basic d2FyZDpwYXNz", "X-API-Key": f"{key}x"},
         ):
             answer = api.get(JOB, headers=headers)
             assert answer.status_code == 401, (anonymous, headers)
@@ -117,3 +118,15 @@ def test_the_kind_of_a_principal_is_what_it_showed() -> None:
     assert ANONYMOUS.kind == "anonymous"
     assert Principal("ward-7", "viewer").kind == "key"
     assert Principal("oidc:5f1c-9a", "admin").kind == "token"
+
+
+def test_another_authorization_scheme_is_not_a_credential_of_ours(tmp_path: Path) -> None:
+    """A reverse proxy with its own Basic login passes its header on: its users are anonymous
+    viewers where that is allowed, asked for a credential where not, and a key still counts."""
+    _, key = ApiKeyFile(tmp_path / "api-keys.json").add("alice")
+    basic = {"Authorization": "Basic d2FyZDpwYXNz"}
+    assert _api(tmp_path, "viewer").get(JOB, headers=basic).status_code != 401
+    refused = _api(tmp_path, "none").get(JOB, headers=basic)
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
+    with_key = _api(tmp_path, "none").get(JOB, headers={**basic, "X-API-Key": key})
+    assert with_key.status_code != 401
