@@ -175,8 +175,9 @@ class FaultProxy:
             if slow and fault is not None and self._stopping.wait(fault.delay):
                 return
             sent = 0
+            first = _response_head(upstream)  # told to close, so the client never reuses it
             while True:
-                data = upstream.recv(_CHUNK)
+                data, first = (first, b"") if first else (upstream.recv(_CHUNK), b"")
                 if not data:
                     return
                 if fault is None or fault.kind is FaultKind.SLOW_HEADERS:
@@ -226,6 +227,19 @@ def _header(head: bytes, name: bytes) -> bytes | None:
         if key.strip().lower() == name:
             return value.strip()
     return None
+
+
+def _response_head(upstream: socket.socket) -> bytes:
+    """The upstream answer's head with ``Connection: close`` and what came after it (all of
+    what was read when the answer ends before its head does)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        data = upstream.recv(_CHUNK)
+        if not data:
+            return buffer
+        buffer += data
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    return _closing(head + b"\r\n\r\n") + rest
 
 
 def _closing(head: bytes) -> bytes:
