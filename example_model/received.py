@@ -2,9 +2,9 @@
 
 ``GET /_debug/received`` shows how many predict requests with a readable body arrived since the
 last reset (those answered with ``?fail=`` included) and describes the most recent ones: path,
-body shape, top-level keys of a keyed body, and per instance its SOPInstanceUID, the SHA-256 of
-its Part-10 bytes and their length. ``POST /_debug/reset`` forgets them.
-A real model needs none of this.
+transport (``json`` or ``multipart``), body shape, top-level keys of a keyed body, and per
+instance its SOPInstanceUID, the SHA-256 of its Part-10 bytes and their length.
+``POST /_debug/reset`` forgets them. A real model needs none of this.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class ReceivedLog:
         self._recent.append(
             {
                 "path": path,
+                "transport": body.transport,
                 "shape": body.shape,
                 "keys": list(body.keys),
                 "instances": [
