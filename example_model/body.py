@@ -49,6 +49,8 @@ class EncodedInstance:
 
     location: str
     data: bytes
+    data_key: str | None = None
+    """The data-filter key it came under, nested keys joined by ``/`` (``pre/slice``)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ def multipart_input(parts: list[Part], level: str | None = None) -> ModelInput:
         key = part.headers.get(DATA_KEY_HEADER)
         if key is not None:
             keys.setdefault(key.split("/", 1)[0])
-        found.append(EncodedInstance(f"part {index}" + (f" ({key})" if key else ""), part.data))
+        where = f"part {index}" + (f" ({key})" if key else "")
+        found.append(EncodedInstance(where, part.data, key))
     if keys and any(DATA_KEY_HEADER not in part.headers for part in parts):
         raise InvalidInput("some parts carry an X-Model-Proxy-Data-Key header and some do not")
     if keys:
@@ -117,21 +120,24 @@ def decode_instance(text: str, location: str = "$") -> bytes:
         raise InvalidInput(f"{location} holds something other than byte values 0-255") from None
 
 
-def _collect(node: object, location: str, found: list[EncodedInstance]) -> None:
+def _collect(
+    node: object, location: str, found: list[EncodedInstance], keys: tuple[str, ...] = ()
+) -> None:
+    data_key = "/".join(keys) or None
     if isinstance(node, str):
-        found.append(EncodedInstance(location, decode_instance(node, location)))
+        found.append(EncodedInstance(location, decode_instance(node, location), data_key))
     elif isinstance(node, list):
         for index, item in enumerate(node):
             where = f"{location}[{index}]"
             if not isinstance(item, str):
                 raise InvalidInput(f"{where} is not an instance string")
-            found.append(EncodedInstance(where, decode_instance(item, where)))
+            found.append(EncodedInstance(where, decode_instance(item, where), data_key))
     elif isinstance(node, dict):
         for key, entry in node.items():
             where = f"{location}[{orjson.dumps(key).decode()}]"
             if not isinstance(entry, dict) or "data" not in entry:
                 raise InvalidInput(f'{where} is not an object with a "data" field')
-            _collect(entry["data"], f"{where}.data", found)
+            _collect(entry["data"], f"{where}.data", found, (*keys, key))
     else:
         raise InvalidInput(
             f"{location} is neither an instance string, a list of them, nor an object of "

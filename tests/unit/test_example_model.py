@@ -266,6 +266,12 @@ def test_keyed_bodies_are_merged_into_one_result(
     [call] = received(client)["recent"]
     assert call["shape"] == "keyed"
     assert call["keys"] == ["pre", "post", "brain"]
+    assert [entry["dataKey"] for entry in call["instances"]] == [
+        "pre/slice",
+        "pre/other",
+        "post",
+        "brain",
+    ]
     assert [entry["sopInstanceUID"] for entry in call["instances"]] == [
         ct_series[1].sop_uid,
         ct_series[2].sop_uid,
@@ -529,7 +535,12 @@ def test_the_received_log_describes_each_request(
     assert first["shape"] == "array"
     assert first["keys"] == []
     assert first["instances"] == [
-        {"sopInstanceUID": item.sop_uid, "sha256": item.sha256, "size": len(item.data)}
+        {
+            "sopInstanceUID": item.sop_uid,
+            "sha256": item.sha256,
+            "size": len(item.data),
+            "dataKey": None,
+        }
         for item in ct_series
     ]
     assert second["path"] == "/prediction"
@@ -651,6 +662,7 @@ def test_a_single_multipart_instance_and_keyed_parts(
     assert calls[0]["shape"] == "string"
     assert calls[2]["shape"] == "keyed"
     assert calls[2]["keys"] == ["pre", "post", "brain"]
+    assert [e["dataKey"] for e in calls[2]["instances"]] == ["pre/slice", "post", "post", "brain"]
 
 
 @pytest.mark.parametrize(
