@@ -43,6 +43,8 @@ class ModelKey:
     SINK = _key("sink")  # the default queue; synchronous runs and cached answers
     DELAY = _key("delay")  # a model that takes a while, on its own queue
     EXAMPLE = _key("example")  # the example model, which decodes every instance
+    EXAMPLE_JSON = _key("example-json")  # its prediction, with the JSON body
+    EXAMPLE_MULTIPART = _key("example-multipart")  # the same, with the multipart transport
     SHARED_ONE = _key("shared-one")  # one request, the baseline of identical requests at once
 
     @staticmethod
@@ -239,6 +241,16 @@ class Stack:
                 "supports": levels,
             },
         }
+        for key, transport in (
+            (ModelKey.EXAMPLE_JSON, "json"),
+            (ModelKey.EXAMPLE_MULTIPART, "multipart"),
+        ):
+            models[key] = {
+                "uri": f"{self.example_url}/prediction",
+                "task": "prediction",
+                "supports": levels,
+                "transport": transport,
+            }
         shared = {ModelKey.SHARED_ONE: "shared-one"}
         shared |= {ModelKey.shared(run): f"shared-{run}" for run in range(self.shared_runs)}
         for key, tag in shared.items():
@@ -267,10 +279,9 @@ class Stack:
             files[0].study_uid, files[0].series_uid, tuple(item.sop_uid for item in files)
         )
 
-    def series_url(self, model: str, series: Series) -> str:
+    def series_url(self, model: str, series: Series, route: str = "segmentations") -> str:
         return (
-            f"{self.api_url}/segmentations/{model}/studies/{series.study_uid}"
-            f"/series/{series.series_uid}"
+            f"{self.api_url}/{route}/{model}/studies/{series.study_uid}/series/{series.series_uid}"
         )
 
     def instance_url(self, model: str, series: Series, index: int) -> str:

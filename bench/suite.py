@@ -15,6 +15,7 @@ import requests
 from bench import rows as r
 from bench.report import Row, failed_row
 from bench.stack import ModelKey, Series, Stack
+from bench.transport import TRANSPORT, transport_row
 from devtools.dicom import ct_series
 
 __all__ = ["FULL", "SMOKE", "Sizes", "run"]
@@ -124,6 +125,10 @@ def _measure(stack: Stack, sizes: Sizes, series: list[Series]) -> list[Row]:
         _say("synchronous inference")
         rows += _guarded(
             (r.SYNC,), ("<= 1.15x",), lambda: [r.sync_row(stack, medium, sizes.sync_runs)]
+        )
+        _say("multipart transport vs JSON body")
+        rows += _guarded(
+            (TRANSPORT,), ("<= 0.4x",), lambda: [transport_row(stack, medium, sizes.sync_runs)]
         )
         _say("identical requests at once")
         rows += _guarded(

@@ -17,7 +17,7 @@ from model_proxy.example_model.documents import Task, build_document
 from model_proxy.example_model.instances import Instance, read_instance
 from model_proxy.example_model.settings import ExampleModelSettings
 
-__all__ = ["ReceivedBody", "answer", "receive"]
+__all__ = ["ReceivedBody", "answer", "read_instances", "receive"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,11 @@ class ReceivedBody:
 
 def receive(raw: bytes) -> ReceivedBody:
     """Decode the body and read every DICOM file in it; raise ``InvalidInput`` if it cannot."""
-    model_input = parse_body(raw)
+    return read_instances(parse_body(raw))
+
+
+def read_instances(model_input: ModelInput) -> ReceivedBody:
+    """Read every DICOM file of a decoded body (JSON or multipart) with pydicom."""
     return ReceivedBody(model_input, tuple(read_instance(i) for i in model_input.instances))
 
 

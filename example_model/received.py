@@ -2,9 +2,10 @@
 
 ``GET /_debug/received`` shows how many predict requests with a readable body arrived since the
 last reset (those answered with ``?fail=`` included) and describes the most recent ones: path,
-body shape, top-level keys of a keyed body, and per instance its SOPInstanceUID, the SHA-256 of
-its Part-10 bytes and their length. ``POST /_debug/reset`` forgets them.
-A real model needs none of this.
+transport (``json`` or ``multipart``), body shape, top-level keys of a keyed body, and per
+instance its SOPInstanceUID, the SHA-256 of its Part-10 bytes, their length and the data-filter
+key it came under (``pre/slice`` when nested; null without data filters).
+``POST /_debug/reset`` forgets them. A real model needs none of this.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ class ReceivedLog:
         self._recent.append(
             {
                 "path": path,
+                "transport": body.transport,
                 "shape": body.shape,
                 "keys": list(body.keys),
                 "instances": [
-                    {"sopInstanceUID": i.sop_uid, "sha256": i.sha256, "size": i.size}
-                    for i in received.instances
+                    {
+                        "sopInstanceUID": i.sop_uid,
+                        "sha256": i.sha256,
+                        "size": i.size,
+                        "dataKey": encoded.data_key,
+                    }
+                    for i, encoded in zip(received.instances, body.instances, strict=True)
                 ],
             }
         )

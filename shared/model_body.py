@@ -7,6 +7,10 @@ encoder to the model one at a time.
 
 Each instance's text goes to the HTTP client as the encoder wrote it (no copy); the few bytes of
 JSON between texts (quotes, commas, brackets, keys) are gathered into one small chunk each.
+
+:class:`ModelBody` is the zhiva JSON body every model takes; a subclass that overrides
+:meth:`ModelBody._emit` and :attr:`ModelBody.headers` sends the same instances in another format
+(:class:`~shared.model_multipart.MultipartBody`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from model_proxy.shared.dicomweb.source import DicomWebSource, InstanceStream
 from model_proxy.shared.encoding import iter_instance_string
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
 
-__all__ = ["ModelBody", "open_model_body"]
+__all__ = ["JSON_HEADERS", "ModelBody", "open_model_body"]
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -46,6 +53,29 @@ class ModelBody:
                 yield self._flush()
         finally:
             self.close()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of the POST that carries this body: its Content-Type, and any context
+        the body itself does not carry."""
+        return dict(JSON_HEADERS)
+
+    @classmethod
+    def open(cls, plan: InputPlan, source: DicomWebSource, **fields: Any) -> Self:
+        """Open every retrieve the plan needs; raise our errors (not found, auth) before any
+        byte. ``fields`` are the subclass's own."""
+        body = cls(plan, **fields)
+        try:
+            for leaf in _leaves(plan):
+                if isinstance(leaf, SingleInstance):
+                    stream = source.retrieve(leaf.study_uid, leaf.series_uid, leaf.instance_uid)
+                else:
+                    stream = source.retrieve(leaf.study_uid, leaf.series_uid)
+                body.streams.append(stream)
+        except BaseException:
+            body.close()
+            raise
+        return body
 
     @property
     def bytes_fetched(self) -> int:
@@ -114,19 +144,8 @@ class ModelBody:
 
 
 def open_model_body(plan: InputPlan, source: DicomWebSource) -> ModelBody:
-    """Open every retrieve the plan needs; raise our errors (not found, auth) before any byte."""
-    body = ModelBody(plan)
-    try:
-        for leaf in _leaves(plan):
-            if isinstance(leaf, SingleInstance):
-                stream = source.retrieve(leaf.study_uid, leaf.series_uid, leaf.instance_uid)
-            else:
-                stream = source.retrieve(leaf.study_uid, leaf.series_uid)
-            body.streams.append(stream)
-    except BaseException:
-        body.close()
-        raise
-    return body
+    """The JSON body of the plan, its retrieves opened (see :meth:`ModelBody.open`)."""
+    return ModelBody.open(plan, source)
 
 
 def _leaves(plan: InputPlan) -> Iterator[InstanceList | SingleInstance]:

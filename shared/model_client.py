@@ -7,7 +7,7 @@ are verified as the model's ``tlsVerify`` and ``caBundle`` in models.json say.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass
 
 import orjson
@@ -69,10 +69,12 @@ class ModelClient:
         uri: str,
         body: Iterable[bytes] | bytes,
         time_left: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """Send ``body`` (chunked when it is an iterable) and return the unwrapped JSON document.
 
-        ``time_left`` shortens the read timeout to what remains of the job's time limit.
+        ``time_left`` shortens the read timeout to what remains of the job's time limit;
+        ``headers`` are the body's own (its Content-Type, JSON unless given, and context).
         """
         read = self.timeouts.read if time_left is None else min(self.timeouts.read, time_left)
         model = self.catalog.models.get(model_id.lower()) if self.catalog else None
@@ -88,7 +90,11 @@ class ModelClient:
             response = self.session.post(
                 uri,
                 data=body,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                headers={
+                    "Content-Type": "application/json",
+                    **(headers or {}),
+                    "Accept": "application/json",
+                },
                 timeout=(self.timeouts.connect, read),
                 stream=True,
                 verify=model.tls_verification if model is not None else None,

@@ -24,7 +24,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from enum import Enum
 
-from model_proxy.shared.config import ModelConfig
+from model_proxy.shared.config import ModelConfig, Transport
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.errors import (
     InternalError,
@@ -36,6 +36,8 @@ from model_proxy.shared.errors import (
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
 from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Lease, Requeued, Slot, Written
 from model_proxy.shared.model_body import ModelBody, open_model_body
+from model_proxy.shared.model_multipart import MultipartBody
+from model_proxy.shared.request import InferenceRequest
 from model_proxy.shared.uids import check_uid
 from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.cutoff import Cutoff, CutReason
@@ -347,7 +349,7 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     total = _count_instances(plan, source)
     if total is not None:
         run.write({"instances_total": str(total)}, announce=False)
-    body = open_model_body(plan, source)
+    body = _open_body(request, model, plan, source)
     with closing(body):
         body.on_instance = run.progress
         run.check()
@@ -357,7 +359,7 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
         called = time.perf_counter()
         try:
             result = context.model_client.infer(
-                request.model_id, model.uri, _sending(body, run), remaining
+                request.model_id, model.uri, _sending(body, run), remaining, headers=body.headers
             )
         finally:
             timings.model_call += time.perf_counter() - called
@@ -370,6 +372,15 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     )
     run.check()
     return result
+
+
+def _open_body(
+    request: InferenceRequest, model: ModelConfig, plan: InputPlan, source: DicomWebSource
+) -> ModelBody:
+    """The body in the model's ``transport``: the zhiva JSON body unless it asks for files."""
+    if model.transport is Transport.MULTIPART:
+        return MultipartBody.open(plan, source, level=request.level)
+    return open_model_body(plan, source)
 
 
 def _sending(body: ModelBody, run: _ClaimedRun) -> Iterator[bytes]:

@@ -8,8 +8,11 @@ written into that ``uri`` (e.g. ``http://127.0.0.1:8011/segmentation?wrap=true``
 * ``wrap`` — answer with the document encoded once more as a JSON string (model-contract §3.1);
 * ``fail`` — answer with this HTTP status (400-599) and ``{"detail": "simulated failure"}``.
 
-The body is read raw and decoded by :mod:`example_model.body`, so every shape of the contract is
-accepted; a malformed body is answered with 422 and ``{"detail": "..."}``.
+The body is told apart by its Content-Type: ``multipart/related`` is the multipart transport
+(the DICOM files as parts, read as they stream in by :mod:`example_model.multipart`), anything
+else the zhiva JSON body, read raw. Both are decoded by :mod:`example_model.body`, so every shape
+of the contract is accepted and answered alike; a malformed body is answered with 422 and
+``{"detail": "..."}``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from model_proxy.example_model.body import ModelInput, multipart_input, parse_body
 from model_proxy.example_model.deps import ReceivedLogDep, SettingsDep
 from model_proxy.example_model.documents import Task
-from model_proxy.example_model.inference import answer, receive
+from model_proxy.example_model.inference import ReceivedBody, answer, read_instances
+from model_proxy.example_model.multipart import MultipartParser, Part, boundary_of, is_multipart
 from model_proxy.example_model.received import ReceivedLog
 from model_proxy.example_model.settings import ExampleModelSettings
 
@@ -38,9 +43,14 @@ _BODY_DOC = {
         "description": (
             "A JSON array of instance strings, one instance string, or an object of data "
             'filters {"<dataKey>": {"data": ...}}. An instance string is the JSON text of the '
-            'DICOM Part-10 file\'s byte values, e.g. "[0,0,1,255]".'
+            'DICOM Part-10 file\'s byte values, e.g. "[0,0,1,255]". Or the DICOM files '
+            "themselves, as the application/dicom parts of a multipart/related body, each "
+            "with its data-filter key in an X-Model-Proxy-Data-Key header."
         ),
-        "content": {_JSON: {"schema": {}}},
+        "content": {
+            _JSON: {"schema": {}},
+            "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+        },
     }
 }
 
@@ -103,7 +113,7 @@ async def _predict(
     settings: ExampleModelSettings,
     log: ReceivedLog,
 ) -> Response:
-    received = await run_in_threadpool(receive, await request.body())
+    received = await _receive(request)
     log.record(request.url.path, received)
     if options.delay:
         await asyncio.sleep(options.delay)
@@ -118,3 +128,19 @@ async def _predict(
         wrap=options.wrap,
     )
     return Response(content, media_type=_JSON)
+
+
+async def _receive(request: Request) -> ReceivedBody:
+    """The body decoded and its files read, whichever transport carried them."""
+    content_type = request.headers.get("content-type", "")
+    model_input: ModelInput
+    if is_multipart(content_type):
+        parser = MultipartParser(boundary_of(content_type))
+        parts: list[Part] = []
+        async for chunk in request.stream():
+            parts += parser.feed(chunk)
+        parser.close()
+        model_input = multipart_input(parts, request.headers.get("x-model-proxy-level"))
+    else:
+        model_input = await run_in_threadpool(parse_body, await request.body())
+    return await run_in_threadpool(read_instances, model_input)

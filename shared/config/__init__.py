@@ -9,6 +9,7 @@ from model_proxy.shared.config.schema import (
     ModelConfig,
     ServerConfig,
     Task,
+    Transport,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ServerConfig",
     "SizeLimits",
     "Task",
+    "Transport",
     "catalog_from_settings",
     "load_catalog",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "ModelConfig",
     "ServerConfig",
     "Task",
+    "Transport",
 ]
 
 
@@ -42,6 +43,13 @@ class Level(StrEnum):
     STUDY = "/studies"
     SERIES = "/studies/series"
     INSTANCE = "/studies/series/instances"
+
+
+class Transport(StrEnum):
+    """How a model receives the instances (model-contract §2 and §6)."""
+
+    JSON = "json"  # the zhiva body: each instance as the JSON text of its byte values
+    MULTIPART = "multipart"  # multipart/related; type="application/dicom": the files as they are
 
 
 class AuthType(StrEnum):
@@ -87,6 +95,8 @@ class ModelConfig(_TlsOptions):
     supports: tuple[Level, ...] = Field(min_length=1)
     status_uri: str | None = Field(default=None, pattern=r"^https?://")
     data_filter: tuple[DataFilterSpec, ...] = ()
+    # model-proxy's own, optional: the body's format; "json" is the zhiva body every model takes
+    transport: Transport = Transport.JSON
     # model-proxy's own, all optional: scheduling of this model's jobs
     queue: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     max_concurrency: int | None = Field(default=None, gt=0)

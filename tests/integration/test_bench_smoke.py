@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.rows import ROW_NAMES
+from bench.transport import TRANSPORT
 from devtools.orthanc import ORTHANC_PLUGIN
 from devtools.processes import require_binary
 
@@ -36,5 +37,5 @@ def test_the_smoke_benchmark_prints_every_row() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    for name in ROW_NAMES:
+    for name in (*ROW_NAMES, TRANSPORT):
         assert any(line.startswith(f"| {name} ") for line in table), (name, done.stdout)

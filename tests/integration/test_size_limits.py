@@ -20,6 +20,8 @@ TINY_INSTANCE = "5c0a1b2c-1111-4a4b-8c5d-000000000001"
 TINY_INPUT = "5c0a1b2c-1111-4a4b-8c5d-000000000002"
 TINY_ANSWER = "5c0a1b2c-1111-4a4b-8c5d-000000000003"
 ROOMY = "5c0a1b2c-1111-4a4b-8c5d-000000000004"
+MULTIPART_TINY_INSTANCE = "5c0a1b2c-1111-4a4b-8c5d-000000000005"
+MULTIPART_TINY_INPUT = "5c0a1b2c-1111-4a4b-8c5d-000000000006"
 INSTANCE_BYTES = 64 * 64 * 2  # the pixel data alone of one slice of series_a
 
 
@@ -38,6 +40,13 @@ def capped_api(deployment: Deployment) -> Iterator[TestClient]:
         TINY_INPUT: {**model, "maxInputBytes": 3 * INSTANCE_BYTES},
         TINY_ANSWER: {**model, "maxAnswerBytes": 100},
         ROOMY: {**model, "maxInstanceBytes": 100_000, "maxInputBytes": 1_000_000},
+        # the caps apply whatever the transport
+        MULTIPART_TINY_INSTANCE: {**model, "maxInstanceBytes": 1000, "transport": "multipart"},
+        MULTIPART_TINY_INPUT: {
+            **model,
+            "maxInputBytes": 3 * INSTANCE_BYTES,
+            "transport": "multipart",
+        },
     }
     with own_api_and_worker(
         deployment, here, "size-limits", models=models, concurrency=1
@@ -72,19 +81,23 @@ def assert_failed_then_next_job_succeeds(
     assert pacs.series_a[0].series_uid in following.json()[pacs.study_uid]
 
 
+@pytest.mark.parametrize(
+    "model", [TINY_INSTANCE, MULTIPART_TINY_INSTANCE], ids=["json", "multipart"]
+)
 def test_an_instance_over_max_instance_bytes_fails_the_job(
-    capped_api: TestClient, pacs: PacsData
+    capped_api: TestClient, pacs: PacsData, model: str
 ) -> None:
     assert_failed_then_next_job_succeeds(
-        capped_api, pacs, TINY_INSTANCE, "pacs_instance_too_large", "maxInstanceBytes"
+        capped_api, pacs, model, "pacs_instance_too_large", "maxInstanceBytes"
     )
 
 
+@pytest.mark.parametrize("model", [TINY_INPUT, MULTIPART_TINY_INPUT], ids=["json", "multipart"])
 def test_a_series_over_max_input_bytes_fails_the_job(
-    capped_api: TestClient, pacs: PacsData
+    capped_api: TestClient, pacs: PacsData, model: str
 ) -> None:
     assert_failed_then_next_job_succeeds(
-        capped_api, pacs, TINY_INPUT, "input_too_large", "maxInputBytes"
+        capped_api, pacs, model, "input_too_large", "maxInputBytes"
     )
 
 

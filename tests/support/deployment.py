@@ -64,6 +64,15 @@ class Ids:
     FAILING = "e185a2a3-b4c5-46d7-b1e2-6d7e8f900112"
     MODEL_UNREACHABLE = "f296b3b4-c5d6-47e8-82f3-7e8f90011223"
     SLOW_MODEL = "03a7c4c5-d6e7-48f9-9304-8f9001122334"
+    # the same models, with "transport": "multipart"
+    MULTIPART = {
+        SEGMENTATION: "14b8d5d6-e7f8-490a-a415-900112233445",
+        PREDICTION: "25c9e6e7-f809-4a1b-b526-a01122334456",
+        STUDY_FILTERS: "36daf7f8-091a-4b2c-8637-b12233445567",
+        SERIES_FILTERS: "47eb0809-1a2b-4c3d-9748-c23344556678",
+        NESTED_FILTERS: "58fc191a-2b3c-4d4e-a859-d34455667789",
+    }
+    MULTIPART_DEADLINE = "690d2a2b-3c4d-4e5f-b96a-e4556677889a"  # slow, timeLimit 1.5 s
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,13 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
             f"http://127.0.0.1:{closed_port}/predict", "segmentation", every_level
         ),
         Ids.SLOW_MODEL: _model(f"{segmentation}?delay=30", "segmentation", every_level),
+    }
+    for original, twin in Ids.MULTIPART.items():
+        models[twin] = {**models[original], "transport": "multipart"}
+    models[Ids.MULTIPART_DEADLINE] = {
+        **models[Ids.SLOW_MODEL],
+        "transport": "multipart",
+        "timeLimit": 1.5,
     }
     (workdir / "servers.json").write_text(json.dumps(servers, indent=2))
     (workdir / "models.json").write_text(json.dumps(models, indent=2))

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from model_proxy.shared.config import AuthType, Catalog, Level, SizeLimits, Task, load_catalog
+from model_proxy.shared.config import (
+    AuthType,
+    Catalog,
+    Level,
+    SizeLimits,
+    Task,
+    Transport,
+    load_catalog,
+)
 from model_proxy.shared.errors import ConfigError, UnknownModel, UnknownServer
 from model_proxy.shared.settings import Settings
 
@@ -386,6 +394,11 @@ def test_an_entry_must_be_an_object(load: Load, files: tuple[Path, Path]) -> Non
         ),
         (
             "model",
+            {**A_MODEL, "transport": "dicom"},
+            "field \"transport\": Input should be 'json' or 'multipart'",
+        ),
+        (
+            "model",
             {**A_MODEL, "tlsVerify": "sometimes"},
             'field "tlsVerify": Input should be a valid boolean, unable to interpret input',
         ),
@@ -469,6 +482,12 @@ def test_a_doubled_dollar_keeps_a_literal_reference(load: Load) -> None:
 
 
 # --- a model's size caps and TLS settings -------------------------------------------------------
+
+
+def test_a_models_transport_is_json_unless_it_asks_for_multipart(load: Load) -> None:
+    catalog = load(models={MODEL: A_MODEL, OTHER_MODEL: {**A_MODEL, "transport": "multipart"}})
+    assert catalog.model(MODEL).transport is Transport.JSON
+    assert catalog.model(OTHER_MODEL).transport is Transport.MULTIPART
 
 
 def test_a_models_size_caps_override_the_settings(load: Load) -> None:

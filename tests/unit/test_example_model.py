@@ -266,6 +266,12 @@ def test_keyed_bodies_are_merged_into_one_result(
     [call] = received(client)["recent"]
     assert call["shape"] == "keyed"
     assert call["keys"] == ["pre", "post", "brain"]
+    assert [entry["dataKey"] for entry in call["instances"]] == [
+        "pre/slice",
+        "pre/other",
+        "post",
+        "brain",
+    ]
     assert [entry["sopInstanceUID"] for entry in call["instances"]] == [
         ct_series[1].sop_uid,
         ct_series[2].sop_uid,
@@ -529,7 +535,12 @@ def test_the_received_log_describes_each_request(
     assert first["shape"] == "array"
     assert first["keys"] == []
     assert first["instances"] == [
-        {"sopInstanceUID": item.sop_uid, "sha256": item.sha256, "size": len(item.data)}
+        {
+            "sopInstanceUID": item.sop_uid,
+            "sha256": item.sha256,
+            "size": len(item.data),
+            "dataKey": None,
+        }
         for item in ct_series
     ]
     assert second["path"] == "/prediction"
@@ -576,3 +587,142 @@ def test_the_command_line_passes_host_and_port(monkeypatch: pytest.MonkeyPatch) 
     main(["--host", "0.0.0.0", "--port", "9000"])
 
     assert calls == [("127.0.0.1", 8011), ("0.0.0.0", 9000)]
+
+
+# --- the multipart transport: the same answers from the files themselves -------------------------
+
+BOUNDARY = "a-boundary-5f0c"
+
+
+def multipart(*parts: tuple[bytes, str | None], boundary: str = BOUNDARY) -> bytes:
+    """A multipart/related body of DICOM files, each with its data-filter key (or none)."""
+    body = b""
+    for data, key in parts:
+        head = f"--{boundary}\r\nContent-Type: application/dicom\r\n"
+        if key is not None:
+            head += f"X-Model-Proxy-Data-Key: {key}\r\n"
+        body += head.encode() + b"\r\n" + data + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def post_multipart(
+    client: TestClient, path: str, body: bytes, level: str = "/studies/series", **params: Any
+) -> Any:
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"',
+        "X-Model-Proxy-Level": level,
+    }
+    response = client.post(path, content=body, headers=headers, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("path", ["/segmentation", "/annotation", "/prediction"])
+def test_a_multipart_body_is_answered_as_its_json_body(
+    client: TestClient, path: str, ct: Dicom, ct_series: list[Dicom]
+) -> None:
+    everything = [ct, *ct_series]
+    from_json = post(client, path, [item.instance_string for item in everything])
+    from_files = post_multipart(client, path, multipart(*((i.data, None) for i in everything)))
+
+    assert from_files == from_json
+    json_call, multipart_call = received(client)["recent"]
+    assert (json_call["transport"], multipart_call["transport"]) == ("json", "multipart")
+    assert multipart_call["shape"] == "array"
+    assert multipart_call["instances"] == json_call["instances"]
+
+
+def test_a_multipart_body_is_read_as_it_streams_in(
+    client: TestClient, ct_series: list[Dicom]
+) -> None:
+    body = multipart(*((item.data, None) for item in ct_series))
+    chunks = [body[start : start + 7] for start in range(0, len(body), 7)]
+    headers = {"Content-Type": f"multipart/related; boundary={BOUNDARY}"}
+    response = client.post("/prediction", content=iter(chunks), headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert set(frames_of(response.json(), ct_series[0])) == {i.sop_uid for i in ct_series}
+
+
+def test_a_single_multipart_instance_and_keyed_parts(
+    client: TestClient, ct: Dicom, mr: Dicom, ct_series: list[Dicom]
+) -> None:
+    level = "/studies/series/instances"
+    assert post_multipart(client, "/prediction", multipart((mr.data, None)), level) == post(
+        client, "/prediction", mr.instance_string
+    )
+    keyed = multipart(
+        (ct_series[1].data, "pre/slice"), (ct.data, "post"), (mr.data, "post"), (ct.data, "brain")
+    )
+    document = post_multipart(client, "/segmentation", keyed, "/studies")
+
+    for item in (ct_series[1], ct, mr):
+        assert np.array_equal(mask_of(document, item), item.expected_mask())
+    calls = received(client)["recent"]
+    assert calls[0]["shape"] == "string"
+    assert calls[2]["shape"] == "keyed"
+    assert calls[2]["keys"] == ["pre", "post", "brain"]
+    assert [e["dataKey"] for e in calls[2]["instances"]] == ["pre/slice", "post", "post", "brain"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b"--x\r\n\r\nabc\r\n--x--\r\n", "multipart/related", "no boundary"),
+        (b"", f"multipart/related; boundary={BOUNDARY}", "before its closing boundary"),
+        (
+            f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\nDICM".encode(),
+            f"multipart/related; boundary={BOUNDARY}",
+            "after 0 complete parts",
+        ),
+        (
+            f"--{BOUNDARY}\r\nContent-Length: 99\r\n\r\nshort\r\n--{BOUNDARY}--\r\n" + " " * 99,
+            f"multipart/related; boundary={BOUNDARY}",
+            "where its Content-Length says it ends",
+        ),
+        (f"--{BOUNDARY}--\r\n".encode(), f"multipart/related; boundary={BOUNDARY}", "no instances"),
+        (
+            f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nhi\r\n--{BOUNDARY}--\r\n".encode(),
+            f"multipart/related; boundary={BOUNDARY}",
+            "part 1 is 'text/plain', not application/dicom",
+        ),
+        (
+            f"--{BOUNDARY}\r\nno colon here\r\n\r\nhi\r\n--{BOUNDARY}--\r\n".encode(),
+            f"multipart/related; boundary={BOUNDARY}",
+            "malformed header line",
+        ),
+        (
+            f"--{BOUNDARY}\r\n\r\nnot dicom\r\n--{BOUNDARY}--\r\n".encode(),
+            f"multipart/related; boundary={BOUNDARY}",
+            "part 1 is not a readable DICOM Part-10 file",
+        ),
+    ],
+    ids=[
+        "no boundary",
+        "empty",
+        "cut short",
+        "wrong length",
+        "no parts",
+        "not dicom type",
+        "bad header",
+        "not dicom",
+    ],
+)
+def test_a_malformed_multipart_body_is_422_saying_what_is_wrong(
+    client: TestClient, body: bytes | str, content_type: str, says: str
+) -> None:
+    content = body.encode() if isinstance(body, str) else body
+    response = client.post("/segmentation", content=content, headers={"Content-Type": content_type})
+
+    assert response.status_code == 422
+    assert says in response.json()["detail"]
+    assert received(client)["requests"] == 0
+
+
+def test_keys_on_some_parts_only_is_422(client: TestClient, ct: Dicom, mr: Dicom) -> None:
+    body = multipart((ct.data, "post"), (mr.data, None))
+    headers = {"Content-Type": f"multipart/related; boundary={BOUNDARY}"}
+    response = client.post("/segmentation", content=body, headers=headers)
+
+    assert response.status_code == 422
+    assert "X-Model-Proxy-Data-Key" in response.json()["detail"]

@@ -1,4 +1,5 @@
-"""The model's request body, for every plan shape, from a fake DICOMweb source."""
+"""The model's request body, JSON and multipart, for every plan shape, from a fake DICOMweb
+source."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any, cast
 
 import pytest
 
+from model_proxy.shared.config import Level
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.encoding import PIECE_BYTES
 from model_proxy.shared.errors import DicomNotFound, PacsAuthFailed
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance
 from model_proxy.shared.model_body import ModelBody, open_model_body
+from model_proxy.shared.model_multipart import MultipartBody
 
 STUDY = "1.2.3"
 SERIES_ONE = "1.2.3.1"
@@ -302,3 +305,97 @@ def test_a_large_instance_goes_in_bounded_chunks() -> None:
     assert b"".join(chunks) == compact([instance(data)])
     assert len(chunks) == 5  # [" text , text "]
     assert max(len(chunk) for chunk in chunks) <= 4 * PIECE_BYTES
+
+
+# --- the multipart transport: the same instances as DICOM files, keys in each part's headers ---
+
+
+def open_multipart(
+    plan: InputPlan, source: FakeSource, level: Level = Level.SERIES
+) -> MultipartBody:
+    return MultipartBody.open(plan, cast(DicomWebSource, source), level=level)
+
+
+def split_parts(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart body, read strictly: each part's headers and its file."""
+    delimiter = f"--{boundary}".encode()
+    assert body.startswith(delimiter + b"\r\n")
+    assert body.endswith(f"\r\n--{boundary}--\r\n".encode())
+    pieces = body[: -len(delimiter) - 6].split(b"\r\n" + delimiter + b"\r\n")
+    pieces[0] = pieces[0][len(delimiter) + 2 :]
+    parts = []
+    for piece in pieces:
+        head, data = piece.split(b"\r\n\r\n", 1)
+        lines = head.decode("ascii").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        assert int(headers.pop("Content-Length")) == len(data)
+        assert headers.pop("Content-Type") == "application/dicom"
+        parts.append((headers, data))
+    return parts
+
+
+def files_of(node: Any, keys: tuple[str, ...] = ()) -> list[tuple[str, bytes]]:
+    """(data-filter key path, file) of a contract-shaped document, in body order."""
+    if isinstance(node, str):
+        return [("/".join(keys), bytes(json.loads(node)))]
+    if isinstance(node, list):
+        return [("/".join(keys), bytes(json.loads(item))) for item in node]
+    return [pair for key, value in node.items() for pair in files_of(value["data"], (*keys, key))]
+
+
+def test_multipart_parts_are_the_files_with_their_keys(shape: tuple[InputPlan, Any]) -> None:
+    plan, expected = shape
+    body = open_multipart(plan, FakeSource())
+    parts = split_parts(read(body), body.boundary)
+    got = [(headers.pop("X-Model-Proxy-Data-Key", ""), data) for headers, data in parts]
+    assert all(not headers for headers, _ in parts)  # nothing but the three headers
+    assert got == files_of(expected)
+    assert body.instances_sent == len(got)
+    assert body.encode_seconds == 0.0
+
+
+def test_multipart_headers_name_the_type_boundary_and_level() -> None:
+    body = open_multipart(
+        SingleInstance(STUDY, SERIES_ONE, "1.2.3.1.1"), FakeSource(), Level.INSTANCE
+    )
+    assert body.headers == {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={body.boundary}',
+        "X-Model-Proxy-Level": "/studies/series/instances",
+    }
+    assert [data for _, data in split_parts(read(body), body.boundary)] == [b"first"]
+    assert open_body(InstanceList(STUDY), FakeSource()).headers == {
+        "Content-Type": "application/json"
+    }
+
+
+def test_multipart_exact_bytes_and_each_file_is_its_own_chunk() -> None:
+    one, two = PACS_DATA[(STUDY, SERIES_ONE, None)]
+    body = open_multipart(InstanceList(STUDY, SERIES_ONE), FakeSource())
+    body.boundary = "b"
+    chunks = list(body)
+    head = "--b\r\nContent-Type: application/dicom\r\nContent-Length: {}\r\n\r\n"
+    assert chunks == [
+        head.format(len(one)).encode(),
+        one,
+        ("\r\n" + head.format(len(two))).encode(),
+        two,
+        b"\r\n--b--\r\n",
+    ]
+    assert chunks[1] is one  # the PACS's bytes, not a copy
+
+
+def test_each_multipart_body_has_its_own_boundary() -> None:
+    first = open_multipart(InstanceList(STUDY), FakeSource())
+    second = open_multipart(InstanceList(STUDY), FakeSource())
+    assert first.boundary != second.boundary
+    assert len(first.boundary) >= 32
+
+
+def test_a_multipart_reader_that_stops_early_still_closes_every_stream() -> None:
+    source = FakeSource()
+    plan, _ = SHAPES["study with series filters"]
+    chunks = iter(open_multipart(plan, source, Level.STUDY))
+    next(chunks)
+    assert isinstance(chunks, Generator)
+    chunks.close()
+    assert all(stream.closed for _, stream in source.opened)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -101,11 +101,18 @@ class FakeModel:
     answer: Callable[[int], bytes]
     calls: int = 0
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[Mapping[str, str]] = field(default_factory=list)
 
     def infer(
-        self, model_id: str, uri: str, body: Iterable[bytes] | bytes, time_left: float | None = None
+        self,
+        model_id: str,
+        uri: str,
+        body: Iterable[bytes] | bytes,
+        time_left: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         self.calls += 1
+        self.headers.append(headers or {})
         self.bodies.append(body if isinstance(body, bytes) else b"".join(body))
         return self.answer(self.calls)
 
@@ -215,6 +222,29 @@ def test_a_job_that_works_ends_succeeded_with_the_answer_and_its_progress(
     assert world.model.calls == 1
     assert client.get(KEYS.lease(job.id)) is None  # the lease is given back
     assert client.zscore(KEYS.running, job.id) is None
+
+
+def test_a_json_model_gets_the_zhiva_body(world: World) -> None:
+    world.run()
+
+    assert world.model.headers == [{"Content-Type": "application/json"}]
+    assert world.model.bodies[0].startswith(b'["[')
+
+
+def test_a_multipart_model_gets_the_files_as_they_are(client: redis.Redis) -> None:
+    world = make_world(client, model_config(transport="multipart"))
+    assert world.run() is JobRunResult.DONE
+
+    assert world.record().state is JobState.SUCCEEDED
+    [headers] = world.model.headers
+    content_type = headers["Content-Type"]
+    assert content_type.startswith('multipart/related; type="application/dicom"; boundary=')
+    assert headers["X-Model-Proxy-Level"] == "/studies/series"
+    boundary = content_type.rsplit("=", 1)[1].encode()
+    parts = world.model.bodies[0].split(b"--" + boundary)
+    files = [part.split(b"\r\n\r\n", 1)[1][:-2] for part in parts[1:-1]]
+    assert files == INSTANCES
+    assert parts[-1] == b"--\r\n"
 
 
 def test_a_finished_job_runs_no_more(world: World) -> None:
