@@ -44,6 +44,8 @@ class ModelKey:
     DELAY = _key("delay")  # a model that takes a while, on its own queue
     EXAMPLE = _key("example")  # the example model, which decodes every instance
     SHARED_ONE = _key("shared-one")  # one request, the baseline of identical requests at once
+    MASK_GZIP = _key("mask-gzip")  # answers a segmentation mask; its workers store it gzipped
+    MASK_PLAIN = _key("mask-plain")  # the same; its workers store it uncompressed
 
     @staticmethod
     def shared(run: int) -> str:
@@ -57,6 +59,8 @@ class ModelKey:
 
 SERVER_KEY = _key("pacs")
 DELAY_QUEUE = "bench-delay"
+GZIP_QUEUE = "bench-gzip"
+PLAIN_QUEUE = "bench-plain"
 
 
 def rss_queue(slices: int) -> str:
@@ -96,8 +100,11 @@ class Stack:
         rss_sizes: Sequence[int],
         shared_runs: int,
         shared_delay: float,
+        answer_shape: tuple[int, int, int] = (1, 1, 1),
     ) -> None:
+        """``answer_shape``: slices, rows and columns of the mask models' answers."""
         self.workdir = workdir
+        self.answer_shape = answer_shape
         self.model_delay = model_delay
         self.shared_delay = shared_delay
         self.rss_sizes = tuple(rss_sizes)
@@ -184,8 +191,11 @@ class Stack:
         return process
 
     @contextmanager
-    def workers(self, queues: str, concurrencies: Iterable[int]) -> Iterator[list[ManagedProcess]]:
-        """Fresh ``model-proxy worker`` processes on ``queues``, started side by side."""
+    def workers(
+        self, queues: str, concurrencies: Iterable[int], settings: dict[str, str] | None = None
+    ) -> Iterator[list[ManagedProcess]]:
+        """Fresh ``model-proxy worker`` processes on ``queues``, started side by side, with
+        ``settings`` (``MODEL_PROXY_*`` variables) added to their environment."""
         started = [
             self._spawn(
                 f"worker-{queues}-{index}-{uuid.uuid4().hex[:6]}",
@@ -197,7 +207,7 @@ class Stack:
                     f"--concurrency={concurrency}",
                     f"--queues={queues}",
                 ],
-                self.environ,
+                {**self.environ, **(settings or {})},
             )
             for index, concurrency in enumerate(concurrencies)
         ]
@@ -239,6 +249,15 @@ class Stack:
                 "supports": levels,
             },
         }
+        slices, rows, columns = self.answer_shape
+        mask = f"answer=mask&slices={slices}&rows={rows}&columns={columns}"
+        for key, queue in ((ModelKey.MASK_GZIP, GZIP_QUEUE), (ModelKey.MASK_PLAIN, PLAIN_QUEUE)):
+            models[key] = {
+                "uri": f"{sink}?tag={queue}&{mask}",
+                "task": "segmentation",
+                "supports": levels,
+                "queue": queue,
+            }
         shared = {ModelKey.SHARED_ONE: "shared-one"}
         shared |= {ModelKey.shared(run): f"shared-{run}" for run in range(self.shared_runs)}
         for key, tag in shared.items():
