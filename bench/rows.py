@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import requests
 
+from bench.compression import COMPRESSION_ROWS
 from bench.floor import SyncFloor, numpy_encode
 from bench.load import measure_rps
 from bench.report import Row, at_least, at_most, growth_at_most
@@ -42,6 +43,7 @@ DISTINCT_16 = "distinct slow jobs, concurrency 16, vs ideal"
 RSS_4X = "worker peak RSS, 4x the slices"
 RSS_8X = "worker peak RSS, 8x the slices"
 ROW_NAMES = (
+    *COMPRESSION_ROWS,
     ENCODING_CT,
     ENCODING_CT_FLOOR,
     ENCODING_RANDOM,

@@ -4,6 +4,8 @@
 or with a Content-Length), sleeps ``S`` seconds, answers ``{}`` and counts the call under ``T``;
 ``GET /calls`` answers the counts and the bytes read per tag, ``POST /reset`` clears them. It
 costs as little as a model can, so that the benchmark measures model-proxy, not the model.
+With ``answer=mask&slices=N&rows=R&columns=C`` it answers a realistic segmentation document of
+that size instead (:mod:`bench.segmentation`, made once and kept).
 """
 
 from __future__ import annotations
@@ -17,9 +19,18 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from bench.segmentation import segmentation_answer
+
 __all__ = ["main"]
 
 _READ = 1 << 20
+
+
+def _answer_for(query: dict[str, list[str]]) -> bytes:
+    if query.get("answer", [""])[0] != "mask":
+        return b"{}"
+    slices, rows, columns = (int(query[name][0]) for name in ("slices", "rows", "columns"))
+    return segmentation_answer(slices, rows, columns)
 
 
 class _Counts:
@@ -60,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         if delay > 0:
             time.sleep(delay)
         self.counts.add(query.get("tag", [""])[0], nbytes)
-        self._answer(b"{}")
+        self._answer(_answer_for(query))
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/calls":

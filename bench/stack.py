@@ -46,6 +46,8 @@ class ModelKey:
     EXAMPLE_JSON = _key("example-json")  # its prediction, with the JSON body
     EXAMPLE_MULTIPART = _key("example-multipart")  # the same, with the multipart transport
     SHARED_ONE = _key("shared-one")  # one request, the baseline of identical requests at once
+    MASK_GZIP = _key("mask-gzip")  # answers a segmentation mask; its workers store it gzipped
+    MASK_PLAIN = _key("mask-plain")  # the same; its workers store it uncompressed
 
     @staticmethod
     def shared(run: int) -> str:
@@ -59,6 +61,8 @@ class ModelKey:
 
 SERVER_KEY = _key("pacs")
 DELAY_QUEUE = "bench-delay"
+GZIP_QUEUE = "bench-gzip"
+PLAIN_QUEUE = "bench-plain"
 
 
 def rss_queue(slices: int) -> str:
@@ -98,8 +102,11 @@ class Stack:
         rss_sizes: Sequence[int],
         shared_runs: int,
         shared_delay: float,
+        answer_shape: tuple[int, int, int] = (1, 1, 1),
     ) -> None:
+        """``answer_shape``: slices, rows and columns of the mask models' answers."""
         self.workdir = workdir
+        self.answer_shape = answer_shape
         self.model_delay = model_delay
         self.shared_delay = shared_delay
         self.rss_sizes = tuple(rss_sizes)
@@ -156,6 +163,8 @@ class Stack:
             "MODEL_PROXY_SERVERS_FILE": str(self.workdir / "servers.json"),
             "MODEL_PROXY_MODELS_FILE": str(self.workdir / "models.json"),
             "MODEL_PROXY_LOG_LEVEL": "INFO",
+            # every bench client is one anonymous address: the per-caller quota is not measured
+            "MODEL_PROXY_MAX_QUEUED_PER_CLIENT": "0",
         }
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
@@ -186,8 +195,11 @@ class Stack:
         return process
 
     @contextmanager
-    def workers(self, queues: str, concurrencies: Iterable[int]) -> Iterator[list[ManagedProcess]]:
-        """Fresh ``model-proxy worker`` processes on ``queues``, started side by side."""
+    def workers(
+        self, queues: str, concurrencies: Iterable[int], settings: dict[str, str] | None = None
+    ) -> Iterator[list[ManagedProcess]]:
+        """Fresh ``model-proxy worker`` processes on ``queues``, started side by side, with
+        ``settings`` (``MODEL_PROXY_*`` variables) added to their environment."""
         started = [
             self._spawn(
                 f"worker-{queues}-{index}-{uuid.uuid4().hex[:6]}",
@@ -199,7 +211,7 @@ class Stack:
                     f"--concurrency={concurrency}",
                     f"--queues={queues}",
                 ],
-                self.environ,
+                {**self.environ, **(settings or {})},
             )
             for index, concurrency in enumerate(concurrencies)
         ]
@@ -250,6 +262,15 @@ class Stack:
                 "task": "prediction",
                 "supports": levels,
                 "transport": transport,
+            }
+        slices, rows, columns = self.answer_shape
+        mask = f"answer=mask&slices={slices}&rows={rows}&columns={columns}"
+        for key, queue in ((ModelKey.MASK_GZIP, GZIP_QUEUE), (ModelKey.MASK_PLAIN, PLAIN_QUEUE)):
+            models[key] = {
+                "uri": f"{sink}?tag={queue}&{mask}",
+                "task": "segmentation",
+                "supports": levels,
+                "queue": queue,
             }
         shared = {ModelKey.SHARED_ONE: "shared-one"}
         shared |= {ModelKey.shared(run): f"shared-{run}" for run in range(self.shared_runs)}

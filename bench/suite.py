@@ -13,6 +13,7 @@ from pathlib import Path
 import requests
 
 from bench import rows as r
+from bench.compression import COMPRESSION_ROWS, GOALS, compression_rows
 from bench.report import Row, failed_row
 from bench.stack import ModelKey, Series, Stack
 from bench.transport import TRANSPORT, transport_row
@@ -94,6 +95,7 @@ def run(sizes: Sizes) -> list[Row]:
             sizes.series_slices,
             sizes.identical_runs,
             sizes.shared_delay,
+            answer_shape=(sizes.series_slices[1], sizes.rows, sizes.columns),
         )
         try:
             _say("starting Orthanc, Redis, the sink and example models and the API")
@@ -142,6 +144,10 @@ def _measure(stack: Stack, sizes: Sizes, series: list[Series]) -> list[Row]:
             (">= 0.5x",),
             lambda: [r.cached_row(stack, medium, sizes.load_seconds, sizes.load_connections)],
         )
+    _say("compressed answers")
+    rows += _guarded(
+        COMPRESSION_ROWS, GOALS, lambda: compression_rows(stack, medium, sizes.sync_runs)
+    )
     _say("distinct jobs")
     rows += _guarded(
         (r.DISTINCT_8, r.DISTINCT_16),

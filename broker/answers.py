@@ -1,16 +1,26 @@
 """How the API answers with a job: its stored result (200), its error, 410 when cancelled, or
-202 with the job resource while it runs. The viewer's routes and ``/jobs`` both answer here."""
+202 with the job resource while it runs. The viewer's routes and ``/jobs`` both answer here.
+
+A stored answer is served as the worker stored it (:mod:`~model_proxy.shared.jobs.answers`):
+gzipped answers go to clients that accept gzip as they are, with ``Content-Encoding: gzip``, and
+are decompressed, streaming, for the others. Every answer carries ``Vary: Accept-Encoding`` and a
+strong ``ETag`` read from the stored header (one per representation: the gzip one ends in
+``-gzip``); a client whose ``If-None-Match`` names it gets 304 without a body.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.jobs import AsyncJobStore
+from model_proxy.broker.negotiation import Negotiated, etag_matches
 from model_proxy.broker.schemas import JobResource, job_url
 from model_proxy.shared.errors import JobCancelled, ResultExpired, error_from_code
-from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.jobs import Job, JobState, StoredAnswer, decompressed_chunks, read_answer
 
 __all__ = ["accepted", "answer_for_job", "result_answer"]
 
@@ -24,20 +34,38 @@ def accepted(job: Job) -> JSONResponse:
     )
 
 
-def result_answer(job_id: str, result: bytes) -> Response:
-    """200 with the model's JSON document, naming the job that made it."""
-    return Response(result, media_type="application/json", headers={"X-Job-Id": job_id})
+def result_answer(job_id: str, answer: StoredAnswer, wanted: Negotiated) -> Response:
+    """200 with the model's JSON document (gzipped when stored so and the client accepts it),
+    naming the job that made it; 304 when the client's ``If-None-Match`` names it."""
+    send_gzip = answer.gzipped and wanted.gzip
+    etag = f'"{answer.tag}-gzip"' if send_gzip else f'"{answer.tag}"'
+    headers = {"X-Job-Id": job_id, "ETag": etag, "Vary": "Accept-Encoding"}
+    if etag_matches(wanted.if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    if send_gzip or not answer.gzipped:
+        if send_gzip:
+            headers["Content-Encoding"] = "gzip"
+        return Response(answer.body, media_type="application/json", headers=headers)
+    headers["Content-Length"] = str(answer.size)
+    return StreamingResponse(_json_of(answer), media_type="application/json", headers=headers)
 
 
-async def answer_for_job(store: AsyncJobStore, job: Job) -> Response:
-    """200 with the model's JSON, the job's error, 410 when cancelled, or 202 while it runs."""
+async def _json_of(answer: StoredAnswer) -> AsyncIterator[bytes]:
+    # piece by piece (a quarter MB each, about a millisecond): other requests go on between
+    for chunk in decompressed_chunks(answer):
+        yield chunk
+
+
+async def answer_for_job(store: AsyncJobStore, job: Job, wanted: Negotiated) -> Response:
+    """200 with the model's JSON (or 304), the job's error, 410 when cancelled, or 202 while it
+    runs."""
     if job.state is JobState.SUCCEEDED:
         result = await store.get_result(job.id)
         if result is None:
             return error_response(
                 ResultExpired(f"the result of job {job.id} has expired"), jobId=job.id
             )
-        return result_answer(job.id, result)
+        return result_answer(job.id, read_answer(result), wanted)
     if job.state is JobState.CANCELLED:
         return error_response(JobCancelled(f"job {job.id} was cancelled"), jobId=job.id)
     if job.state is JobState.FAILED:

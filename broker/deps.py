@@ -3,20 +3,23 @@ request asks for. No handler reads ``request.app.state`` itself."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Header, Query, Request
 
+from model_proxy.broker.negotiation import Negotiated, negotiate
 from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.validation import ViewerPath
 
 __all__ = [
     "AnswerOptions",
+    "NegotiatedParam",
     "Services",
     "answer_options",
     "get_services",
     "instance_path",
+    "negotiated",
     "series_path",
     "study_path",
 ]
@@ -57,12 +60,14 @@ class AnswerOptions:
 
     ``respond_async``: ``Prefer: respond-async`` (RFC 7240) or ``?async=true``, answer 202 at
     once; ``fresh``: ``Cache-Control: no-cache`` (or ``no-store``), run the model again instead
-    of answering from the cache; ``query``: every query parameter (the data filters among them).
+    of answering from the cache; ``query``: every query parameter (the data filters among them);
+    ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`).
     """
 
     query: tuple[tuple[str, str], ...]
     respond_async: bool = False
     fresh: bool = False
+    negotiated: Negotiated = field(default_factory=Negotiated)
 
 
 def answer_options(
@@ -91,4 +96,13 @@ def answer_options(
         query=tuple(request.query_params.multi_items()),
         respond_async="respond-async" in preferences or flag in ("true", "1", "yes"),
         fresh=any(d.strip() in ("no-cache", "no-store") for d in directives.split(",")),
+        negotiated=negotiate(request.headers),
     )
+
+
+def negotiated(request: Request) -> Negotiated:
+    """Gzip or not, and ``If-None-Match``, for routes that answer with a stored result."""
+    return negotiate(request.headers)
+
+
+NegotiatedParam = Annotated[Negotiated, Depends(negotiated)]

@@ -13,6 +13,7 @@ from model_proxy.broker.audit import note_inference
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
 from model_proxy.broker.jobs import wait_for_job
+from model_proxy.broker.negotiation import Negotiated
 from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.validation import ViewerPath, build_request
@@ -23,7 +24,7 @@ from model_proxy.shared.errors import (
     TooManyJobs,
     UnknownJob,
 )
-from model_proxy.shared.jobs import Admission, Admitted, JobState, new_job
+from model_proxy.shared.jobs import Admission, Admitted, JobState, new_job, read_answer
 from model_proxy.shared.request import InferenceRequest
 
 __all__ = ["answer_viewer"]
@@ -74,7 +75,7 @@ async def _answer(
     client_gone: Callable[[], Awaitable[bool]],
 ) -> Response:
     if not options.fresh:
-        cached = await _cached_answer(services, inference, who)
+        cached = await _cached_answer(services, inference, who, options.negotiated)
         if cached is not None:
             return cached
     admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
@@ -87,25 +88,29 @@ async def _answer(
         raise UnknownJob(f"job {admitted.job_id} has expired")
     if waits and not current.state.finished and await client_gone():
         return accepted(current)  # nobody reads it; the job runs on for the client's next ask
-    return await answer_for_job(services.jobs, current)
+    return await answer_for_job(services.jobs, current, options.negotiated)
 
 
 async def _cached_answer(
-    services: BrokerServices, inference: InferenceRequest, who: Caller
+    services: BrokerServices, inference: InferenceRequest, who: Caller, wanted: Negotiated
 ) -> Response | None:
     """The stored answer of an earlier job on the same request, if one is still kept. A named
     caller lists it among its jobs (one more round trip); an anonymous one is answered with the
     single lookup (none while the answer is kept in memory)."""
     fingerprint = inference.fingerprint()
-    cached = services.results.get(fingerprint) or await services.jobs.cached(fingerprint)
+    cached = services.results.get(fingerprint)
     if cached is None:
-        return None
-    services.results.put(fingerprint, *cached)
+        stored = await services.jobs.cached(fingerprint)
+        if stored is None:
+            return None
+        cached = stored[0], read_answer(stored[1])
+        services.results.put(fingerprint, *cached)
+    job_id, answer = cached
     services.metrics.add("cache_hits", {"model": inference.model_id})
-    note_inference(inference, cached[0], "cache")
+    note_inference(inference, job_id, "cache")
     if not who.anonymous:
-        await services.jobs.note_asked(who.requester, cached[0])
-    return result_answer(*cached)
+        await services.jobs.note_asked(who.requester, job_id)
+    return result_answer(job_id, answer, wanted)
 
 
 async def _start_or_join_job(

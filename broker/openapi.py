@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from model_proxy.broker.schemas import ErrorBody
 from model_proxy.shared.datafilters import MAX_FILTERS, PARAMETER
 
-__all__ = ["DATA_FILTERS", "declare_security", "errors"]
+__all__ = ["ANSWER_HEADERS", "DATA_FILTERS", "NOT_MODIFIED", "declare_security", "errors"]
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -66,6 +66,23 @@ _FILTER: dict[str, Any] = {
         },
     },
     "required": ["dataKey", "uuid"],
+}
+
+_STRING = {"type": "string"}
+ANSWER_HEADERS: dict[str, Any] = {
+    "X-Job-Id": {"description": "The job that made it", "schema": _STRING},
+    "ETag": {"description": "The answer's strong entity tag", "schema": _STRING},
+    "Content-Encoding": {
+        "description": "`gzip` when the client accepts it and the answer is stored so",
+        "schema": _STRING,
+    },
+    "Vary": {"description": "`Accept-Encoding`", "schema": _STRING},
+}
+"""Headers of an answer with the model's document."""
+
+NOT_MODIFIED: dict[str, Any] = {
+    "description": "`If-None-Match` names the answer's ETag: the client has it (no body)",
+    "headers": {name: ANSWER_HEADERS[name] for name in ("X-Job-Id", "ETag", "Vary")},
 }
 
 DATA_FILTERS: dict[str, Any] = {

@@ -4,12 +4,16 @@ Identical requests are answered from Redis while the stored result lasts; under 
 answer is fetched again and again. This keeps recently served answers in memory for a few
 seconds (``MODEL_PROXY_LOCAL_CACHE_SECONDS``; 0 turns it off), bounded in count and bytes. An
 answer replaced by a fresh run (``Cache-Control: no-cache``) is seen here at most that long later.
+Answers are held as stored (gzipped, :class:`~model_proxy.shared.jobs.StoredAnswer`), and count
+by their stored size.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+
+from model_proxy.shared.jobs import StoredAnswer
 
 __all__ = ["ResultCache"]
 
@@ -19,10 +23,10 @@ class ResultCache:
         self._seconds = seconds
         self._max_entries = max_entries
         self._max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple[float, str, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, str, StoredAnswer]] = OrderedDict()
         self._bytes = 0
 
-    def get(self, fingerprint: str) -> tuple[str, bytes] | None:
+    def get(self, fingerprint: str) -> tuple[str, StoredAnswer] | None:
         entry = self._entries.get(fingerprint)
         if entry is None:
             return None
@@ -33,16 +37,16 @@ class ResultCache:
         self._entries.move_to_end(fingerprint)
         return job_id, result
 
-    def put(self, fingerprint: str, job_id: str, result: bytes) -> None:
-        if self._seconds <= 0 or len(result) > self._max_bytes // 8:
+    def put(self, fingerprint: str, job_id: str, result: StoredAnswer) -> None:
+        if self._seconds <= 0 or len(result.body) > self._max_bytes // 8:
             return
         self._drop(fingerprint)
         self._entries[fingerprint] = (time.monotonic() + self._seconds, job_id, result)
-        self._bytes += len(result)
+        self._bytes += len(result.body)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, fingerprint: str) -> None:
         entry = self._entries.pop(fingerprint, None)
         if entry is not None:
-            self._bytes -= len(entry[2])
+            self._bytes -= len(entry[2].body)

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["DicomFile", "ct_series", "describe", "part10_bytes", "sample_file"]
+__all__ = ["DicomFile", "ct_series", "describe", "part10_bytes", "sample_file", "slice_pixels"]
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 
@@ -58,7 +58,7 @@ def sample_file(name: str) -> DicomFile:
     return describe(Path(str(path)).read_bytes())
 
 
-def _slice_pixels(index: int, rows: int, columns: int, seed: int) -> np.ndarray:
+def slice_pixels(index: int, rows: int, columns: int, seed: int) -> np.ndarray:
     """A phantom: a body ellipse, a dense ring and a sphere that moves through the slices."""
     y = np.linspace(-1.0, 1.0, rows)[:, None]
     x = np.linspace(-1.0, 1.0, columns)[None, :]
@@ -113,6 +113,6 @@ def ct_series(
         ds.PixelRepresentation = 1
         ds.RescaleIntercept = -1024
         ds.RescaleSlope = 1
-        ds.PixelData = _slice_pixels(index, rows, columns, seed).tobytes()
+        ds.PixelData = slice_pixels(index, rows, columns, seed).tobytes()
         files.append(describe(part10_bytes(ds)))
     return files

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         ge=0,
         description="How long the API keeps a stored answer in memory (0: off).",
     )
+    answer_gzip_level: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description="gzip level the worker stores answers at, once (0: stored uncompressed).",
+    )
+    answer_gzip_min_bytes: int = Field(
+        default=1024,
+        ge=0,
+        description="Answers smaller than this are stored (and served) uncompressed.",
+    )
     job_time_limit: float = Field(
         default=900.0, gt=0, description="Longest a job may run; models.json timeLimit overrides."
     )

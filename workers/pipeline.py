@@ -4,7 +4,8 @@ A job is claimed with a lease that a heartbeat (:mod:`workers.lease`) renews whi
 lives; a worker that dies lets it lapse and the reaper (:mod:`workers.reaper`) queues the job
 again. Progress is written as instances arrive; every write tells whether the job was cancelled
 meanwhile, and the run stops there. A transient failure (:mod:`workers.retry`) is tried again in
-the same claim, within the job's time limit; any other error fails the job with its code.
+the same claim, within the job's time limit; any other error fails the job with its code. The
+answer is gzipped once, here (``MODEL_PROXY_ANSWER_GZIP_LEVEL``), and stored so.
 
 The time limit bounds the whole run in wall-clock time: a :class:`~workers.cutoff.Cutoff` cuts
 the run's PACS and model connections at its deadline, even from a peer that trickles, and the job
@@ -34,7 +35,17 @@ from model_proxy.shared.errors import (
     QueueUnavailable,
 )
 from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInstance, plan_inputs
-from model_proxy.shared.jobs import Claim, Job, JobState, JobStore, Lease, Requeued, Slot, Written
+from model_proxy.shared.jobs import (
+    Claim,
+    Job,
+    JobState,
+    JobStore,
+    Lease,
+    Requeued,
+    Slot,
+    Written,
+    pack_answer,
+)
 from model_proxy.shared.model_body import ModelBody, open_model_body
 from model_proxy.shared.model_multipart import MultipartBody
 from model_proxy.shared.request import InferenceRequest
@@ -236,7 +247,9 @@ def _run_to_end(
     """
     try:
         result = _call_model_with_retries(run, context, policy, timings)
-        return _store_result(run, result, policy)
+        settings = context.settings
+        stored = pack_answer(result, settings.answer_gzip_level, settings.answer_gzip_min_bytes)
+        return _store_result(run, stored, policy)
     except _HandedBack:
         return _hand_back(run, context.settings.max_attempts)
     except JobStopped as stopped:
@@ -291,7 +304,8 @@ def _call_model_with_retries(
 
 
 def _store_result(run: _ClaimedRun, result: bytes, policy: RetryPolicy) -> str:
-    """Record the model's answer; a Redis blip is retried here, never by calling the model again."""
+    """Record the model's answer, packed (:func:`~model_proxy.shared.jobs.pack_answer`); a Redis
+    blip is retried here, never by calling the model again."""
     tries, waited = 1, 0.0
     while True:
         try:

@@ -22,7 +22,7 @@ from model_proxy.broker.deps import (
     study_path,
 )
 from model_proxy.broker.inference import answer_viewer
-from model_proxy.broker.openapi import DATA_FILTERS, errors
+from model_proxy.broker.openapi import ANSWER_HEADERS, DATA_FILTERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import CallerParam
 from model_proxy.broker.schemas import ErrorBody, JobResource
 from model_proxy.broker.validation import ViewerPath
@@ -36,10 +36,9 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "The model's JSON document",
         "content": {"application/json": {}},
-        "headers": {
-            "X-Job-Id": {"description": "The job that made it", "schema": {"type": "string"}}
-        },
+        "headers": ANSWER_HEADERS,
     },
+    304: NOT_MODIFIED,
     202: {
         "description": "Still running (past the wait limit, or asked with `Prefer: "
         "respond-async` or `?async=true`): poll the job at `Location`",

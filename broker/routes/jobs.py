@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import answer_for_job
 from model_proxy.broker.audit import note, note_job
-from model_proxy.broker.deps import Services
+from model_proxy.broker.deps import NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
-from model_proxy.broker.openapi import errors
+from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
@@ -77,16 +77,22 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
 @router.get(
     "/{job_id}/result",
     responses={
-        200: {"description": "The model's JSON document", "content": {"application/json": {}}},
+        200: {
+            "description": "The model's JSON document",
+            "content": {"application/json": {}},
+            "headers": ANSWER_HEADERS,
+        },
+        304: NOT_MODIFIED,
         202: {"model": JobResource, "description": "Not finished yet; try again"},
         **errors(400, 410, 422, 502, 504),
         **_NOT_FOUND,
         502: {"model": ErrorBody, "description": "The job failed: the error it recorded"},
     },
 )
-async def get_result(services: Services, job_id: str) -> Response:
-    """The model's JSON once the job succeeded; otherwise what became of it."""
-    return await answer_for_job(services.jobs, await _job(services, job_id))
+async def get_result(services: Services, wanted: NegotiatedParam, job_id: str) -> Response:
+    """The model's JSON once the job succeeded (gzipped for a client that accepts gzip; 304
+    when `If-None-Match` names its `ETag`); otherwise what became of it."""
+    return await answer_for_job(services.jobs, await _job(services, job_id), wanted)
 
 
 @router.delete(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +30,11 @@ from model_proxy.shared.jobs import (
     JobState,
     JobStore,
     Slot,
+    StoredAnswer,
+    decompressed_chunks,
     job_to_fields,
     new_job,
+    read_answer,
 )
 from model_proxy.shared.metrics import Metrics
 from model_proxy.shared.model_client import ModelClient
@@ -159,18 +164,28 @@ class World:
         assert found is not None
         return found
 
+    def stored(self) -> StoredAnswer:
+        value = self.store.get_result(self.job.id)
+        assert value is not None
+        return read_answer(value)
+
+    def answer(self) -> bytes:
+        """The JSON document the job's stored result holds."""
+        return b"".join(decompressed_chunks(self.stored()))
+
 
 def make_world(
     client: redis.Redis,
     model: ModelConfig | None = None,
     store: JobStore | None = None,
+    settings: Settings | None = None,
 ) -> World:
     store = store or JobStore(client, TTL, KEYS)
     catalog = Catalog(servers={}, models={MODEL_ID: model or model_config()}, default_server_id="")
     pacs = FakePacs()
     fake_model = FakeModel(answers(ANSWER))
     context = WorkerContext(
-        settings=Settings(job_lease_seconds=30.0),
+        settings=settings or Settings(job_lease_seconds=30.0),
         redis=client,
         catalog=catalog,
         store=store,
@@ -218,7 +233,7 @@ def test_a_job_that_works_ends_succeeded_with_the_answer_and_its_progress(
     assert job.instances_fetched == len(INSTANCES)
     assert job.bytes_fetched == sum(len(part) for part in INSTANCES)
     assert job.started_at is not None and job.inferring_at is not None
-    assert world.store.get_result(job.id) == ANSWER
+    assert world.answer() == ANSWER
     assert world.model.calls == 1
     assert client.get(KEYS.lease(job.id)) is None  # the lease is given back
     assert client.zscore(KEYS.running, job.id) is None
@@ -245,6 +260,47 @@ def test_a_multipart_model_gets_the_files_as_they_are(client: redis.Redis) -> No
     files = [part.split(b"\r\n\r\n", 1)[1][:-2] for part in parts[1:-1]]
     assert files == INSTANCES
     assert parts[-1] == b"--\r\n"
+
+
+def _mask_answer(slices: int) -> bytes:
+    """A segmentation-like answer: rows of 0/1 values, mostly runs, some noise."""
+    rng = random.Random(7)
+    row = ",".join(
+        "1" if 20 < column < 200 or rng.random() < 0.05 else "0" for column in range(256)
+    )
+    return ("{" + ",".join(f'"1.2.{i}":[[{row}]]' for i in range(slices)) + "}").encode()
+
+
+def test_a_large_answer_is_stored_gzipped_once_and_decompresses_to_what_the_model_said(
+    client: redis.Redis,
+) -> None:
+    document = _mask_answer(200)
+    world = make_world(client)
+    world.model.answer = answers(document)
+    world.run()
+    stored = world.stored()
+    assert stored.gzipped
+    assert gzip.decompress(stored.body) == document
+    assert stored.size == len(document)
+    assert len(stored.body) * 10 < len(document)
+    assert world.answer() == document
+
+
+def test_with_compression_off_the_answer_is_stored_as_the_model_said(client: redis.Redis) -> None:
+    document = _mask_answer(200)
+    world = make_world(client, settings=Settings(job_lease_seconds=30.0, answer_gzip_level=0))
+    world.model.answer = answers(document)
+    world.run()
+    stored = world.stored()
+    assert not stored.gzipped
+    assert stored.body == document
+
+
+def test_a_small_answer_stays_uncompressed(world: World) -> None:
+    world.run()
+    assert world.record().state is JobState.SUCCEEDED
+    assert not world.stored().gzipped
+    assert world.stored().body == ANSWER
 
 
 def test_a_finished_job_runs_no_more(world: World) -> None:
@@ -384,7 +440,7 @@ def test_a_model_that_answers_503_once_is_called_again_and_the_job_succeeds(worl
     assert world.model.calls == 2
     assert world.model.bodies[0] == world.model.bodies[1]  # the second call got the whole body
     assert job.instances_fetched == len(INSTANCES)  # progress of the last attempt, not the sum
-    assert world.store.get_result(job.id) == ANSWER
+    assert world.answer() == ANSWER
 
 
 def test_a_pacs_that_stays_unreachable_fails_with_pacs_unreachable_after_the_retries(
@@ -467,7 +523,7 @@ def test_a_redis_blip_when_storing_the_answer_does_not_call_the_model_again(
     job = world.record()
     assert (job.state, job.attempts) == (JobState.SUCCEEDED, 1)
     assert world.model.calls == 1
-    assert world.store.get_result(job.id) == ANSWER
+    assert world.answer() == ANSWER
 
 
 def test_a_redis_blip_on_a_progress_write_does_not_abort_the_model_call(
