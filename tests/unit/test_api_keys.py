@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import stat
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from model_proxy.shared.api_keys import ApiKey, ApiKeyFile, ApiKeyReader
-from model_proxy.shared.errors import ConfigError
+from model_proxy.shared.errors import ConfigError, TooManyFailures
 
 
 class Clock:
@@ -116,7 +117,7 @@ def test_wrong_secrets_for_a_known_id_are_checked_two_at_a_time(
     keys = ApiKeyFile(tmp_path / "api-keys.json")
     _, alice = keys.add("alice")
     key_id = alice.split("_")[1]
-    reader = ApiKeyReader(keys.path)
+    reader = ApiKeyReader(keys.path, max_failures=100)
     running, most = 0, 0
     count = threading.Lock()
     original = ApiKey.matches
@@ -145,3 +146,65 @@ def test_a_key_cannot_take_the_name_of_anonymous_callers(tmp_path: Path) -> None
         with pytest.raises(ConfigError, match="anonymous"):
             keys.add(name)
     assert keys.load() == []
+
+
+def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every scrypt check of a secret append its key's name to the list returned."""
+    checked: list[str] = []
+    original = ApiKey.matches
+
+    def counted(self: ApiKey, secret: str) -> bool:
+        checked.append(self.name)
+        return original(self, secret)
+
+    monkeypatch.setattr(ApiKey, "matches", counted)
+    return checked
+
+
+def test_wrong_secrets_lock_a_key_id_for_the_window_without_scrypt_but_not_a_verified_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    _, bob = keys.add("bob")
+    clock = Clock()
+    reader = ApiKeyReader(keys.path, max_failures=5, failure_window=60, clock=clock)
+    assert reader.verify(alice) is not None  # verified before the flood
+    checked = _count_checks(monkeypatch)
+    bob_id, alice_id = bob.split("_")[1], alice.split("_")[1]
+    for n in range(5):
+        assert reader.verify(f"mpk_{bob_id}_wrong{n}") is None
+        clock.now += 1
+    for wrong in (f"mpk_{bob_id}_wrong-again", bob):  # even bob's own key, not verified yet
+        with pytest.raises(TooManyFailures) as raised:
+            reader.verify(wrong)
+        assert raised.value.retry_after == 55 and raised.value.code == "too_many_failures"
+    assert checked == ["bob"] * 5  # refused without scrypt
+    # someone who knows alice's id cannot lock her out: her key is answered from memory
+    for n in range(10):
+        with contextlib.suppress(TooManyFailures):
+            reader.verify(f"mpk_{alice_id}_wrong{n}")
+    assert reader.cached(alice) is not None
+    assert _owner(reader, alice) == ("alice", "viewer")
+    clock.now += 55  # the window of the first failure has passed
+    assert _owner(reader, bob) == ("bob", "viewer")
+
+
+def test_a_change_of_the_file_keeps_the_verified_keys_it_did_not_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    _, bob = keys.add("bob")
+    clock = Clock()
+    reader = ApiKeyReader(keys.path, clock=clock)
+    assert reader.verify(alice) is not None and reader.verify(bob) is not None
+    checked = _count_checks(monkeypatch)
+    keys.add("carol")
+    keys.revoke("bob")
+    clock.now += 2
+    assert reader.cached(alice) is not None
+    assert _owner(reader, alice) == ("alice", "viewer")
+    assert reader.cached(bob) is None  # revoked
+    assert reader.verify(bob) is None
+    assert checked == []  # alice was not checked again; bob's id is gone
