@@ -3,6 +3,9 @@ identity provider, and the verdict on each kind of token; then the same through 
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -372,3 +375,80 @@ def test_a_token_is_not_taken_for_a_key_without_oidc(
 def test_a_key_cannot_take_the_name_of_a_token_holder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ApiKeyFile(tmp_path / "api-keys.json").add(f"oidc:{SUBJECT}")
+
+
+# --- malformed tokens ---------------------------------------------------------------------------
+
+
+def _part(value: object) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _malformed(provider: IdentityProvider) -> dict[str, str]:
+    """Tokens of every malformed kind, by what is wrong with them."""
+    rsa = provider.key("rsa-1").private
+    claims = _part(_claims(provider))
+    nested: object = "RS256"
+    for _ in range(200):
+        nested = {"alg": [nested]}
+    return {
+        "header a list": f"{_part(['RS256'])}.{claims}.c2ln",
+        "header a string": f"{_part('RS256')}.{claims}.c2ln",
+        "alg a list": f"{_part({'alg': ['RS256']})}.{claims}.c2ln",
+        "alg an object": f"{_part({'alg': {'RS256': 1}})}.{claims}.c2ln",
+        "alg a number": f"{_part({'alg': 256})}.{claims}.c2ln",
+        "alg null": f"{_part({'alg': None})}.{claims}.c2ln",
+        "kid a number": f"{_part({'alg': 'RS256', 'kid': 1})}.{claims}.c2ln",
+        "kid a list": f"{_part({'alg': 'RS256', 'kid': ['rsa-1']})}.{claims}.c2ln",
+        "nested header": f"{_part(nested)}.{claims}.c2ln",
+        "header not json": f"{_part(b'{alg: RS256')}.{claims}.c2ln",
+        "header not utf-8": f"{_part(bytes([0xFF, 0xFE, 0x7B]))}.{claims}.c2ln",
+        "header not base64": f"A.{claims}.c2ln",
+        "claims not json": f"{_part({'alg': 'RS256', 'kid': 'rsa-1'})}.{_part(b'not json')}.c2ln",
+        "huge": f"{_part({'alg': 'RS256', 'kid': 'rsa-1'})}.{'A' * 300_000}.c2ln",
+        "signed claims a list": jwt.api_jws.encode(
+            b"[1, 2]", rsa, algorithm="RS256", headers={"kid": "rsa-1"}
+        ),
+        "signed claims not json": jwt.api_jws.encode(
+            b"\x00\x01", rsa, algorithm="RS256", headers={"kid": "rsa-1"}
+        ),
+        "sub a number": provider.token(sub=12345),
+        "exp a string": provider.token(exp="tomorrow"),
+        "aud an object": provider.token(aud={"model-proxy": True}),
+        "iss a list": jwt.api_jws.encode(
+            json.dumps({**_claims(provider), "iss": [provider.issuer]}).encode(),
+            rsa,
+            algorithm="RS256",
+            headers={"kid": "rsa-1"},
+        ),
+    }
+
+
+def test_malformed_tokens_are_401_never_500(tmp_path: Path, provider: IdentityProvider) -> None:
+    api = _oidc_api(tmp_path, provider)
+    verifier = _verifier(provider)
+    for what, token in _malformed(provider).items():
+        assert _invalid(verifier, token), what
+        answer = api.get(JOB, headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials"), what
+        assert token not in answer.text
+
+
+def test_an_unexpected_error_while_checking_a_credential_is_401_and_logs_no_credential(
+    tmp_path: Path,
+    provider: IdentityProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def trips(self: BearerTokenVerifier, token: str) -> TokenHolder:
+        raise ValueError(f"cannot make sense of {token}")
+
+    monkeypatch.setattr(BearerTokenVerifier, "verify", trips)
+    token = provider.token()
+    with caplog.at_level(logging.DEBUG):
+        answer = _oidc_api(tmp_path, provider).get(
+            JOB, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials")
+    assert "ValueError" in caplog.text and token not in caplog.text
