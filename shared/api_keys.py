@@ -89,6 +89,20 @@ def _split(key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a key's name (it would take over another principal), or None."""
+    if not name.strip() or name != name.strip():
+        return "is empty or has spaces around it"
+    if name.startswith(OIDC_NAME_PREFIX):
+        return f"cannot start with {OIDC_NAME_PREFIX!r}: it names the holders of OIDC tokens"
+    if name.lower().startswith(ANONYMOUS_NAME_PREFIX):
+        return (
+            f"cannot start with {ANONYMOUS_NAME_PREFIX!r}: it names anonymous callers (by their "
+            "address)"
+        )
+    return None
+
+
 class ApiKeyFile:
     """The key file, as the ``model-proxy keys`` commands change it."""
 
@@ -108,8 +122,12 @@ class ApiKeyFile:
             keys = [ApiKey(**entry) for entry in entries]
         except (ValueError, KeyError, TypeError):
             raise ConfigError(f"{self.path} is not an API key file") from None
-        if any(key.role not in ROLES for key in keys):
-            raise ConfigError(f"{self.path} names a role other than {' or '.join(ROLES)}")
+        for key in keys:
+            problem = _name_problem(key.name) if isinstance(key.name, str) else "is not text"
+            if problem is None and key.role not in ROLES:
+                problem = f"has a role other than {' or '.join(ROLES)}"
+            if problem is not None:
+                raise ConfigError(f"{self.path}: the key {key.id!r} named {key.name!r} {problem}")
         return keys
 
     def add(self, name: str, role: Role = "viewer") -> tuple[ApiKey, str]:
@@ -117,16 +135,9 @@ class ApiKeyFile:
         name = name.strip()
         if not name:
             raise ConfigError("a key needs a name")
-        if name.startswith(OIDC_NAME_PREFIX):
-            raise ConfigError(
-                f"a key's name cannot start with {OIDC_NAME_PREFIX!r}: it names the holders of "
-                "OIDC tokens"
-            )
-        if name.lower().startswith(ANONYMOUS_NAME_PREFIX):
-            raise ConfigError(
-                f"a key's name cannot start with {ANONYMOUS_NAME_PREFIX!r}: it names anonymous "
-                "callers (by their address)"
-            )
+        problem = _name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"a key's name {problem}")
         if role not in ROLES:
             raise ConfigError(f"a key's role is {' or '.join(ROLES)}, not {role!r}")
         with self._changing():

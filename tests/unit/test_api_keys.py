@@ -208,3 +208,39 @@ def test_a_change_of_the_file_keeps_the_verified_keys_it_did_not_change(
     assert reader.cached(bob) is None  # revoked
     assert reader.verify(bob) is None
     assert checked == []  # alice was not checked again; bob's id is gone
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("oidc:3f1c9a52", "oidc:"),
+        ("anonymous@10.0.0.5", "anonymous"),
+        ("Anonymous", "anonymous"),
+        ("", "empty"),
+        (" ops", "spaces"),
+        (7, "not text"),
+    ],
+)
+def test_a_hand_edited_name_of_another_principal_makes_the_file_refused(
+    tmp_path: Path, name: object, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    _, alice = keys.add("alice")
+    entry, _ = keys.add("mallory")
+    text = keys.path.read_text().replace('"mallory"', json.dumps(name))
+    keys.path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        keys.load()
+    assert str(keys.path) in raised.value.message and entry.id in raised.value.message
+    assert problem in raised.value.message
+    # the API's reader logs it and accepts no key from that file, alice's neither
+    assert ApiKeyReader(keys.path).verify(alice) is None
+    assert entry.id in caplog.text
+
+
+def test_a_role_other_than_ours_in_the_file_is_refused_naming_the_entry(tmp_path: Path) -> None:
+    keys = ApiKeyFile(tmp_path / "api-keys.json")
+    entry, _ = keys.add("ops")
+    keys.path.write_text(keys.path.read_text().replace('"viewer"', '"root"'))
+    with pytest.raises(ConfigError, match=f"{entry.id}.*'ops'.*role"):
+        keys.load()
