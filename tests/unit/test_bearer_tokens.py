@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -452,3 +453,90 @@ def test_an_unexpected_error_while_checking_a_credential_is_401_and_logs_no_cred
         )
     assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials")
     assert "ValueError" in caplog.text and token not in caplog.text
+
+
+# --- fetching the keys: https, the issuer, one fetch at a time, a deadline ----------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"jwt_issuer": "http://idp.example/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+        (
+            {"jwt_issuer": "https://idp.example/realms/h", "jwks_url": "http://idp.example/c"},
+            "MODEL_PROXY_JWKS_URL",
+        ),
+        ({"jwt_issuer": "http://10.0.0.8:8080/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+        ({"jwt_issuer": "http://localhost.evil.example/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+    ],
+)
+def test_signing_keys_over_plain_http_beyond_loopback_stop_the_start(
+    tmp_path: Path, values: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _api(tmp_path, "none", jwt_audience=AUDIENCE, **values)
+    assert named in raised.value.message and "https" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://idp.example/realms/h",
+        "http://127.0.0.1:8080/realms/h",
+        "http://localhost:8080/realms/h",
+        "http://[::1]:8080/realms/h",
+    ],
+)
+def test_https_or_a_loopback_provider_is_accepted(issuer: str) -> None:
+    assert _issuer(issuer).issuer == issuer
+
+
+def test_a_discovered_jwks_uri_over_plain_http_is_not_fetched(provider: IdentityProvider) -> None:
+    provider.discovery = {"jwks_uri": "http://idp.example/realms/hospital/certs"}
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        _verifier(provider).verify(provider.token())
+    assert "https" in raised.value.message and provider.jwks_fetches == 0
+
+
+def test_a_discovery_document_of_another_issuer_is_not_trusted(provider: IdentityProvider) -> None:
+    provider.discovery = {"issuer": "https://other.example/realms/hospital"}
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        _verifier(provider).verify(provider.token())
+    assert "another issuer" in raised.value.message and provider.jwks_fetches == 0
+
+
+def test_a_fetch_in_flight_holds_up_no_token_of_a_known_key(provider: IdentityProvider) -> None:
+    clock = Clock()
+    verifier = _verifier(provider, clock, jwks_min_refresh_seconds=10, jwks_timeout_seconds=20)
+    verifier.verify(provider.token())
+    seen = provider.requests_seen
+    provider.hold = threading.Event()  # the provider stalls until released
+    clock.now += 10
+    forged = provider.token(headers={"kid": "made-up"})
+    attacker = threading.Thread(target=_invalid, args=(verifier, forged))
+    attacker.start()
+    try:
+        while provider.requests_seen == seen:  # the made-up kid's fetch reached the provider
+            time.sleep(0.01)
+        # a known key is served from the cache while the fetch waits on the provider
+        assert verifier.verify(provider.token()).name == f"oidc:{SUBJECT}"
+        # another unknown key id does not queue behind the fetch: 503 at once
+        with pytest.raises(IdentityProviderUnavailable):
+            verifier.verify(provider.token(headers={"kid": "made-up-too"}))
+        assert attacker.is_alive() and provider.requests_seen == seen + 1
+    finally:
+        provider.hold.set()
+        attacker.join(10)
+    assert provider.jwks_fetches == 2
+
+
+def test_a_provider_that_drips_its_answer_is_cut_off_at_the_timeout(
+    provider: IdentityProvider,
+) -> None:
+    provider.drip = 0.03  # the discovery document alone would take about 5 s
+    verifier = _verifier(provider, jwks_timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        verifier.verify(provider.token())
+    assert "did not arrive in time" in raised.value.message
+    assert time.monotonic() - started < 2.5
