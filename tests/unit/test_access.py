@@ -20,6 +20,7 @@ from model_proxy.broker.app import create_app
 from model_proxy.broker.requesters import CallerParam, admin_when_closed
 from model_proxy.shared.api_keys import ApiKey, ApiKeyFile
 from model_proxy.shared.settings import Settings
+from tests.unit.test_api_keys import alice_and_bob
 from tests.unit.test_origins import MODELS, SERVERS
 
 JOB = "/jobs/0123456789abcdef0123456789abcdef"
@@ -163,9 +164,7 @@ def _flood_api(folder: Path) -> FastAPI:
 def test_a_flood_of_wrong_secrets_for_a_known_id_does_not_hold_up_anyone_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = ApiKeyFile(tmp_path / "api-keys.json")
-    _, alice = keys.add("alice")
-    _, bob = keys.add("bob")
+    keys, alice, bob = alice_and_bob(tmp_path)
     bob_id = bob.split("_")[1]
     app = _flood_api(tmp_path)
     checked: list[str] = []

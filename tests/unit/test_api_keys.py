@@ -148,6 +148,12 @@ def test_a_key_cannot_take_the_name_of_anonymous_callers(tmp_path: Path) -> None
     assert keys.load() == []
 
 
+def alice_and_bob(folder: Path) -> tuple[ApiKeyFile, str, str]:
+    """The key file in ``folder`` with the viewer keys alice and bob; the file and both keys."""
+    keys = ApiKeyFile(folder / "api-keys.json")
+    return keys, keys.add("alice")[1], keys.add("bob")[1]
+
+
 def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make every scrypt check of a secret append its key's name to the list returned."""
     checked: list[str] = []
@@ -164,9 +170,7 @@ def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_wrong_secrets_lock_a_key_id_for_the_window_without_scrypt_but_not_a_verified_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = ApiKeyFile(tmp_path / "api-keys.json")
-    _, alice = keys.add("alice")
-    _, bob = keys.add("bob")
+    keys, alice, bob = alice_and_bob(tmp_path)
     clock = Clock()
     reader = ApiKeyReader(keys.path, max_failures=5, failure_window=60, clock=clock)
     assert reader.verify(alice) is not None  # verified before the flood
@@ -193,9 +197,7 @@ def test_wrong_secrets_lock_a_key_id_for_the_window_without_scrypt_but_not_a_ver
 def test_a_change_of_the_file_keeps_the_verified_keys_it_did_not_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = ApiKeyFile(tmp_path / "api-keys.json")
-    _, alice = keys.add("alice")
-    _, bob = keys.add("bob")
+    keys, alice, bob = alice_and_bob(tmp_path)
     clock = Clock()
     reader = ApiKeyReader(keys.path, clock=clock)
     assert reader.verify(alice) is not None and reader.verify(bob) is not None
