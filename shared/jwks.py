@@ -140,6 +140,7 @@ class JwksCache:
         self._session = session or new_session(2)
         self._clock = clock
         self._lock = threading.Lock()
+        self._fetched_once = threading.Condition(self._lock)  # the first fetch has ended
         self._jwks_url = issuer.jwks_url
         self._keys: dict[str, SigningKey] = {}  # by kid; "" for a key without one
         self._fetched: float | None = None  # the last fetch that succeeded
@@ -157,8 +158,11 @@ class JwksCache:
         provider has no such key. IdentityProviderUnavailable when it cannot be asked.
 
         One fetch at a time, and never under the lock: while it runs, a known key is served
-        (even one past its age) and a key id not known is 503 at once."""
+        (even one past its age) and a key id not known is 503 at once; only while the very first
+        fetch runs (no key is known yet) do tokens wait for it, at most the fetch's timeout."""
         with self._lock:
+            if self._fetching and self._fetched is None:
+                self._fetched_once.wait_for(lambda: not self._fetching, self._issuer.timeout)
             now = self._clock()
             known = self._find(kid)
             fresh = self._fetched is not None and now - self._fetched < self._issuer.max_age
@@ -209,12 +213,14 @@ class JwksCache:
             with self._lock:
                 self._failed = True
                 self._fetching = False
+                self._fetched_once.notify_all()
             raise
         with self._lock:
             self._keys = keys
             self._fetched = now
             self._failed = False
             self._fetching = False
+            self._fetched_once.notify_all()
         log.info("fetched %d signing keys from %s", len(keys), self._jwks_url)
 
     def _fetch(self) -> dict[str, SigningKey]:

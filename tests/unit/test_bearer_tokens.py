@@ -530,6 +530,31 @@ def test_a_fetch_in_flight_holds_up_no_token_of_a_known_key(provider: IdentityPr
     assert provider.jwks_fetches == 2
 
 
+def test_tokens_that_come_during_the_first_fetch_wait_for_it(provider: IdentityProvider) -> None:
+    """Right after a start no key is known: a burst of logins waits for the one fetch instead of
+    being answered 503."""
+    verifier = _verifier(provider, jwks_timeout_seconds=20)
+    provider.hold = threading.Event()
+    names: list[str] = []
+    first = threading.Thread(target=lambda: names.append(verifier.verify(provider.token()).name))
+    first.start()
+    while provider.requests_seen == 0:  # the first fetch reached the provider
+        time.sleep(0.01)
+    others = [
+        threading.Thread(target=lambda: names.append(verifier.verify(provider.token()).name))
+        for _ in range(3)
+    ]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # they are waiting, not answered
+    assert names == []
+    provider.hold.set()
+    for thread in (first, *others):
+        thread.join(10)
+    assert names == [f"oidc:{SUBJECT}"] * 4
+    assert provider.jwks_fetches == 1
+
+
 def test_a_provider_that_drips_its_answer_is_cut_off_at_the_timeout(
     provider: IdentityProvider,
 ) -> None:
