@@ -9,6 +9,13 @@ A credential is sent as ``Authorization: Bearer <credential>`` (an API key also 
   anonymous setting (a client that means to authenticate learns that it did not);
 * a valid token without a scope of model-proxy is 403 ``insufficient_scope``; a token whose
   issuer's keys cannot be fetched is 503 ``idp_unavailable``;
+* an API key verified before is answered from memory; checking a new one (scrypt) runs in a
+  thread, at most ``MODEL_PROXY_API_KEY_CONCURRENT_CHECKS`` at once with
+  ``MODEL_PROXY_API_KEY_WAITING_CHECKS`` waiting (in the event loop, holding no thread): past that
+  503 ``busy`` at once; a key id with too many wrong secrets a moment ago is 429
+  ``too_many_failures`` without a check (see :mod:`shared.api_keys`);
+* anything unexpected while checking a credential (a malformed token that trips a library) is
+  401 ``invalid_credentials``, logged without the credential;
 * a valid credential makes the principal (a key's name, or ``oidc:<sub>``, and the role), in
   ``scope["state"]["principal"]`` (``request.state.principal`` in a route);
 * no credential is the anonymous principal with ``MODEL_PROXY_ANONYMOUS=viewer`` (or unset), and
@@ -20,6 +27,7 @@ credential is never echoed, never logged.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,11 +36,14 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier, looks_like_jwt
+from model_proxy.broker.check_gate import CheckGate
 from model_proxy.broker.errors import error_response
 from model_proxy.shared.api_keys import OIDC_NAME_PREFIX, ApiKeyReader
 from model_proxy.shared.errors import InsufficientScope, InvalidCredentials, ModelProxyError
 
 __all__ = ["ANONYMOUS", "OPEN_PATHS", "Authenticate", "Principal"]
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
@@ -66,9 +77,11 @@ class Authenticate:
         keys: ApiKeyReader,
         anonymous: Literal["viewer", "none"],
         tokens: BearerTokenVerifier | None = None,
+        checks: CheckGate | None = None,
     ) -> None:
         self._app = app
         self._keys = keys
+        self._checks = checks or CheckGate(concurrent=2, waiting=16)
         self._anonymous = anonymous
         self._tokens = tokens  # None: OIDC is not configured
 
@@ -88,6 +101,13 @@ class Authenticate:
             except ModelProxyError as error:
                 await _refuse(scope, receive, send, error)
                 return
+            except Exception as exc:  # a library tripped on a malformed credential: not valid
+                log.warning(
+                    "checking a credential failed unexpectedly (%s); answered 401",
+                    type(exc).__name__,
+                )
+                await _refuse(scope, receive, send, _not_recognised())
+                return
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, send)
 
@@ -97,12 +117,18 @@ class Authenticate:
         if self._tokens is not None and looks_like_jwt(credential):
             holder = await run_in_threadpool(self._tokens.verify, credential)
             return Principal(holder.name, holder.role)
-        entry = self._keys.cached(credential) or await run_in_threadpool(
-            self._keys.verify, credential
-        )
+        entry = self._keys.cached(credential)
+        if entry is None and self._keys.knows(credential):
+            self._keys.check_allowed(credential)
+            async with self._checks.turn():
+                entry = await run_in_threadpool(self._keys.verify, credential)
         if entry is None:
-            raise InvalidCredentials("the credential is not recognised")
+            raise _not_recognised()
         return Principal(entry.name, entry.role)
+
+
+def _not_recognised() -> InvalidCredentials:
+    return InvalidCredentials("the credential is not recognised")
 
 
 def _presented_key(scope: Scope) -> str | None:

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from model_proxy.broker.access import OPEN_PATHS, Authenticate
 from model_proxy.broker.audit import AuditAccess, AuditLog
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier
+from model_proxy.broker.check_gate import CheckGate
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
@@ -90,9 +91,15 @@ def create_app(
     app.add_middleware(RefuseForeignStateChanges, policy=origins)
     app.add_middleware(
         Authenticate,
-        keys=ApiKeyReader(settings.api_keys_file),
+        keys=ApiKeyReader(
+            settings.api_keys_file,
+            concurrent_checks=settings.api_key_concurrent_checks,
+            max_failures=settings.api_key_max_failures,
+            failure_window=settings.api_key_failure_window_seconds,
+        ),
         anonymous=settings.anonymous or "viewer",
         tokens=None if issuer is None else BearerTokenVerifier(issuer, JwksCache(issuer)),
+        checks=CheckGate(settings.api_key_concurrent_checks, settings.api_key_waiting_checks),
     )
     app.add_middleware(
         CORSMiddleware,

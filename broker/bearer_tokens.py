@@ -73,8 +73,13 @@ class BearerTokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise _invalid() from None
+        if not isinstance(header, dict):
+            raise _invalid()
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in ALGORITHMS or not (kid is None or isinstance(kid, str)):
+        # a list or an object as alg would make the membership test raise: check the type first
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise _invalid()
+        if not (kid is None or isinstance(kid, str)):
             raise _invalid()
         key = self._keys.signing_key(kid)
         if key is None or key.kty != _KEY_TYPE[alg[:2]] or key.alg not in (None, alg):

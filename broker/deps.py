@@ -1,5 +1,8 @@
 """The API's FastAPI dependencies: the services built in the lifespan, and what a viewer's
-request asks for. No handler reads ``request.app.state`` itself."""
+request asks for. No handler reads ``request.app.state`` itself.
+
+Each is ``async def``: FastAPI runs a plain ``def`` dependency in the shared threadpool, and an
+ordinary request must not wait for a thread (nor for a flood that holds them)."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-def get_services(request: Request) -> BrokerServices:
+async def get_services(request: Request) -> BrokerServices:
     """The app's :class:`BrokerServices`, built in its lifespan."""
     return cast(BrokerServices, request.app.state.services)
 
@@ -37,17 +40,19 @@ ServerParam = Annotated[
 ]
 
 
-def study_path(model: str, study: str, server: ServerParam = None) -> ViewerPath:
+async def study_path(model: str, study: str, server: ServerParam = None) -> ViewerPath:
     """``/{model}/studies/{study}``."""
     return ViewerPath(model, study, server_id=server)
 
 
-def series_path(model: str, study: str, series: str, server: ServerParam = None) -> ViewerPath:
+async def series_path(
+    model: str, study: str, series: str, server: ServerParam = None
+) -> ViewerPath:
     """``/{model}/studies/{study}/series/{series}``."""
     return ViewerPath(model, study, series, server_id=server)
 
 
-def instance_path(
+async def instance_path(
     model: str, study: str, series: str, instance: str, server: ServerParam = None
 ) -> ViewerPath:
     """``/{model}/studies/{study}/series/{series}/instances/{instance}``."""
@@ -70,7 +75,7 @@ class AnswerOptions:
     negotiated: Negotiated = field(default_factory=Negotiated)
 
 
-def answer_options(
+async def answer_options(
     request: Request,
     prefer: Annotated[
         str | None,

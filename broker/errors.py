@@ -22,6 +22,7 @@ _STATUS: dict[type[ModelProxyError], int] = {
     ours.InvalidRequest: 400,
     ours.InvalidCredentials: 401,
     ours.InsufficientScope: 403,
+    ours.TooManyFailures: 429,
     ours.NotFound: 404,
     ours.JobConflict: 409,
     ours.JobGone: 410,

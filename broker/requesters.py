@@ -46,8 +46,12 @@ class Caller:
         return self.principal.anonymous
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """The caller of ``request`` (the principal the authentication middleware found)."""
+    return _caller(request)
+
+
+def _caller(request: Request) -> Caller:
     principal: Principal = getattr(request.state, "principal", ANONYMOUS)
     if principal.anonymous:
         address = request.client.host if request.client is not None else "unknown"
@@ -58,9 +62,9 @@ def caller(request: Request) -> Caller:
 CallerParam = Annotated[Caller, Depends(caller)]
 
 
-def named_caller(request: Request) -> Caller:
+async def named_caller(request: Request) -> Caller:
     """The caller, who must have a credential: 401 ``unauthenticated`` when anonymous."""
-    found = caller(request)
+    found = _caller(request)
     if found.anonymous:
         raise Unauthenticated(
             "send a credential (Authorization: Bearer ...): jobs are listed to their requesters"
@@ -78,10 +82,10 @@ ADMIN_WHEN_CLOSED: dict[int | str, dict[str, object]] = {
 """The OpenAPI answer of the routes guarded by :func:`admin_when_closed`."""
 
 
-def admin_when_closed(request: Request, services: Services) -> None:
+async def admin_when_closed(request: Request, services: Services) -> None:
     """With anonymous access refused (``MODEL_PROXY_ANONYMOUS=none``) only an admin passes;
     with anonymous viewers allowed, everyone does (as the viewer's routes)."""
     if services.settings.anonymous != "none":
         return
-    if not caller(request).admin:
+    if not _caller(request).admin:
         raise AdminRequired("this route needs an admin's credential")

@@ -56,6 +56,7 @@ __all__ = [
     "ResultExpired",
     "ServiceBusy",
     "ServiceUnavailable",
+    "TooManyFailures",
     "TooManyJobs",
     "Unauthenticated",
     "UnknownJob",
@@ -229,6 +230,17 @@ class InsufficientScope(ModelProxyError):
     code = "insufficient_scope"
 
 
+class TooManyFailures(ModelProxyError):
+    """Too many wrong secrets were presented for this API key id a moment ago: further
+    attempts for it are refused unchecked until ``retry_after`` seconds have passed."""
+
+    code = "too_many_failures"
+
+    def __init__(self, message: str, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- the state of a job -----------------------------------------------------------------------
 
 
@@ -278,8 +290,9 @@ class IdentityProviderUnavailable(ServiceUnavailable):
 
 
 class ServiceBusy(ServiceUnavailable):
-    """Redis is fine but every connection of this process was in use for the whole wait: the
-    process is at its load limit (``MODEL_PROXY_REDIS_MAX_CONNECTIONS``); ask again shortly."""
+    """The process is at a load limit: every Redis connection was in use for the whole wait
+    (``MODEL_PROXY_REDIS_MAX_CONNECTIONS``), or as many API key checks as may wait already do
+    (``MODEL_PROXY_API_KEY_WAITING_CHECKS``); ask again shortly."""
 
     code = "busy"
     transient = True

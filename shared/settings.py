@@ -69,6 +69,25 @@ class Settings(BaseSettings):
         description="The API key file `model-proxy keys` writes (salted hashes only); the API "
         "rereads it when it changes.",
     )
+    api_key_concurrent_checks: int = Field(
+        default=2,
+        gt=0,
+        description="API keys checked (scrypt, 16 MiB and tens of ms each) at once per process.",
+    )
+    api_key_waiting_checks: int = Field(
+        default=16,
+        ge=0,
+        description="Key checks that may wait for a turn; past it a new key is 503 busy at once.",
+    )
+    api_key_max_failures: int = Field(
+        default=5,
+        gt=0,
+        description="Wrong secrets for one key id within the failure window before further "
+        "unverified attempts for it are 429 too_many_failures without a check.",
+    )
+    api_key_failure_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window in which wrong secrets for a key id count."
+    )
     jwt_issuer: str | None = Field(
         default=None,
         description="The OIDC issuer (iss) whose bearer tokens are accepted, e.g. a Keycloak "

@@ -8,7 +8,7 @@ Every registered route has a name of its own, ``<route prefix>_<level>`` (``segm
 operationId.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -61,7 +61,7 @@ _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{instance}"
 
 # name, task, path below the task's prefix, and the dependency that reads that path
-_ROUTES: list[tuple[str, Task, str, Callable[..., ViewerPath]]] = [
+_ROUTES: list[tuple[str, Task, str, Callable[..., Awaitable[ViewerPath]]]] = [
     ("segmentations_study", Task.SEGMENTATION, _STUDY, study_path),
     ("segmentations_series", Task.SEGMENTATION, _SERIES, series_path),
     ("segmentations_instance", Task.SEGMENTATION, _INSTANCE, instance_path),
@@ -74,7 +74,9 @@ _ROUTES: list[tuple[str, Task, str, Callable[..., ViewerPath]]] = [
 ]
 
 
-def _add_route(name: str, task: Task, path: str, read_path: Callable[..., ViewerPath]) -> None:
+def _add_route(
+    name: str, task: Task, path: str, read_path: Callable[..., Awaitable[ViewerPath]]
+) -> None:
     async def endpoint(
         request: Request,
         services: Services,

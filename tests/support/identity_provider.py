@@ -3,7 +3,8 @@
 
 Tests make tokens with :meth:`IdentityProvider.token` (valid by default; any claim or header can
 be changed or left out), rotate keys with :meth:`IdentityProvider.add_key`, count JWKS fetches,
-and make the provider slow (``delay``) to see that the API does not hang on it.
+and make the provider slow (``delay``, ``drip``, ``hold``) to see that the API does not hang on
+it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class IdentityProvider:
     jwks_fetches: int = 0
     discovery_fetches: int = 0
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the bytes of each answer (0: all at once)
+    hold: threading.Event | None = None  # while set and not yet set, every answer waits on it
+    requests_seen: int = 0
+    discovery: dict[str, Any] = field(default_factory=dict)  # changes to the discovery document
 
     @property
     def issuer(self) -> str:
@@ -127,7 +132,7 @@ class IdentityProvider:
     def _document(self, path: str) -> dict[str, Any] | None:
         if path == REALM + "/.well-known/openid-configuration":
             self.discovery_fetches += 1
-            return {"issuer": self.issuer, "jwks_uri": self.jwks_url}
+            return {"issuer": self.issuer, "jwks_uri": self.jwks_url, **self.discovery}
         if path == JWKS_PATH:
             self.jwks_fetches += 1
             return {"keys": [key.jwk() for key in self.keys]}
@@ -141,6 +146,9 @@ def identity_provider(*kinds: KeyKind) -> Iterator[IdentityProvider]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            provider.requests_seen += 1
+            if provider.hold is not None:
+                provider.hold.wait(30)
             time.sleep(provider.delay)
             document = provider._document(self.path)
             body = json.dumps(document).encode()
@@ -148,7 +156,15 @@ def identity_provider(*kinds: KeyKind) -> Iterator[IdentityProvider]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                if not provider.drip:
+                    self.wfile.write(body)
+                for byte in body if provider.drip else b"":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(provider.drip)
+            except OSError:  # the client gave up
+                pass
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from fastapi import Request
+import anyio.to_thread
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from model_proxy.broker.access import ANONYMOUS, Principal
 from model_proxy.broker.app import create_app
-from model_proxy.shared.api_keys import ApiKeyFile
+from model_proxy.broker.requesters import CallerParam, admin_when_closed
+from model_proxy.shared.api_keys import ApiKey, ApiKeyFile
 from model_proxy.shared.settings import Settings
+from tests.unit.test_api_keys import alice_and_bob
 from tests.unit.test_origins import MODELS, SERVERS
 
 JOB = "/jobs/0123456789abcdef0123456789abcdef"
@@ -130,3 +139,86 @@ def test_another_authorization_scheme_is_not_a_credential_of_ours(tmp_path: Path
     assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
     with_key = _api(tmp_path, "none").get(JOB, headers={**basic, "X-API-Key": key})
     assert with_key.status_code != 401
+
+
+def _flood_api(folder: Path) -> FastAPI:
+    """The API with one check at a time, two waiting, five failures a minute, and a route
+    behind the ordinary dependencies (the caller, the services) that names its caller."""
+    api = _api(
+        folder,
+        "viewer",
+        api_key_concurrent_checks=1,
+        api_key_waiting_checks=2,
+        api_key_max_failures=5,
+    )
+    app: FastAPI = api.app  # type: ignore[assignment]
+
+    async def whoami(who: CallerParam) -> dict[str, str]:
+        return {"name": who.requester}
+
+    app.add_api_route("/_whoami", whoami, dependencies=[Depends(admin_when_closed)])
+    app.state.services = SimpleNamespace(settings=SimpleNamespace(anonymous="viewer"))
+    return app
+
+
+def test_a_flood_of_wrong_secrets_for_a_known_id_does_not_hold_up_anyone_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys, alice, bob = alice_and_bob(tmp_path)
+    bob_id = bob.split("_")[1]
+    app = _flood_api(tmp_path)
+    checked: list[str] = []
+    release = threading.Event()
+    original = ApiKey.matches
+
+    def slow_check(self: ApiKey, secret: str) -> bool:
+        checked.append(self.name)
+        release.wait(10)  # scrypt under load: the flood's checks hold their thread
+        return original(self, secret)
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+
+            async def get(headers: dict[str, str]) -> httpx.Response:
+                return await client.get("/_whoami", headers=headers)
+
+            assert (await get({"X-API-Key": alice})).json() == {"name": "alice"}  # verified
+            monkeypatch.setattr(ApiKey, "matches", slow_check)
+            # the threadpool has one thread: the flood's check takes it
+            anyio.to_thread.current_default_thread_limiter().total_tokens = 1
+            flood = [
+                asyncio.create_task(get({"X-API-Key": f"mpk_{bob_id}_wrong{n}"})) for n in range(30)
+            ]
+            for _ in range(500):  # all but the one checked and the two waiting are answered
+                if sum(task.done() for task in flood) == 27 and checked:
+                    break
+                await asyncio.sleep(0.01)
+            busy = [task.result() for task in flood if task.done()]
+            assert len(busy) == 27 and checked == ["bob"]
+            assert {(r.status_code, r.json()["code"], r.headers["retry-after"]) for r in busy} == {
+                (503, "busy", "1")
+            }
+            # meanwhile a verified key and an anonymous caller pass at once, without a thread
+            during = await asyncio.wait_for(
+                asyncio.gather(get({"X-API-Key": alice}), get({})), timeout=5
+            )
+            assert [r.json() for r in during] == [{"name": "alice"}, {"name": "anonymous@10.0.0.7"}]
+            release.set()
+            codes = [r.json()["code"] for r in await asyncio.gather(*flood)]
+            assert codes.count("busy") == 27 and codes.count("invalid_credentials") == 3
+            # two more wrong secrets make five: then bob's id is refused without a check
+            answers = [await get({"X-API-Key": f"mpk_{bob_id}_more{n}"}) for n in range(10)]
+            codes = [answer.json()["code"] for answer in answers]
+            assert codes == ["invalid_credentials"] * 2 + ["too_many_failures"] * 8
+            assert all(int(a.headers["retry-after"]) > 0 for a in answers[2:])
+            assert len(checked) == 5
+            assert (await get({"X-API-Key": alice})).json() == {"name": "alice"}
+            # revocation still works: the verified key is forgotten when it is revoked
+            keys.revoke("alice")
+            time.sleep(1.1)  # the reader looks at the file at most once a second
+            refused = await get({"X-API-Key": alice})
+            assert (refused.status_code, refused.json()["code"]) == (401, "invalid_credentials")
+            assert len(checked) == 5
+
+    asyncio.run(scenario())

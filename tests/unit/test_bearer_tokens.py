@@ -3,6 +3,10 @@ identity provider, and the verdict on each kind of token; then the same through 
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -372,3 +376,192 @@ def test_a_token_is_not_taken_for_a_key_without_oidc(
 def test_a_key_cannot_take_the_name_of_a_token_holder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ApiKeyFile(tmp_path / "api-keys.json").add(f"oidc:{SUBJECT}")
+
+
+# --- malformed tokens ---------------------------------------------------------------------------
+
+
+def _part(value: object) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _malformed(provider: IdentityProvider) -> dict[str, str]:
+    """Tokens of every malformed kind, by what is wrong with them."""
+    rsa = provider.key("rsa-1").private
+    claims = _part(_claims(provider))
+    nested: object = "RS256"
+    for _ in range(200):
+        nested = {"alg": [nested]}
+    return {
+        "header a list": f"{_part(['RS256'])}.{claims}.c2ln",
+        "header a string": f"{_part('RS256')}.{claims}.c2ln",
+        "alg a list": f"{_part({'alg': ['RS256']})}.{claims}.c2ln",
+        "alg an object": f"{_part({'alg': {'RS256': 1}})}.{claims}.c2ln",
+        "alg a number": f"{_part({'alg': 256})}.{claims}.c2ln",
+        "alg null": f"{_part({'alg': None})}.{claims}.c2ln",
+        "kid a number": f"{_part({'alg': 'RS256', 'kid': 1})}.{claims}.c2ln",
+        "kid a list": f"{_part({'alg': 'RS256', 'kid': ['rsa-1']})}.{claims}.c2ln",
+        "nested header": f"{_part(nested)}.{claims}.c2ln",
+        "header not json": f"{_part(b'{alg: RS256')}.{claims}.c2ln",
+        "header not utf-8": f"{_part(bytes([0xFF, 0xFE, 0x7B]))}.{claims}.c2ln",
+        "header not base64": f"A.{claims}.c2ln",
+        "claims not json": f"{_part({'alg': 'RS256', 'kid': 'rsa-1'})}.{_part(b'not json')}.c2ln",
+        "huge": f"{_part({'alg': 'RS256', 'kid': 'rsa-1'})}.{'A' * 300_000}.c2ln",
+        "signed claims a list": jwt.api_jws.encode(
+            b"[1, 2]", rsa, algorithm="RS256", headers={"kid": "rsa-1"}
+        ),
+        "signed claims not json": jwt.api_jws.encode(
+            b"\x00\x01", rsa, algorithm="RS256", headers={"kid": "rsa-1"}
+        ),
+        "sub a number": provider.token(sub=12345),
+        "exp a string": provider.token(exp="tomorrow"),
+        "aud an object": provider.token(aud={"model-proxy": True}),
+        "iss a list": jwt.api_jws.encode(
+            json.dumps({**_claims(provider), "iss": [provider.issuer]}).encode(),
+            rsa,
+            algorithm="RS256",
+            headers={"kid": "rsa-1"},
+        ),
+    }
+
+
+def test_malformed_tokens_are_401_never_500(tmp_path: Path, provider: IdentityProvider) -> None:
+    api = _oidc_api(tmp_path, provider)
+    verifier = _verifier(provider)
+    for what, token in _malformed(provider).items():
+        assert _invalid(verifier, token), what
+        answer = api.get(JOB, headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials"), what
+        assert token not in answer.text
+
+
+def test_an_unexpected_error_while_checking_a_credential_is_401_and_logs_no_credential(
+    tmp_path: Path,
+    provider: IdentityProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def trips(self: BearerTokenVerifier, token: str) -> TokenHolder:
+        raise ValueError(f"cannot make sense of {token}")
+
+    monkeypatch.setattr(BearerTokenVerifier, "verify", trips)
+    token = provider.token()
+    with caplog.at_level(logging.DEBUG):
+        answer = _oidc_api(tmp_path, provider).get(
+            JOB, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert (answer.status_code, answer.json()["code"]) == (401, "invalid_credentials")
+    assert "ValueError" in caplog.text and token not in caplog.text
+
+
+# --- fetching the keys: https, the issuer, one fetch at a time, a deadline ----------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"jwt_issuer": "http://idp.example/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+        (
+            {"jwt_issuer": "https://idp.example/realms/h", "jwks_url": "http://idp.example/c"},
+            "MODEL_PROXY_JWKS_URL",
+        ),
+        ({"jwt_issuer": "http://10.0.0.8:8080/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+        ({"jwt_issuer": "http://localhost.evil.example/realms/h"}, "MODEL_PROXY_JWT_ISSUER"),
+    ],
+)
+def test_signing_keys_over_plain_http_beyond_loopback_stop_the_start(
+    tmp_path: Path, values: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _api(tmp_path, "none", jwt_audience=AUDIENCE, **values)
+    assert named in raised.value.message and "https" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://idp.example/realms/h",
+        "http://127.0.0.1:8080/realms/h",
+        "http://localhost:8080/realms/h",
+        "http://[::1]:8080/realms/h",
+    ],
+)
+def test_https_or_a_loopback_provider_is_accepted(issuer: str) -> None:
+    assert _issuer(issuer).issuer == issuer
+
+
+def test_a_discovered_jwks_uri_over_plain_http_is_not_fetched(provider: IdentityProvider) -> None:
+    provider.discovery = {"jwks_uri": "http://idp.example/realms/hospital/certs"}
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        _verifier(provider).verify(provider.token())
+    assert "https" in raised.value.message and provider.jwks_fetches == 0
+
+
+def test_a_discovery_document_of_another_issuer_is_not_trusted(provider: IdentityProvider) -> None:
+    provider.discovery = {"issuer": "https://other.example/realms/hospital"}
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        _verifier(provider).verify(provider.token())
+    assert "another issuer" in raised.value.message and provider.jwks_fetches == 0
+
+
+def test_a_fetch_in_flight_holds_up_no_token_of_a_known_key(provider: IdentityProvider) -> None:
+    clock = Clock()
+    verifier = _verifier(provider, clock, jwks_min_refresh_seconds=10, jwks_timeout_seconds=20)
+    verifier.verify(provider.token())
+    seen = provider.requests_seen
+    provider.hold = threading.Event()  # the provider stalls until released
+    clock.now += 10
+    forged = provider.token(headers={"kid": "made-up"})
+    attacker = threading.Thread(target=_invalid, args=(verifier, forged))
+    attacker.start()
+    try:
+        while provider.requests_seen == seen:  # the made-up kid's fetch reached the provider
+            time.sleep(0.01)
+        # a known key is served from the cache while the fetch waits on the provider
+        assert verifier.verify(provider.token()).name == f"oidc:{SUBJECT}"
+        # another unknown key id does not queue behind the fetch: 503 at once
+        with pytest.raises(IdentityProviderUnavailable):
+            verifier.verify(provider.token(headers={"kid": "made-up-too"}))
+        assert attacker.is_alive() and provider.requests_seen == seen + 1
+    finally:
+        provider.hold.set()
+        attacker.join(10)
+    assert provider.jwks_fetches == 2
+
+
+def test_tokens_that_come_during_the_first_fetch_wait_for_it(provider: IdentityProvider) -> None:
+    """Right after a start no key is known: a burst of logins waits for the one fetch instead of
+    being answered 503."""
+    verifier = _verifier(provider, jwks_timeout_seconds=20)
+    provider.hold = threading.Event()
+    names: list[str] = []
+    first = threading.Thread(target=lambda: names.append(verifier.verify(provider.token()).name))
+    first.start()
+    while provider.requests_seen == 0:  # the first fetch reached the provider
+        time.sleep(0.01)
+    others = [
+        threading.Thread(target=lambda: names.append(verifier.verify(provider.token()).name))
+        for _ in range(3)
+    ]
+    for thread in others:
+        thread.start()
+    time.sleep(0.2)  # they are waiting, not answered
+    assert names == []
+    provider.hold.set()
+    for thread in (first, *others):
+        thread.join(10)
+    assert names == [f"oidc:{SUBJECT}"] * 4
+    assert provider.jwks_fetches == 1
+
+
+def test_a_provider_that_drips_its_answer_is_cut_off_at_the_timeout(
+    provider: IdentityProvider,
+) -> None:
+    provider.drip = 0.03  # the discovery document alone would take about 5 s
+    verifier = _verifier(provider, jwks_timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(IdentityProviderUnavailable) as raised:
+        verifier.verify(provider.token())
+    assert "did not arrive in time" in raised.value.message
+    assert time.monotonic() - started < 2.5

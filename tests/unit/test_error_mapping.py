@@ -56,6 +56,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "ResultExpired": 410,
     "InvalidCredentials": 401,
     "InsufficientScope": 403,
+    "TooManyFailures": 429,
     "IdentityProviderUnavailable": 503,
 }
 

@@ -4,6 +4,7 @@ that names an anonymous caller (``serve`` does not take it from ``X-Forwarded-Fo
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from fastapi import Request
 
 from model_proxy import cli
 from model_proxy.broker.access import ANONYMOUS, Principal
-from model_proxy.broker.requesters import Caller, caller
+from model_proxy.broker.requesters import Caller
+from model_proxy.broker.requesters import caller as caller_of
 from model_proxy.shared.settings import Settings
 from tests.unit.test_origins import MODELS, SERVERS
 
@@ -23,6 +25,10 @@ def _request(principal: Principal | None, client: tuple[str, int] | None) -> Req
     if principal is not None:
         scope["state"] = {"principal": principal}
     return Request(scope)
+
+
+def caller(request: Request) -> Caller:
+    return asyncio.run(caller_of(request))
 
 
 def test_a_named_caller_is_its_principals_name() -> None:

@@ -3,6 +3,7 @@ and how the viewer's headers and query say it wants its answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -153,11 +154,13 @@ def test_answer_options_from_headers_and_query(
         "query_string": query.encode(),
     }
     request = Request(scope)
-    options = answer_options(
-        request,
-        prefer=request.headers.get("prefer"),
-        cache_control=request.headers.get("cache-control"),
-        respond_async=request.query_params.get("async"),
+    options = asyncio.run(
+        answer_options(
+            request,
+            prefer=request.headers.get("prefer"),
+            cache_control=request.headers.get("cache-control"),
+            respond_async=request.query_params.get("async"),
+        )
     )
     assert (options.respond_async, options.fresh) == (respond_async, fresh)
     assert options.query == tuple(parse_qsl(query))
