@@ -105,7 +105,10 @@ def create_app(
     )
     # outermost: every audited request gets its line, refused ones included
     app.add_middleware(
-        AuditAccess, audit=audit, routes=[*viewer_routes.router.routes, *job_routes.router.routes]
+        AuditAccess,
+        audit=audit,
+        routes=[*viewer_routes.router.routes, *job_routes.router.routes],
+        default_server=catalog.default_server_id,
     )
     install_error_handlers(app)
     app.include_router(api_router)

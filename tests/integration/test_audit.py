@@ -105,13 +105,14 @@ def test_every_access_and_refusal_has_its_line_and_no_log_holds_the_key(
     assert (made_line["source"], cached_line["source"]) == ("created", "cache")
     assert made_line["principalKind"] == "key" and cached_line["principalKind"] == "anonymous"
     assert all(line["client"] == "127.0.0.1" for line in lines)
-    for line in (made_line, cached_line, *lines[2:4], cancel, refused):
+    for line in (made_line, cached_line, *lines[2:5], cancel, refused):
         assert line["study"] == item.study_uid
         assert line["model"] == Ids.SEGMENTATION
+        assert line["server"] == Ids.PACS  # the default server, also where no route saw it
         assert line["jobId"] == (None if line is refused else job_id)
-    assert [line["series"] for line in lines[:4]] == [item.series_uid] * 4
-    assert made_line["server"] == Ids.PACS  # the default server, resolved
-    assert listed["jobs"] >= 1 and listed["route"] == "/jobs" and listed["study"] is None
+    assert [line["series"] for line in lines[:5]] == [item.series_uid] * 5
+    # the listing showed the key's one job: its line names the job's study, as a read does
+    assert listed["jobs"] == 1 and listed["route"] == "/jobs"
     assert cancel["error"] == "job_finished" and cancel["method"] == "DELETE"
     assert refused["error"] == "invalid_credentials"
     assert refused["route"] == "/segmentations/{model}/studies/{study}/series/{series}"
