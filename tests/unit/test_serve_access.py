@@ -17,8 +17,13 @@ from model_proxy.shared.settings import Settings
 from tests.unit.test_origins import MODELS, SERVERS
 
 
-def _serve(folder: Path, monkeypatch: pytest.MonkeyPatch, host: str, **values: Any) -> None:
-    monkeypatch.setattr(uvicorn, "run", lambda app, **given: None)
+def serve_options(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, host: str = "127.0.0.1", **values: Any
+) -> dict[str, Any]:
+    """Run ``serve --host host`` with configs in ``folder`` up to uvicorn, which does not
+    listen: the options it was given."""
+    options: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **given: options.update(given))
     monkeypatch.setattr(cli.signal, "signal", lambda *_: None)
     (folder / "servers.json").write_text(SERVERS)
     (folder / "models.json").write_text(MODELS)
@@ -31,6 +36,7 @@ def _serve(folder: Path, monkeypatch: pytest.MonkeyPatch, host: str, **values: A
     )
     args = argparse.Namespace(host=host, port=8002, anonymous=None)
     assert cli._serve(args, settings) == 0
+    return options
 
 
 OIDC = {"jwt_issuer": "https://idp.example/r", "jwt_audience": "mp"}
@@ -58,7 +64,7 @@ def test_serve_warns_once_when_viewer_is_in_effect_beside_credentials(
 ) -> None:
     key = ApiKeyFile(tmp_path / "api-keys.json").add("ward-7")[1] if keys else "-"
     with caplog.at_level(logging.INFO, logger="model_proxy"):
-        _serve(tmp_path, monkeypatch, host, **values)
+        serve_options(tmp_path, monkeypatch, host, **values)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     if not warned:
         assert warnings == []
