@@ -13,10 +13,11 @@ from model_proxy.broker.audit import AuditAccess, AuditLog
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.check_gate import CheckGate
 from model_proxy.broker.errors import install_error_handlers
+from model_proxy.broker.hosts import HostPolicy, RefuseForeignHosts
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
 from model_proxy.broker.openapi import declare_security
-from model_proxy.broker.origins import OriginPolicy, RefuseForeignStateChanges
+from model_proxy.broker.origins import OriginPolicy, RefuseForeignPages
 from model_proxy.broker.result_cache import ResultCache
 from model_proxy.broker.routes import api_router
 from model_proxy.broker.routes import inference as viewer_routes
@@ -88,7 +89,11 @@ def create_app(
         origins = OriginPolicy.from_patterns(settings.cors_origins)
     except ValueError as exc:
         raise ConfigError(f"MODEL_PROXY_CORS_ORIGINS: {exc}") from None
-    app.add_middleware(RefuseForeignStateChanges, policy=origins)
+    try:
+        hosts = HostPolicy.from_patterns(settings.allowed_hosts)
+    except ValueError as exc:
+        raise ConfigError(f"MODEL_PROXY_ALLOWED_HOSTS: {exc}") from None
+    # added innermost first; a request meets them from the last to the first
     app.add_middleware(
         Authenticate,
         keys=ApiKeyReader(
@@ -101,6 +106,8 @@ def create_app(
         tokens=None if issuer is None else BearerTokenVerifier(issuer, JwksCache(issuer)),
         checks=CheckGate(settings.api_key_concurrent_checks, settings.api_key_waiting_checks),
     )
+    # a page that may not call is refused whoever it is, before credentials are looked at
+    app.add_middleware(RefuseForeignPages, policy=origins)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"] if origins.any_origin else [],
@@ -110,9 +117,13 @@ def create_app(
         allow_headers=["*"],
         max_age=600,
     )
+    app.add_middleware(RefuseForeignHosts, policy=hosts)
     # outermost: every audited request gets its line, refused ones included
     app.add_middleware(
-        AuditAccess, audit=audit, routes=[*viewer_routes.router.routes, *job_routes.router.routes]
+        AuditAccess,
+        audit=audit,
+        routes=[*viewer_routes.router.routes, *job_routes.router.routes],
+        default_server=catalog.default_server_id,
     )
     install_error_handlers(app)
     app.include_router(api_router)

@@ -1,18 +1,20 @@
 """The audit log: one JSON line per access to patient-derived data, and per refused attempt.
 
 An access is a request to a viewer's route (a result made, shared or served from the cache), to
-``GET /jobs`` (the number of jobs listed, not the list), ``GET /jobs/{id}``, ``GET
-/jobs/{id}/result`` or ``DELETE /jobs/{id}``, whatever its outcome: a 401, 403 or 429 is
-recorded as well, so failed attempts can be seen. Other routes (probes, status, metrics) are not
-recorded.
+``GET /jobs``, ``GET /jobs/{id}``, ``GET /jobs/{id}/result`` or ``DELETE /jobs/{id}``, whatever
+its outcome: a 401, 403 or 429 is recorded as well, so failed attempts can be seen. A listing
+shows many jobs: it gets one line per job listed (each with the job's study, as a line of a
+read does), or one line with ``jobs`` 0 when it listed none. Other routes (probes, status,
+metrics) are not recorded.
 
 :class:`AuditAccess`, an ASGI middleware outside authentication, writes the line when the
 response's status is known and before the response leaves: a line that cannot be written turns
 an answer with data into 503 ``audit_unavailable`` (fail closed: nothing is served that the log
 does not show), logs an error on the service log and counts ``audit_failures`` in ``/metrics``.
-Routes add what only they know (job id, model, server, study) with :func:`note_job` and
-:func:`note_inference`; the rest comes from the request (principal, client, route template, path
-parameters). A line never holds a credential, a data filter's value nor the model's answer.
+Routes add what only they know (job id, model, server, study) with :func:`note_job`,
+:func:`note_inference` and :func:`note_listing`; the rest comes from the request (principal,
+client, route template, path parameters). A line never holds a credential, a data filter's
+value nor the model's answer.
 
 :class:`AuditLog` is the sink (``MODEL_PROXY_AUDIT_LOG``): standard output (``stdout`` or
 ``-``), which the service log (standard error) never uses, or a file opened for each line with
@@ -27,7 +29,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,15 @@ from model_proxy.shared.errors import AuditUnavailable, ConfigError
 from model_proxy.shared.jobs import Job
 from model_proxy.shared.request import InferenceRequest
 
-__all__ = ["FIELDS", "AuditAccess", "AuditLog", "note", "note_inference", "note_job"]
+__all__ = [
+    "FIELDS",
+    "AuditAccess",
+    "AuditLog",
+    "note",
+    "note_inference",
+    "note_job",
+    "note_listing",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +88,7 @@ _PATH_FIELDS = {"model": "model", "study": "study", "series": "series", "instanc
 _MAX_TEXT = 128  # UIDs have at most 64 characters; longer values are someone's noise
 _MAX_ERROR_BODY = 16 * 1024
 _STDOUT = ("stdout", "-")
+_LISTED = "_listed"  # the fields of each job a listing showed; never a field of a line
 
 _CURRENT: ContextVar[dict[str, Any] | None] = ContextVar("model_proxy_audit", default=None)
 
@@ -92,20 +103,32 @@ def note(**fields: object) -> None:
 def note_inference(request: InferenceRequest, job_id: str, source: str | None = None) -> None:
     """The request's job and what it names; ``source``: ``created``, ``attached`` or ``cache``
     (how a viewer's route answered)."""
-    note(
-        jobId=job_id,
-        source=source,
-        model=request.model_id,
-        server=request.server_id,
-        study=request.study_uid,
-        series=request.series_uid,
-        instance=request.instance_uid,
-    )
+    note(source=source, **_job_fields(request, job_id))
 
 
 def note_job(job: Job) -> None:
     """The job a ``/jobs/{id}`` route read, and what it names."""
     note_inference(job.request, job.id)
+
+
+def note_listing(jobs: Sequence[Job]) -> None:
+    """The jobs a listing showed: its line becomes one line per job (``jobs``: how many)."""
+    current = _CURRENT.get()
+    if current is not None:
+        current["jobs"] = len(jobs)
+        current[_LISTED] = [_job_fields(job.request, job.id) for job in jobs]
+
+
+def _job_fields(request: InferenceRequest, job_id: str) -> dict[str, Any]:
+    fields = {
+        "jobId": job_id,
+        "model": request.model_id,
+        "server": request.server_id,
+        "study": request.study_uid,
+        "series": request.series_uid,
+        "instance": request.instance_uid,
+    }
+    return {name: _text(value) for name, value in fields.items()}
 
 
 class AuditLog:
@@ -130,9 +153,13 @@ class AuditLog:
                 f"MODEL_PROXY_AUDIT_LOG: cannot append to {self._path}: {exc.strerror}"
             ) from None
 
-    def record(self, entry: Mapping[str, object]) -> None:
-        """Append one line; raise OSError when it could not be written."""
-        line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+    def record(self, *entries: Mapping[str, object]) -> None:
+        """Append one line per entry, all in one write; raise OSError when they could not be
+        written."""
+        line = b"".join(
+            (json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
+            for entry in entries
+        )
         if self._path is None:
             _write(1, line)
             return
@@ -159,11 +186,20 @@ def _write(fd: int, line: bytes) -> None:
 class AuditAccess:
     """ASGI middleware: one audit line per request to a route that serves patient-derived data."""
 
-    def __init__(self, app: ASGIApp, audit: AuditLog, routes: Iterable[BaseRoute]) -> None:
-        """``routes``: the API's routes that may be audited; those with an event are."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        audit: AuditLog,
+        routes: Iterable[BaseRoute],
+        default_server: str | None = None,
+    ) -> None:
+        """``routes``: the API's routes that may be audited; those with an event are.
+        ``default_server``: the servers.json key a viewer's request without ``?server`` means
+        (its line names it, even when the request is refused before a route sees it)."""
         self._app = app
         self._audit = audit
         self._routes = [(route, event) for route in routes if (event := _event(route))]
+        self._default_server = default_server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = self._entry(scope) if scope["type"] == "http" else None
@@ -186,7 +222,10 @@ class AuditAccess:
         for route, event in self._routes:
             match, child = route.matches(scope)
             if match is Match.FULL:
-                return _new_entry(scope, route, event, child.get("path_params", {}))
+                entry = _new_entry(scope, route, event, child.get("path_params", {}))
+                if event == "inference" and not entry["server"]:
+                    entry["server"] = self._default_server
+                return entry
         return None
 
 
@@ -240,8 +279,9 @@ class _Exchange:
         self._recorded = True
         entry = self._entry
         entry["principal"], entry["principalKind"] = _principal(self._scope)
+        listed = entry.pop(_LISTED, None)
         try:
-            self._audit.record(entry)
+            self._audit.record(*([{**entry, **job} for job in listed] if listed else [entry]))
             return True
         except OSError as exc:
             log.error(

@@ -1,10 +1,11 @@
-"""Which web pages may call the API: the CORS allowlist, and refusing state changes from others.
+"""Which web pages may call the API: the CORS allowlist, and refusing requests from others.
 
 A browser lets a page read an answer of another origin only when the answer names that origin
-in ``Access-Control-Allow-Origin``; it sends a cross-origin DELETE or POST, though, whatever the
-answer. So the allowlist does two things: only allowed origins get CORS headers (Starlette's
-``CORSMiddleware`` with the patterns as one regular expression), and a state-changing request
-that carries a disallowed ``Origin`` is refused with 403 before it reaches a route.
+in ``Access-Control-Allow-Origin``; it sends the request, though, whatever the answer, and a
+viewer's GET makes a job (the proxy fetches from the PACS with its own credentials). So the
+allowlist does two things: only allowed origins get CORS headers (Starlette's
+``CORSMiddleware`` with the patterns as one regular expression), and a request from a page
+that is not allowed is refused with 403 before it reaches a route (:class:`RefuseForeignPages`).
 
 Patterns, as ``MODEL_PROXY_CORS_ORIGINS`` takes them (comma-separated):
 
@@ -20,16 +21,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["OriginPolicy", "RefuseForeignStateChanges"]
+from model_proxy.broker.errors import error_response
+from model_proxy.shared.errors import OriginNotAllowed
+
+__all__ = ["PROBE_PATHS", "OriginPolicy", "RefuseForeignPages", "header"]
 
 _PATTERN = re.compile(
     r"(?P<scheme>https?)://(?P<sub>\*\.)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+)"
     r"(?::(?P<port>\*|[0-9]{1,5}))?"
 )
-_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+"""The probes: answered to anyone, from anywhere (orchestrators probe them by pod name)."""
 
 
 @dataclass(frozen=True)
@@ -72,32 +77,44 @@ def _to_regex(pattern: str) -> str:
     return f"(?:{match['scheme']}://{sub}{host}{port_regex})"
 
 
-class RefuseForeignStateChanges:
-    """ASGI middleware: a POST, PUT, PATCH or DELETE whose ``Origin`` the policy does not allow
-    is answered 403 ``origin_not_allowed``; requests without ``Origin`` (not from a browser's
-    cross-origin page) pass."""
+class RefuseForeignPages:
+    """ASGI middleware: a request from a web page the policy does not allow is answered 403
+    ``origin_not_allowed`` before it reaches authentication or a route.
+
+    Refused: a request with a disallowed ``Origin`` (whatever its method: a viewer's GET
+    makes a job, which fetches from the PACS with the proxy's credentials and uses up the
+    caller's quota), and a request without ``Origin`` whose ``Sec-Fetch-Site`` is
+    ``cross-site`` (what a browser sends for another site's ``<img src>`` or link, which carry
+    no ``Origin``). Requests without either header (programs, the viewer's own page) pass, and
+    so do CORS preflights (``OPTIONS``, answered by the CORS middleware) and the probes."""
 
     def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
         self._app = app
         self._policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in _STATE_CHANGING:
-            origin = _header(scope, b"origin")
-            if origin is not None and not self._policy.allows(origin):
-                answer = JSONResponse(
-                    {
-                        "message": "requests from this web page's origin may not change jobs",
-                        "code": "origin_not_allowed",
-                    },
-                    status_code=403,
-                )
-                await answer(scope, receive, send)
-                return
+        if (
+            scope["type"] == "http"
+            and scope["method"] != "OPTIONS"
+            and scope["path"] not in PROBE_PATHS
+            and not self._allowed(scope)
+        ):
+            answer = error_response(
+                OriginNotAllowed("requests from this web page's origin are not answered")
+            )
+            await answer(scope, receive, send)
+            return
         await self._app(scope, receive, send)
 
+    def _allowed(self, scope: Scope) -> bool:
+        origin = header(scope, b"origin")
+        if origin is not None:
+            return self._policy.allows(origin)
+        return header(scope, b"sec-fetch-site") != "cross-site"
 
-def _header(scope: Scope, name: bytes) -> str | None:
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (its lower-case name), or None."""
     for key, value in scope.get("headers", []):
         if key == name:
             text: str = value.decode("latin-1")

@@ -38,6 +38,12 @@ def access_rows(settings: Settings, host: str, timeout: float) -> list[AccessRow
             "ok",
             ", ".join(settings.cors_origins),
         ),
+        AccessRow(
+            "allowed hosts",
+            "any host" if "*" in settings.allowed_hosts else str(len(settings.allowed_hosts)),
+            "ok",
+            ", ".join([*settings.allowed_hosts, "IP addresses"]),
+        ),
     ]
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model_proxy.anonymous import decide_anonymous
+from model_proxy.anonymous import credential_sources, decide_anonymous
 from model_proxy.https import DEFAULT_CERT, DEFAULT_KEY, tls_files
 from model_proxy.jobs_cli import register_job_commands
 from model_proxy.shared.api_keys import ApiKeyFile
@@ -152,6 +152,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"model-proxy: {decision.reason}", file=sys.stderr)
         return 2
     settings = settings.model_copy(update={"anonymous": decision.anonymous})
+    if decision.anonymous == "viewer" and (sources := credential_sources(settings)):
+        log.warning(
+            "anonymous access is viewer although %s configured: requests without credentials "
+            "are answered too; set MODEL_PROXY_ANONYMOUS=none if only credential holders may ask",
+            " and ".join(sources),
+        )
     catalog = catalog_from_settings(settings)
     tls = tls_files(settings)
     try:

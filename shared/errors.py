@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "DicomNotFound",
     "Forbidden",
+    "HostNotAllowed",
     "IdentityProviderUnavailable",
     "InputTooLarge",
     "InsufficientScope",
@@ -46,6 +47,7 @@ __all__ = [
     "ModelUnreachable",
     "NotFound",
     "NotYourJob",
+    "OriginNotAllowed",
     "PacsAuthFailed",
     "PacsFailed",
     "PacsInstanceTooLarge",
@@ -345,6 +347,19 @@ class NotYourJob(Forbidden):
 
 class AdminRequired(Forbidden):
     code = "admin_required"
+
+
+class OriginNotAllowed(Forbidden):
+    """The request came from a web page that ``MODEL_PROXY_CORS_ORIGINS`` does not allow."""
+
+    code = "origin_not_allowed"
+
+
+class HostNotAllowed(InvalidRequest):
+    """The request's ``Host`` is a name ``MODEL_PROXY_ALLOWED_HOSTS`` does not list (a DNS
+    rebinding page's requests name the attacker's host)."""
+
+    code = "host_not_allowed"
 
 
 def _all_subclasses(cls: type[ModelProxyError]) -> list[type[ModelProxyError]]:

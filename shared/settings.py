@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         ],
         description="Web pages allowed to call the API: comma-separated origin patterns, or *.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=["localhost"],
+        description="Host names the API answers to (the Host header; any port): comma-separated "
+        "names, *.domain for its subdomains, or * for any. IP literals are always answered "
+        "(they cannot be rebound); /healthz and /readyz answer any Host.",
+    )
     anonymous: Literal["viewer", "none"] | None = Field(
         default=None,
         description="Requests without credentials: viewer (the zhiva viewer's way) or none "
@@ -259,9 +265,9 @@ class Settings(BaseSettings):
             return value.strip().lower() in ("true", "1", "yes", "on")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import answer_for_job
-from model_proxy.broker.audit import note, note_job
+from model_proxy.broker.audit import note_job, note_listing
 from model_proxy.broker.deps import NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
@@ -61,7 +61,7 @@ async def list_jobs(
         jobs = await services.jobs.recent(limit, state)
     else:
         jobs = await services.jobs.asked_by(who.requester, limit, state)
-    note(jobs=len(jobs))
+    note_listing(jobs)
     resources = [JobResource.from_job(job, show_requesters=who.admin) for job in jobs]
     return JSONResponse({"jobs": [resource.to_json() for resource in resources]})
 

@@ -82,7 +82,7 @@ def test_more_concurrent_requests_than_the_pool_holds_are_all_answered(
 
         async def burst() -> list[httpx.Response]:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                 urls = [viewer, job, f"{job}/result"] * 100
                 return await asyncio.gather(*(http.get(url) for url in urls))
 

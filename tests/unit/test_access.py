@@ -178,7 +178,7 @@ def test_a_flood_of_wrong_secrets_for_a_known_id_does_not_hold_up_anyone_else(
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 4000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
 
             async def get(headers: dict[str, str]) -> httpx.Response:
                 return await client.get("/_whoami", headers=headers)

@@ -107,6 +107,7 @@ def test_check_prints_the_access_table_and_fails_when_the_keys_cannot_be_fetched
         "oidc",
         "jwks",
         "cors",
+        "allowed",
     ]
     assert table[1].split()[1:3] == ["none", "ok"]
     assert table[4].split()[2:5] == ["ok", "1", "signing"]

@@ -6,7 +6,7 @@ import json
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from fastapi import FastAPI
@@ -14,10 +14,11 @@ from fastapi.testclient import TestClient
 
 from model_proxy.broker.access import Authenticate
 from model_proxy.broker.app import create_app
-from model_proxy.broker.audit import FIELDS, AuditAccess, AuditLog, note
+from model_proxy.broker.audit import FIELDS, AuditAccess, AuditLog, note, note_listing
 from model_proxy.shared.api_keys import ApiKeyFile, ApiKeyReader
 from model_proxy.shared.errors import ConfigError
 from tests.unit.test_origins import _settings
+from tests.unit.test_reaper import make_job
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"
@@ -76,7 +77,9 @@ def test_a_path_that_cannot_be_written_stops_the_start_naming_the_setting(
         )
 
 
-def _audited_app(folder: Path, audit_path: Path) -> TestClient:
+def _audited_app(
+    folder: Path, audit_path: Path, anonymous: Literal["viewer", "none"] = "viewer"
+) -> TestClient:
     """Routes named as the API's, behind the real authentication and the audit middleware."""
     app = FastAPI()
 
@@ -99,9 +102,11 @@ def _audited_app(folder: Path, audit_path: Path) -> TestClient:
         return {"status": "ok"}
 
     app.add_middleware(
-        Authenticate, keys=ApiKeyReader(folder / "api-keys.json"), anonymous="viewer"
+        Authenticate, keys=ApiKeyReader(folder / "api-keys.json"), anonymous=anonymous
     )
-    app.add_middleware(AuditAccess, audit=AuditLog(audit_path), routes=app.routes)
+    app.add_middleware(
+        AuditAccess, audit=AuditLog(audit_path), routes=app.routes, default_server="pacs-0"
+    )
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -209,3 +214,58 @@ def test_what_the_request_names_is_cut_to_a_bounded_length(tmp_path: Path) -> No
     api.get(f"/segmentations/{'m' * 5000}/studies/{STUDY}/series/{SERIES}")
     (line,) = _lines(path)
     assert len(line["model"]) < 200 and len(path.read_text()) < 4096
+
+
+def test_a_refused_request_without_server_names_the_default_server(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    api = _audited_app(tmp_path, path, anonymous="none")
+    assert api.get(f"/segmentations/m-2/studies/{STUDY}/series/{SERIES}").status_code == 401
+    assert api.get(f"/segmentations/m-2/studies/{STUDY}/series/{SERIES}?server=").status_code == 401
+    named = api.get(f"/segmentations/m-2/studies/{STUDY}/series/{SERIES}?server=pacs-2")
+    assert named.status_code == 401
+    assert [line["server"] for line in _lines(path)] == ["pacs-0", "pacs-0", "pacs-2"]
+
+
+def _listing_app(audit_path: Path, shown: list[Any]) -> TestClient:
+    app = FastAPI()
+
+    @app.get("/jobs", name="list_jobs")
+    async def list_jobs() -> dict[str, int]:
+        note_listing(shown)
+        return {"jobs": len(shown)}
+
+    app.add_middleware(AuditAccess, audit=AuditLog(audit_path), routes=app.routes)
+    return TestClient(app)
+
+
+def test_a_listing_has_one_line_per_job_it_showed_naming_its_study(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    shown = [make_job(f"{SERIES}.{n}") for n in range(3)]
+    assert _listing_app(path, shown).get("/jobs").status_code == 200
+    lines = _lines(path)
+    assert all(list(line) == list(FIELDS) for line in lines)
+    assert [(line["event"], line["jobs"], line["status"]) for line in lines] == [
+        ("jobs.list", 3, 200)
+    ] * 3
+    assert [line["jobId"] for line in lines] == [job.id for job in shown]
+    assert [line["series"] for line in lines] == [job.request.series_uid for job in shown]
+    for line, job in zip(lines, shown, strict=True):
+        assert (line["model"], line["server"], line["study"], line["instance"]) == (
+            job.request.model_id,
+            job.request.server_id,
+            job.request.study_uid,
+            None,
+        )
+    assert len({line["time"] for line in lines}) == 1  # one access, one time
+
+
+def test_an_empty_listing_has_one_line_with_no_job(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    assert _listing_app(path, []).get("/jobs").status_code == 200
+    (line,) = _lines(path)
+    assert (line["event"], line["jobs"], line["jobId"], line["study"]) == (
+        "jobs.list",
+        0,
+        None,
+        None,
+    )

@@ -99,8 +99,15 @@ def test_the_broker_decides_who_may_ask_and_keeps_keys_and_audit_log_on_volumes(
     broker = compose["services"]["broker"]
     assert broker["command"][broker["command"].index("--host") + 1] == "0.0.0.0"
     environment = broker["environment"]
-    # serve beyond loopback refuses to start without this decision
-    assert _default(environment["MODEL_PROXY_ANONYMOUS"]) in ("viewer", "none")
+    # serve beyond loopback refuses to start without this decision, and compose makes none:
+    # ${NAME:?message} stops `docker compose up` with the message until the operator decides
+    required = re.fullmatch(
+        r"\$\{MODEL_PROXY_ANONYMOUS:\?(.+)\}", environment["MODEL_PROXY_ANONYMOUS"]
+    )
+    assert required is not None, environment["MODEL_PROXY_ANONYMOUS"]
+    assert "viewer" in required.group(1) and "none" in required.group(1)
+    # the service's name, by which other containers reach it, is a host name it answers to
+    assert "broker" in _default(environment["MODEL_PROXY_ALLOWED_HOSTS"]).split(",")
     named = {
         target: source
         for source, target, *_ in (v.split(":") for v in broker["volumes"])
@@ -135,7 +142,10 @@ def test_the_procfile_runs_real_commands_and_matches_the_readme() -> None:
         if line.strip() and not line.startswith("#")
     )
     assert set(lines) == {"web", "worker"}
-    assert "--anonymous" in lines["web"]  # it listens beyond loopback: the decision is made
+    # it listens beyond loopback, and leaves the decision to the operator: serve refuses to
+    # start without MODEL_PROXY_ANONYMOUS or credentials, rather than run on a default
+    assert "--host 0.0.0.0" in lines["web"]
+    assert "--anonymous" not in lines["web"] and "viewer" not in lines["web"]
     readme = (ROOT / "README.md").read_text()
     for command in lines.values():
         # ${NAME:-default}: the platform's value, else the default

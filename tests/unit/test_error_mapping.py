@@ -48,6 +48,8 @@ EXPECTED_STATUS: dict[str, int] = {
     "Forbidden": 403,
     "NotYourJob": 403,
     "AdminRequired": 403,
+    "OriginNotAllowed": 403,
+    "HostNotAllowed": 400,
     "UnknownJob": 404,
     "JobConflict": 409,
     "JobFinished": 409,

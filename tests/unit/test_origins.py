@@ -103,3 +103,60 @@ def test_a_state_change_from_a_disallowed_page_is_refused(api: TestClient) -> No
     )
     assert answer.status_code == 403
     assert answer.json()["code"] == "origin_not_allowed"
+
+
+VIEWER_GET = "/segmentations/5f0e0f0e-0000-4000-8000-000000000002/studies/1.2/series/1.2.3"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},  # a page's fetch()
+        {"Origin": "null"},  # a sandboxed frame, a file
+        {"Sec-Fetch-Site": "cross-site"},  # another site's <img src>: no Origin
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    ],
+)
+@pytest.mark.parametrize("path", [VIEWER_GET, "/jobs/0123456789abcdef0123456789abcdef", "/jobs"])
+def test_a_get_from_another_sites_page_is_refused_before_it_makes_a_job(
+    api: TestClient, headers: dict[str, str], path: str
+) -> None:
+    # the app has no Redis (its lifespan does not run): a request that got through would fail
+    answer = api.get(path, headers=headers)
+    assert answer.status_code == 403
+    assert answer.json()["code"] == "origin_not_allowed"
+    assert "access-control-allow-origin" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # a program
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": "https://alpha.zhiva.ai", "Sec-Fetch-Site": "cross-site"},  # the viewer
+    ],
+)
+def test_programs_this_sites_pages_and_the_viewer_pass(
+    api: TestClient, headers: dict[str, str]
+) -> None:
+    assert api.get("/openapi.json", headers=headers).status_code == 200
+
+
+def test_the_probes_answer_any_page(api: TestClient) -> None:
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        assert api.get("/healthz", headers=headers).status_code == 200
+
+
+def test_a_refused_page_is_refused_before_credentials_are_asked_for(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path, anonymous="none"), redis_url="redis://127.0.0.1:1/0")
+    api = TestClient(app)
+    job = "/jobs/0123456789abcdef0123456789abcdef"
+    refused = api.delete(job, headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "origin_not_allowed"
+    assert "www-authenticate" not in refused.headers
+    # an allowed page without a credential is asked for one, and can read that answer
+    asked = api.delete(job, headers={"Origin": "https://alpha.zhiva.ai"})
+    assert asked.status_code == 401
+    assert asked.headers["access-control-allow-origin"] == "https://alpha.zhiva.ai"

@@ -3,21 +3,17 @@ that names an anonymous caller (``serve`` does not take it from ``X-Forwarded-Fo
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import Request
 
-from model_proxy import cli
 from model_proxy.broker.access import ANONYMOUS, Principal
 from model_proxy.broker.requesters import Caller
 from model_proxy.broker.requesters import caller as caller_of
-from model_proxy.shared.settings import Settings
-from tests.unit.test_origins import MODELS, SERVERS
+from tests.unit.test_serve_access import serve_options
 
 
 def _request(principal: Principal | None, client: tuple[str, int] | None) -> Request:
@@ -47,18 +43,5 @@ def test_an_anonymous_caller_is_named_by_its_client_address() -> None:
 def test_serve_takes_the_client_address_from_the_connection_not_x_forwarded_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    options: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **given: options.update(given))
-    monkeypatch.setattr(cli.signal, "signal", lambda *_: None)
-    (tmp_path / "servers.json").write_text(SERVERS)
-    (tmp_path / "models.json").write_text(MODELS)
-    settings = Settings(
-        redis_url="redis://127.0.0.1:1/0",
-        servers_file=tmp_path / "servers.json",
-        models_file=tmp_path / "models.json",
-        api_keys_file=tmp_path / "api-keys.json",
-    )
-    args = argparse.Namespace(host="127.0.0.1", port=8002, anonymous=None)
-
-    assert cli._serve(args, settings) == 0
+    options = serve_options(tmp_path, monkeypatch)
     assert options["proxy_headers"] is False
