@@ -113,7 +113,7 @@ def create_app(
         allow_origins=["*"] if origins.any_origin else [],
         allow_origin_regex=None if origins.any_origin else origins.regex,
         allow_methods=["GET", "DELETE", "OPTIONS"],
-        expose_headers=["Location", "Retry-After", "X-Job-Id"],
+        expose_headers=["ETag", "Location", "Retry-After", "X-Job-Id"],
         allow_headers=["*"],
         max_age=600,
     )

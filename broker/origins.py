@@ -34,6 +34,8 @@ _PATTERN = re.compile(
 )
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+# the API description holds no data: a link to it from an intranet page opens it
+DESCRIPTION_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 """The probes: answered to anyone, from anywhere (orchestrators probe them by pod name)."""
 
 
@@ -86,7 +88,8 @@ class RefuseForeignPages:
     caller's quota), and a request without ``Origin`` whose ``Sec-Fetch-Site`` is
     ``cross-site`` (what a browser sends for another site's ``<img src>`` or link, which carry
     no ``Origin``). Requests without either header (programs, the viewer's own page) pass, and
-    so do CORS preflights (``OPTIONS``, answered by the CORS middleware) and the probes."""
+    so do CORS preflights (``OPTIONS``, answered by the CORS middleware), the probes and the API
+    description."""
 
     def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
         self._app = app
@@ -96,7 +99,7 @@ class RefuseForeignPages:
         if (
             scope["type"] == "http"
             and scope["method"] != "OPTIONS"
-            and scope["path"] not in PROBE_PATHS
+            and scope["path"] not in PROBE_PATHS | DESCRIPTION_PATHS
             and not self._allowed(scope)
         ):
             answer = error_response(

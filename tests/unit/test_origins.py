@@ -97,6 +97,14 @@ def test_only_allowed_pages_get_cors_headers(api: TestClient) -> None:
         assert _preflight(api, origin)["access-control-allow-origin"] == origin
 
 
+def test_the_viewers_script_may_read_the_job_and_cache_headers(api: TestClient) -> None:
+    answer = api.get("/healthz", headers={"Origin": "https://alpha.zhiva.ai"})
+    exposed = {
+        name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"etag", "x-job-id", "location", "retry-after"} <= exposed
+
+
 def test_a_state_change_from_a_disallowed_page_is_refused(api: TestClient) -> None:
     answer = api.delete(
         "/jobs/0123456789abcdef0123456789abcdef", headers={"Origin": "https://evil.example"}
@@ -143,9 +151,11 @@ def test_programs_this_sites_pages_and_the_viewer_pass(
     assert api.get("/openapi.json", headers=headers).status_code == 200
 
 
-def test_the_probes_answer_any_page(api: TestClient) -> None:
+def test_the_probes_and_the_api_description_answer_any_page(api: TestClient) -> None:
     for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
-        assert api.get("/healthz", headers=headers).status_code == 200
+        for path in ("/healthz", "/docs", "/openapi.json"):
+            assert api.get(path, headers=headers).status_code == 200, (path, headers)
+        assert api.get("/jobs", headers=headers).status_code == 403
 
 
 def test_a_refused_page_is_refused_before_credentials_are_asked_for(tmp_path: Path) -> None:
