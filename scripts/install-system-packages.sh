@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages the integration tests run for real, when they are missing:
-# Orthanc with its DICOMweb plugin (the test PACS), a Redis server, and Chromium (the browser
-# that renders the status page). Debian/Ubuntu only.
+# Orthanc with its DICOMweb plugin (the test PACS), a Redis server, Chromium (the browser
+# that renders the status page) and dicom3tools (dciodvfy, which validates the DICOM objects
+# model-proxy creates). Debian/Ubuntu only.
 set -euo pipefail
 need=()
 [[ -x /usr/sbin/Orthanc ]] || need+=(orthanc)
 [[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]] || need+=(orthanc-dicomweb)
 [[ -x /usr/bin/redis-server ]] || need+=(redis-server)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
+[[ -x /usr/bin/dciodvfy ]] || need+=(dicom3tools)
 if ((${#need[@]} == 0)); then
   exit 0
 fi
