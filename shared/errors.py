@@ -61,6 +61,7 @@ __all__ = [
     "TooManyFailures",
     "TooManyJobs",
     "Unauthenticated",
+    "UnconvertibleAnswer",
     "UnknownJob",
     "UnknownModel",
     "UnknownServer",
@@ -203,6 +204,13 @@ class ModelAnswerTooLarge(ModelFailed):
     """The model's answer is larger than the job's cap (maxAnswerBytes)."""
 
     code = "model_answer_too_large"
+
+
+class UnconvertibleAnswer(BadModelResponse):
+    """The model's answer cannot be made into a DICOM object (SEG, SR): it names an instance
+    that was not sent, or a mask does not match its image."""
+
+    code = "model_answer_unconvertible"
 
 
 class UpstreamTimeout(ModelProxyError):

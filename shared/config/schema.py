@@ -19,6 +19,9 @@ __all__ = [
     "Transport",
 ]
 
+_LO = r"^[^\\\x00-\x1f\x7f]*[^\\\s\x00-\x1f\x7f][^\\\x00-\x1f\x7f]*$"
+"""A DICOM LO value: no backslash, no control character, not blank."""
+
 
 class _CamelModel(BaseModel):
     model_config = ConfigDict(
@@ -95,6 +98,11 @@ class ModelConfig(_TlsOptions):
     supports: tuple[Level, ...] = Field(min_length=1)
     status_uri: str | None = Field(default=None, pattern=r"^https?://")
     data_filter: tuple[DataFilterSpec, ...] = ()
+    # model-proxy's own, all optional: the model's identity in the DICOM objects made from its
+    # answers (default: the key, version and manufacturer "unknown"); DICOM LO values
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
+    version: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
+    manufacturer: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
     # model-proxy's own, optional: the body's format; "json" is the zhiva body every model takes
     transport: Transport = Transport.JSON
     # model-proxy's own, all optional: scheduling of this model's jobs

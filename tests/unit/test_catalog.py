@@ -358,7 +358,11 @@ def test_an_entry_must_be_an_object(load: Load, files: tuple[Path, Path]) -> Non
             {**A_SERVER, "authType": "token"},
             "Value error, authType 'token' needs authToken, signInTokenServer",
         ),
-        ("model", {**A_MODEL, "name": "Lung"}, 'field "name": Extra inputs are not permitted'),
+        (
+            "model",
+            {**A_MODEL, "nickname": "Lung"},
+            'field "nickname": Extra inputs are not permitted',
+        ),
         (
             "model",
             {**A_MODEL, "task": "classification"},

@@ -35,6 +35,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "ModelUnreachable": 502,
     "BadModelResponse": 502,
     "ModelAnswerTooLarge": 502,
+    "UnconvertibleAnswer": 502,
     "UpstreamTimeout": 504,
     "PacsTimeout": 504,
     "ModelTimeout": 504,
