@@ -4,13 +4,21 @@ name the algorithm (AlgorithmIdentificationSequence, ContributingEquipment, Soft
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
 
 from model_proxy.shared.config.schema import ModelConfig
 
-__all__ = ["UNKNOWN", "ModelIdentity", "contributing_equipment", "identity_of"]
+__all__ = [
+    "UNKNOWN",
+    "ModelIdentity",
+    "contributing_equipment",
+    "identity_of",
+    "new_object_attributes",
+]
 
 _PROCESSING_EQUIPMENT = Code("109104", "DCM", "Processing Equipment")
 
@@ -46,3 +54,16 @@ def contributing_equipment(identity: ModelIdentity) -> hd.ContributingEquipment:
         software_versions=identity.version,
         contribution_description="AI result of model-proxy's model",
     )
+
+
+def new_object_attributes(identity: ModelIdentity, series_number: int) -> dict[str, Any]:
+    """The arguments every highdicom object made for ``identity`` shares: a new series and
+    instance UID, the series number, the manufacturer and the model as equipment."""
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": identity.manufacturer,
+        "contributing_equipment": [contributing_equipment(identity)],
+    }

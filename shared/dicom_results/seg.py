@@ -19,7 +19,11 @@ from pydicom.uid import generate_uid
 
 from model_proxy.shared.dicom_results.answers import frames
 from model_proxy.shared.dicom_results.colours import display_colour
-from model_proxy.shared.dicom_results.identity import UNKNOWN, ModelIdentity, contributing_equipment
+from model_proxy.shared.dicom_results.identity import (
+    UNKNOWN,
+    ModelIdentity,
+    new_object_attributes,
+)
 from model_proxy.shared.dicom_results.sources import image_sources, sources_by_uid
 from model_proxy.shared.errors import UnconvertibleAnswer
 
@@ -107,18 +111,13 @@ def segmentation_to_seg(
             pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=_SERIES_NUMBER,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=identity.manufacturer,
+            **new_object_attributes(identity, _SERIES_NUMBER),
             manufacturer_model_name=identity.name,
             software_versions=identity.version,
             device_serial_number=UNKNOWN,
             content_description=f"AI segmentation by {identity.name}"[:64],
             content_label="AI_SEG",
             omit_empty_frames=True,
-            contributing_equipment=[contributing_equipment(identity)],
         )
     except (ValueError, TypeError, AttributeError) as exc:
         # highdicom refuses sources without the geometry a SEG needs

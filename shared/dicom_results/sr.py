@@ -21,7 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from model_proxy.shared.dicom_results.answers import MetadataEntry, frames, metadata_entries
-from model_proxy.shared.dicom_results.identity import ModelIdentity, contributing_equipment
+from model_proxy.shared.dicom_results.identity import ModelIdentity, new_object_attributes
 from model_proxy.shared.dicom_results.sources import image_sources, sources_by_uid
 from model_proxy.shared.dicom_results.values import quantity_of
 from model_proxy.shared.errors import UnconvertibleAnswer
@@ -222,13 +222,8 @@ def _report(
         return hd.sr.Comprehensive3DSR(
             evidence=list(images),
             content=report,
-            series_instance_uid=generate_uid(),
-            series_number=_SERIES_NUMBER,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=identity.manufacturer,
+            **new_object_attributes(identity, _SERIES_NUMBER),
             is_complete=True,
-            contributing_equipment=[contributing_equipment(identity)],
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise UnconvertibleAnswer(f"a report cannot be made: {exc}") from None
