@@ -129,6 +129,14 @@ def series_of(pacs: PacsData, study_uid: str) -> set[str]:
     return {item["0020000E"]["Value"][0] for item in response.json()}
 
 
+def study_and_copy(pacs: PacsData, seed: int) -> tuple[str, str, bytes, list[bytes]]:
+    """A new study's UID, a new series UID, a copy of its first slice in that series, and the
+    study's files."""
+    files = new_study(pacs, seed)
+    series = generate_uid()
+    return study_uid_of(files[0]), series, copy_in_new_series(files[0], series), files
+
+
 def study_uid_of(data: bytes) -> str:
     return str(read_header(data).StudyInstanceUID)
 
@@ -164,10 +172,7 @@ def test_a_copy_is_stored_into_its_study_with_each_auth_type(
 def test_an_instance_of_another_study_is_refused_and_named(
     pacs: PacsData, sessions: ServerSessions
 ) -> None:
-    files = new_study(pacs, seed=12)
-    study = study_uid_of(files[0])
-    series = generate_uid()
-    good = copy_in_new_series(files[0], series)
+    study, series, good, files = study_and_copy(pacs, seed=12)
     stray = copy_in_new_series(files[1], series, study_uid=generate_uid())
 
     result = store_instances(sessions.source_for(BASIC), [good, stray], study)
@@ -188,10 +193,7 @@ def test_an_instance_of_another_study_is_refused_and_named(
 def test_a_part_that_is_not_dicom_is_reported_and_the_others_stored(
     pacs: PacsData, sessions: ServerSessions
 ) -> None:
-    files = new_study(pacs, seed=13)
-    study = study_uid_of(files[0])
-    series = generate_uid()
-    good = copy_in_new_series(files[0], series)
+    study, series, good, _ = study_and_copy(pacs, seed=13)
 
     result = store_instances(sessions.source_for(BASIC), [good, b"not a DICOM file"], study)
 
