@@ -51,6 +51,7 @@ __all__ = [
     "PacsAuthFailed",
     "PacsFailed",
     "PacsInstanceTooLarge",
+    "PacsStoreFailed",
     "PacsTimeout",
     "PacsUnreachable",
     "QueueFull",
@@ -179,6 +180,12 @@ class PacsInstanceTooLarge(PacsFailed):
     """The PACS sent an instance larger than the job's cap (maxInstanceBytes)."""
 
     code = "pacs_instance_too_large"
+
+
+class PacsStoreFailed(PacsFailed):
+    """The PACS refused to store instances sent with STOW-RS; the message names them."""
+
+    code = "pacs_store_failed"
 
 
 class InputTooLarge(UpstreamError):

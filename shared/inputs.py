@@ -3,6 +3,12 @@
 :func:`plan_inputs` turns a request and the model's declared ``dataFilter`` into a tree of
 :class:`InstanceList`, :class:`SingleInstance` and :class:`Keyed` nodes. The broker builds it to
 reject a request early; the worker builds it again to fetch and encode.
+
+A study-level request sends the study's image series only: series whose Modality is in
+:data:`NON_IMAGE_MODALITIES` (results such as SEG and SR, including those model-proxy stores,
+reports, presentation states) are left out unless the model's entry says
+``"includeNonImageSeries": true``. A series or instance the request names is sent whatever its
+Modality: the viewer chose it.
 """
 
 from __future__ import annotations
@@ -13,15 +19,48 @@ from model_proxy.shared.config.schema import DataFilterSpec, Level, ModelConfig
 from model_proxy.shared.errors import InvalidDataFilter
 from model_proxy.shared.request import DataFilter, InferenceRequest
 
-__all__ = ["InputPlan", "InstanceList", "Keyed", "SingleInstance", "plan_inputs"]
+__all__ = [
+    "NON_IMAGE_MODALITIES",
+    "InputPlan",
+    "InstanceList",
+    "Keyed",
+    "SingleInstance",
+    "plan_inputs",
+]
+
+NON_IMAGE_MODALITIES = frozenset(
+    {
+        "SEG",  # segmentation
+        "SR",  # structured report
+        "KO",  # key object selection
+        "PR",  # presentation state
+        "DOC",  # encapsulated document (PDF, CDA)
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTRECORD",
+        "RTDOSE",
+        "REG",  # registration
+        "FID",  # fiducials
+        "RWV",  # real world value map
+        "PLAN",
+        "AU",  # audio
+        "ECG",
+        "HD",  # hemodynamic waveform
+        "RESP",  # respiratory waveform
+    }
+)
+"""Modalities of series that are not images a model reads (DICOM PS3.3 C.7.3.1.1.1)."""
 
 
 @dataclass(frozen=True)
 class InstanceList:
-    """Every instance of a study (``series_uid`` None) or of a series: a JSON array of strings."""
+    """Every instance of a study (``series_uid`` None) or of a series: a JSON array of strings.
+
+    Of a study, the series whose Modality is in ``skip_modalities`` are left out."""
 
     study_uid: str
     series_uid: str | None = None
+    skip_modalities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -61,7 +100,8 @@ def plan_inputs(request: InferenceRequest, model: ModelConfig) -> InputPlan:
             )
         )
     if not model.data_filter:
-        return InstanceList(study)
+        skip = frozenset() if model.include_non_image_series else NON_IMAGE_MODALITIES
+        return InstanceList(study, skip_modalities=skip)
     entries: list[tuple[str, InputPlan]] = []
     for spec, choice in _match(model.data_filter, request.data_filters, "data-filters"):
         if spec.data_filter:

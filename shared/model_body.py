@@ -69,6 +69,8 @@ class ModelBody:
             for leaf in _leaves(plan):
                 if isinstance(leaf, SingleInstance):
                     stream = source.retrieve(leaf.study_uid, leaf.series_uid, leaf.instance_uid)
+                elif leaf.series_uid is None and leaf.skip_modalities:
+                    stream = source.retrieve_study(leaf.study_uid, leaf.skip_modalities)
                 else:
                     stream = source.retrieve(leaf.study_uid, leaf.series_uid)
                 body.streams.append(stream)

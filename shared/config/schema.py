@@ -114,6 +114,8 @@ class ModelConfig(_TlsOptions):
     max_instance_bytes: int | None = Field(default=None, gt=0)
     max_input_bytes: int | None = Field(default=None, gt=0)
     max_answer_bytes: int | None = Field(default=None, gt=0)
+    # model-proxy's own, optional: also send a study's SEG, SR and other non-image series
+    include_non_image_series: bool = False
 
 
 class ServerConfig(_TlsOptions):

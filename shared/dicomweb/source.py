@@ -4,14 +4,20 @@ A source may carry :class:`SizeLimits`: an instance longer than ``instance`` byt
 ``pacs_instance_too_large``, and more than ``input`` bytes read with ``input_too_large``, both as
 soon as the bytes arrive. A source made by :meth:`DicomWebSource.for_job` counts the input of all
 its retrieves together; any other counts each retrieve alone.
+
+A study-level retrieve may leave out series by Modality (:meth:`DicomWebSource.retrieve_study`):
+the study's series are listed with QIDO-RS and only the others are retrieved, one after another,
+as one stream.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
 
 import requests
 
@@ -33,7 +39,7 @@ from model_proxy.shared.errors import (
 )
 from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
 
-__all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream"]
+__all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream", "SeriesSummary"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,19 @@ RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"'
 _CHUNK = 1 << 20
 _STUDY_INSTANCES = "00201208"  # Number of Study Related Instances
 _SERIES_INSTANCES = "00201209"  # Number of Series Related Instances
+_SERIES_UID = "0020000E"
+_MODALITY = "00080060"
+
+Opener = Callable[[], requests.Response]
+"""Opens one more retrieve whose parts follow those before it in the same stream."""
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One series of a study as QIDO-RS lists it; ``modality`` None when the PACS omits it."""
+
+    series_uid: str
+    modality: str | None
 
 
 class _InputBudget:
@@ -73,9 +92,11 @@ class InstanceStream:
         what: str,
         max_instance_bytes: int | None = None,
         budget: _InputBudget | None = None,
+        then: Sequence[Opener] = (),
     ) -> None:
         self._source = source
         self._response = response
+        self._then = list(then)  # further retrieves, opened one by one as each ends
         self._what = what
         self._max_instance = max_instance_bytes
         self._budget = budget or _InputBudget(None)
@@ -110,6 +131,13 @@ class InstanceStream:
         self.close()
 
     def _read_parts(self) -> Iterator[bytes]:
+        yield from self._read_response()
+        for opener in self._then:
+            self._response.close()
+            self._response = opener()
+            yield from self._read_response()
+
+    def _read_response(self) -> Iterator[bytes]:
         try:
             boundary = boundary_from_content_type(self._response.headers.get("Content-Type", ""))
         except MultipartError as exc:
@@ -196,10 +224,62 @@ class DicomWebSource:
             if instance_uid is not None:
                 path += f"/instances/{instance_uid}"
                 what = "instance"
+        return self._stream(self._open(path, what), what)
+
+    def retrieve_study(self, study_uid: str, skip_modalities: frozenset[str]) -> InstanceStream:
+        """Open a WADO-RS retrieve of a study's instances, without its series whose Modality
+        is in ``skip_modalities``: when the study has such series, its other series are
+        retrieved one after another; a study with nothing else fails with ``dicom_not_found``."""
+        if not skip_modalities:
+            return self.retrieve(study_uid)
+        listed = self.list_series(study_uid)
+        kept = [item for item in listed if item.modality not in skip_modalities]
+        if len(kept) == len(listed):
+            return self.retrieve(study_uid)
+        if not kept:
+            raise DicomNotFound(
+                f"the study has only series of modalities models do not take "
+                f"({', '.join(sorted({str(item.modality) for item in listed}))}) on server "
+                f"{self.server_id}"
+            )
+        log.info(
+            "server %s: the study retrieve leaves out %d of %d series by modality",
+            self.server_id,
+            len(listed) - len(kept),
+            len(listed),
+        )
+        paths = [f"/studies/{study_uid}/series/{item.series_uid}" for item in kept]
+        openers = [partial(self._open, path, "series") for path in paths[1:]]
+        return self._stream(self._open(paths[0], "series"), "study", openers)
+
+    def list_series(self, study_uid: str) -> list[SeriesSummary]:
+        """The series of a study with their Modality, from QIDO-RS ``/studies/{study}/series``."""
+        url = f"{self._root}/studies/{study_uid}/series"
+        response = self._get(url, "application/dicom+json", params={"includefield": _MODALITY})
+        if response.status_code == 204:
+            raise DicomNotFound(f"the study was not found on server {self.server_id}")
+        if response.status_code != 200:
+            response.close()
+            raise self._status_error(response.status_code, "study")
+        try:
+            return [_series_summary(item) for item in response.json()]
+        except (ValueError, LookupError, TypeError, AttributeError):
+            raise PacsFailed(
+                f"server {self.server_id} answered its study's series list with a body that "
+                "is not DICOM JSON"
+            ) from None
+
+    def _open(self, path: str, what: str) -> requests.Response:
+        """A streamed WADO-RS GET of ``path`` that answered 200; else our error for it."""
         response = self._get(self._root + path, RETRIEVE_ACCEPT, stream=True)
         if response.status_code != 200:
             response.close()
             raise self._status_error(response.status_code, what)
+        return response
+
+    def _stream(
+        self, response: requests.Response, what: str, then: Sequence[Opener] = ()
+    ) -> InstanceStream:
         limits = self.limits
         return InstanceStream(
             self,
@@ -207,6 +287,7 @@ class DicomWebSource:
             what,
             max_instance_bytes=limits.instance if limits else None,
             budget=self._budget or _InputBudget(limits.input if limits else None),
+            then=then,
         )
 
     def count_instances(self, study_uid: str, series_uid: str | None = None) -> int | None:
@@ -226,6 +307,14 @@ class DicomWebSource:
         except (ModelProxyError, ValueError, LookupError, TypeError):
             return None
 
+    def post(self, path: str, body: bytes, content_type: str, accept: str) -> requests.Response:
+        """POST ``body`` to ``path`` under the DICOMweb root with this server's auth (renewed
+        and sent once more when refused, as every GET), streamed: the caller reads and closes
+        the answer. Failures to connect or answer become our errors."""
+        return self._request(
+            "POST", self._root + path, accept, stream=True, body=body, content_type=content_type
+        )
+
     def _get(
         self,
         url: str,
@@ -234,24 +323,49 @@ class DicomWebSource:
         params: dict[str, str] | None = None,
         stream: bool = False,
     ) -> requests.Response:
-        """GET with this server's auth; refused (401/403) with a token that can be renewed, the
-        request is sent once more with the new one."""
-        response = self._send(url, accept, params, stream)
+        return self._request("GET", url, accept, params=params, stream=stream)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        accept: str,
+        *,
+        params: dict[str, str] | None = None,
+        stream: bool = False,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> requests.Response:
+        """A request with this server's auth; refused (401/403) with a token that can be
+        renewed, it is sent once more with the new one."""
+        send = partial(self._send, method, url, accept, params, stream, body, content_type)
+        response = send()
         if response.status_code in (401, 403):
             rejected = response.request.headers
             response.close()
             if self._auth.renew(rejected):
-                response = self._send(url, accept, params, stream)
+                response = send()
         return response
 
     def _send(
-        self, url: str, accept: str, params: dict[str, str] | None, stream: bool
+        self,
+        method: str,
+        url: str,
+        accept: str,
+        params: dict[str, str] | None,
+        stream: bool,
+        body: bytes | None,
+        content_type: str | None,
     ) -> requests.Response:
         headers = {"Accept": accept, **self._auth.headers()}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         with self.translate_errors():
-            return self._session.get(
+            return self._session.request(
+                method,
                 url,
                 params=params,
+                data=body,
                 headers=headers,
                 stream=stream,
                 timeout=self._timeouts.as_requests(),
@@ -270,3 +384,10 @@ class DicomWebSource:
     def translate_errors(self) -> AbstractContextManager[None]:
         """Turn requests' exceptions into ours, naming the server and nothing secret."""
         return translated_errors(self._peer)
+
+
+def _series_summary(item: dict[str, dict[str, list[object]]]) -> SeriesSummary:
+    """One QIDO-RS series entry; a Modality absent or empty is None."""
+    values = item.get(_MODALITY, {}).get("Value") or [None]
+    modality = values[0].strip().upper() if isinstance(values[0], str) else None
+    return SeriesSummary(str(item[_SERIES_UID]["Value"][0]), modality or None)

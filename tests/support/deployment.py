@@ -73,6 +73,7 @@ class Ids:
         NESTED_FILTERS: "58fc191a-2b3c-4d4e-a859-d34455667789",
     }
     MULTIPART_DEADLINE = "690d2a2b-3c4d-4e5f-b96a-e4556677889a"  # slow, timeLimit 1.5 s
+    ALL_SERIES = "7a1e3b3c-4d5e-4f60-8a7b-0a1b2c3d4e5f"  # includeNonImageSeries
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
         "transport": "multipart",
         "timeLimit": 1.5,
     }
+    models[Ids.ALL_SERIES] = {**models[Ids.SEGMENTATION], "includeNonImageSeries": True}
     (workdir / "servers.json").write_text(json.dumps(servers, indent=2))
     (workdir / "models.json").write_text(json.dumps(models, indent=2))
 

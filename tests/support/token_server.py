@@ -407,14 +407,21 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
 
 
 async def _forward(client: httpx.AsyncClient, base: str, request: Request, path: str) -> Response:
-    """Orthanc's answer to the same GET/HEAD, streamed: status, Content-Type, body as it comes."""
+    """Orthanc's answer to the same GET/HEAD (or POST: a STOW-RS store, its body and
+    Content-Type passed on), streamed: status, Content-Type, body as it comes."""
     url = f"{base}/dicom-web/{path}"
     if request.url.query:
         url = f"{url}?{request.url.query}"
-    headers = {"Accept": request.headers["accept"]} if "accept" in request.headers else {}
+    headers = {
+        name: request.headers[name]
+        for name in ("Accept", "Content-Type")
+        if name in request.headers
+    }
+    content = await request.body() if request.method == "POST" else None
     try:
         upstream = await client.send(
-            client.build_request(request.method, url, headers=headers), stream=True
+            client.build_request(request.method, url, headers=headers, content=content),
+            stream=True,
         )
     except httpx.HTTPError as exc:
         log.warning("pacs: upstream unavailable (%s)", type(exc).__name__)
@@ -505,7 +512,7 @@ def create_app(config: TokenServerConfig) -> FastAPI:
             return access
         return Response(status_code=200, headers=_token_header(service.behaviour, access))
 
-    @app.api_route("/pacs/{path:path}", methods=["GET", "HEAD"], response_model=None)
+    @app.api_route("/pacs/{path:path}", methods=["GET", "HEAD", "POST"], response_model=None)
     async def pacs(path: str, request: Request) -> Response:
         try:
             service.check_access(

@@ -30,6 +30,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "AuthTokenNeeded": 502,
     "PacsUnreachable": 502,
     "PacsInstanceTooLarge": 502,
+    "PacsStoreFailed": 502,
     "InputTooLarge": 502,
     "ModelFailed": 502,
     "ModelUnreachable": 502,

@@ -8,7 +8,13 @@ import pytest
 
 from model_proxy.shared.config.schema import Level, ModelConfig, Task
 from model_proxy.shared.errors import InvalidDataFilter
-from model_proxy.shared.inputs import InstanceList, Keyed, SingleInstance, plan_inputs
+from model_proxy.shared.inputs import (
+    NON_IMAGE_MODALITIES,
+    InstanceList,
+    Keyed,
+    SingleInstance,
+    plan_inputs,
+)
 from model_proxy.shared.request import DataFilter, InferenceRequest
 
 STUDY = "1.2.3"
@@ -16,8 +22,9 @@ SERIES = "1.2.3.4"
 INSTANCE = "1.2.3.4.5"
 
 
-def model(*, data_filter: list[dict[str, Any]] | None = None) -> ModelConfig:
+def model(*, data_filter: list[dict[str, Any]] | None = None, **extra: Any) -> ModelConfig:
     config: dict[str, Any] = {
+        **extra,
         "uri": "http://model:8011/predict",
         "task": "segmentation",
         "supports": ["/studies", "/studies/series", "/studies/series/instances"],
@@ -56,8 +63,24 @@ NESTED_KEYS = [
 # --- without data filters -----------------------------------------------------------------------
 
 
-def test_study_without_filters_is_every_instance_of_the_study() -> None:
-    assert plan_inputs(request(Level.STUDY), model()) == InstanceList(STUDY)
+def test_study_without_filters_is_every_image_instance_of_the_study() -> None:
+    plan = plan_inputs(request(Level.STUDY), model())
+    assert plan == InstanceList(STUDY, skip_modalities=NON_IMAGE_MODALITIES)
+    assert {"SEG", "SR", "KO", "PR", "RTSTRUCT", "DOC"} <= NON_IMAGE_MODALITIES
+    assert not {"CT", "MR", "PT", "CR", "DX", "US", "MG", "OT", "SM"} & NON_IMAGE_MODALITIES
+
+
+def test_a_model_may_take_a_studys_non_image_series() -> None:
+    plan = plan_inputs(request(Level.STUDY), model(includeNonImageSeries=True))
+    assert plan == InstanceList(STUDY, skip_modalities=frozenset())
+
+
+def test_a_series_the_request_names_is_sent_whatever_its_modality() -> None:
+    plan = plan_inputs(request(Level.SERIES, series=SERIES), model())
+    assert plan == InstanceList(STUDY, SERIES, skip_modalities=frozenset())
+    study_filters = model(data_filter=[{"dataKey": "one", "title": "One"}])
+    keyed = plan_inputs(request(Level.STUDY, DataFilter(data_key="one", uuid="9.9")), study_filters)
+    assert keyed == Keyed((("one", InstanceList(STUDY, "9.9", skip_modalities=frozenset())),))
 
 
 def test_series_without_filters_is_every_instance_of_the_series() -> None:
@@ -80,7 +103,7 @@ def test_instance_level_ignores_declared_filters() -> None:
 
 def test_filters_sent_to_a_model_that_declares_none_are_ignored() -> None:
     plan = plan_inputs(request(Level.STUDY, DataFilter(data_key="x", uuid="9.9")), model())
-    assert plan == InstanceList(STUDY)
+    assert plan == InstanceList(STUDY, skip_modalities=NON_IMAGE_MODALITIES)
 
 
 # --- with data filters --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -12,7 +13,7 @@ import requests
 from model_proxy.shared.config import SizeLimits
 from model_proxy.shared.dicomweb.auth import NoAuth
 from model_proxy.shared.dicomweb.source import DicomWebSource
-from model_proxy.shared.errors import InputTooLarge, PacsInstanceTooLarge
+from model_proxy.shared.errors import DicomNotFound, InputTooLarge, PacsFailed, PacsInstanceTooLarge
 from model_proxy.shared.http import Timeouts
 
 SERVER = "b5208f48-f748-4339-9402-d1148dab571e"
@@ -47,17 +48,22 @@ class CannedResponse:
     def close(self) -> None:
         pass
 
+    def json(self) -> Any:
+        return json.loads(self.body)
+
 
 @dataclass
 class CannedSession:
-    """Plays requests.Session: each GET answers the next canned body."""
+    """Plays requests.Session: each request answers the next canned body."""
 
     bodies: list[bytes]
     answered: list[CannedResponse] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
 
-    def get(self, url: str, **_: Any) -> CannedResponse:
+    def request(self, method: str, url: str, **_: Any) -> CannedResponse:
         response = CannedResponse(self.bodies[len(self.answered)])
         self.answered.append(response)
+        self.urls.append(url)
         return response
 
 
@@ -129,3 +135,63 @@ def test_a_jobs_retrieves_share_one_input_cap() -> None:
 def test_without_limits_nothing_is_capped() -> None:
     pacs, _ = source(multipart(b"x" * 100_000), limits=None)
     assert read(pacs.retrieve("1.2", "1.2.3")) == [b"x" * 100_000]
+
+
+def series_list(*entries: tuple[str, str | None]) -> bytes:
+    """A QIDO-RS answer listing series (UID, Modality or None when the PACS omits it)."""
+    items: list[dict[str, Any]] = []
+    for uid, modality in entries:
+        item: dict[str, Any] = {"0020000E": {"vr": "UI", "Value": [uid]}}
+        if modality is not None:
+            item["00080060"] = {"vr": "CS", "Value": [modality]}
+        items.append(item)
+    return json.dumps(items).encode()
+
+
+SKIP = frozenset({"SR", "SEG"})
+
+
+def test_a_study_retrieve_leaves_out_series_of_skipped_modalities() -> None:
+    listed = series_list(("1.2.1", "CT"), ("1.2.2", "sr"), ("1.2.3", None), ("1.2.4", "SEG"))
+    pacs, session = source(listed, multipart(b"ct1", b"ct2"), multipart(b"ot"), limits=None)
+    assert read(pacs.retrieve_study("1.2", SKIP)) == [b"ct1", b"ct2", b"ot"]
+    root = "http://pacs/dicom-web/studies/1.2"
+    assert session.urls == [f"{root}/series", f"{root}/series/1.2.1", f"{root}/series/1.2.3"]
+
+
+def test_a_study_without_skipped_series_is_one_retrieve() -> None:
+    listed = series_list(("1.2.1", "CT"), ("1.2.2", "MR"))
+    pacs, session = source(listed, multipart(b"ct", b"mr"), limits=None)
+    assert read(pacs.retrieve_study("1.2", SKIP)) == [b"ct", b"mr"]
+    assert session.urls[1] == "http://pacs/dicom-web/studies/1.2"
+
+
+def test_a_study_of_only_skipped_series_is_not_found() -> None:
+    pacs, session = source(series_list(("1.2.2", "SR")), limits=None)
+    with pytest.raises(DicomNotFound) as caught:
+        pacs.retrieve_study("1.2", SKIP)
+    assert caught.value.code == "dicom_not_found"
+    assert "(SR)" in caught.value.message
+    assert len(session.urls) == 1  # nothing retrieved
+
+
+def test_a_series_list_that_is_not_dicom_json_is_a_pacs_error() -> None:
+    pacs, _ = source(b'{"not": "a list of series"}', limits=None)
+    with pytest.raises(PacsFailed) as caught:
+        pacs.retrieve_study("1.2", SKIP)
+    assert caught.value.code == "pacs_error"
+
+
+def test_without_modalities_to_skip_the_study_is_not_listed() -> None:
+    pacs, session = source(multipart(b"sr"), limits=None)
+    assert read(pacs.retrieve_study("1.2", frozenset())) == [b"sr"]
+    assert session.urls == ["http://pacs/dicom-web/studies/1.2"]
+
+
+def test_the_input_cap_counts_every_series_of_a_filtered_study() -> None:
+    listed = series_list(("1.2.1", "CT"), ("1.2.2", "SR"), ("1.2.3", "CT"))
+    series = multipart(*[b"i" * 100] * 6)
+    limits = SizeLimits(instance=1000, input=len(series) + 10, answer=1)
+    pacs, _ = source(listed, series, series, limits=limits)
+    with pytest.raises(InputTooLarge):
+        read(pacs.retrieve_study("1.2", SKIP))
