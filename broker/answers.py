@@ -19,10 +19,17 @@ from model_proxy.broker.errors import error_response
 from model_proxy.broker.jobs import AsyncJobStore
 from model_proxy.broker.negotiation import Negotiated, etag_matches
 from model_proxy.broker.schemas import JobResource, job_url
-from model_proxy.shared.errors import JobCancelled, ResultExpired, error_from_code
+from model_proxy.shared.errors import (
+    JobCancelled,
+    NoResultObject,
+    ResultExpired,
+    error_from_code,
+)
 from model_proxy.shared.jobs import Job, JobState, StoredAnswer, decompressed_chunks, read_answer
 
-__all__ = ["accepted", "answer_for_job", "result_answer"]
+__all__ = ["DICOM_TYPE", "accepted", "answer_for_job", "object_for_job", "result_answer"]
+
+DICOM_TYPE = "application/dicom"
 
 
 def accepted(job: Job) -> JSONResponse:
@@ -56,6 +63,26 @@ async def _json_of(answer: StoredAnswer) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def object_for_job(store: AsyncJobStore, job: Job, kind: str) -> Response:
+    """200 with the DICOM object ``kind`` (``seg``, ``sr``) made from the job's answer, 404
+    ``result_object_not_found`` when it made none; otherwise as :func:`answer_for_job`."""
+    if job.state is not JobState.SUCCEEDED:
+        return _unfinished(job)
+    if kind not in job.outputs:
+        why = f": {job.output_error.message}" if job.output_error is not None else ""
+        return error_response(
+            NoResultObject(f"job {job.id} made no {kind} object{why}"), jobId=job.id
+        )
+    data = await store.get_object(job.id, kind)
+    if data is None:
+        return error_response(
+            ResultExpired(f"the {kind} object of job {job.id} has expired"), jobId=job.id
+        )
+    disposition = f'attachment; filename="{job.id}-{kind}.dcm"'
+    headers = {"X-Job-Id": job.id, "Content-Disposition": disposition}
+    return Response(data, media_type=DICOM_TYPE, headers=headers)
+
+
 async def answer_for_job(store: AsyncJobStore, job: Job, wanted: Negotiated) -> Response:
     """200 with the model's JSON (or 304), the job's error, 410 when cancelled, or 202 while it
     runs."""
@@ -66,6 +93,11 @@ async def answer_for_job(store: AsyncJobStore, job: Job, wanted: Negotiated) -> 
                 ResultExpired(f"the result of job {job.id} has expired"), jobId=job.id
             )
         return result_answer(job.id, read_answer(result), wanted)
+    return _unfinished(job)
+
+
+def _unfinished(job: Job) -> Response:
+    """The job's error, 410 when cancelled, or 202 while it runs."""
     if job.state is JobState.CANCELLED:
         return error_response(JobCancelled(f"job {job.id} was cancelled"), jobId=job.id)
     if job.state is JobState.FAILED:

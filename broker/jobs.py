@@ -87,6 +87,13 @@ class AsyncJobStore:
         assert value is None or isinstance(value, bytes)
         return value
 
+    async def get_object(self, job_id: str, kind: str) -> bytes | None:
+        """The DICOM object ``kind`` (``seg``, ``sr``) made from the job's answer, if any."""
+        with redis_errors():
+            value = await self._redis.get(self.keys.result_object(job_id, kind))
+        assert value is None or isinstance(value, bytes)
+        return value
+
     async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> Terminated:
         """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
         queued."""

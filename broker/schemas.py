@@ -63,6 +63,16 @@ class JobResource(_Camel):
     updated_at: dt.datetime
     attempts: int = Field(description="Runs started; more than one when a worker died")
     error: JobError | None
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="The DICOM objects made from the answer (`seg`, `sr`): "
+        "`GET /jobs/{id}/result?format=<object>`",
+    )
+    output_error: JobError | None = Field(
+        default=None,
+        description="Why an object the model's `store` asks for was not made (the job still "
+        "succeeded with its answer)",
+    )
     links: JobLinks
     requested_by: list[str] | None = Field(
         default=None,
@@ -100,6 +110,8 @@ class JobResource(_Camel):
             updated_at=_moment(job.updated_at),
             attempts=job.attempts,
             error=job.error,
+            outputs=list(job.outputs),
+            output_error=job.output_error,
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
             requested_by=list(job.requesters) if show_requesters else None,
         )

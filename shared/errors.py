@@ -45,6 +45,7 @@ __all__ = [
     "ModelProxyError",
     "ModelTimeout",
     "ModelUnreachable",
+    "NoResultObject",
     "NotFound",
     "NotYourJob",
     "OriginNotAllowed",
@@ -132,6 +133,12 @@ class UnknownModel(NotFound):
 
 class UnknownServer(NotFound):
     code = "unknown_server"
+
+
+class NoResultObject(NotFound):
+    """The job made no DICOM object of the format asked for (``?format=seg`` or ``sr``)."""
+
+    code = "result_object_not_found"
 
 
 class LevelNotSupported(NotFound):

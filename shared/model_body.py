@@ -41,6 +41,8 @@ class ModelBody:
     encode_seconds: float = 0.0
     # called after each instance with (instances sent, bytes fetched); may raise to stop
     on_instance: Callable[[int, int], None] | None = None
+    # called with each instance's bytes as they are sent (to keep its header); None: not kept
+    on_data: Callable[[bytes], None] | None = None
     _between: bytearray = field(
         default_factory=bytearray, init=False, repr=False
     )  # not yielded yet
@@ -98,7 +100,7 @@ class ModelBody:
     def _instance(self, data: bytes) -> Iterator[bytes]:
         """The instance's JSON string: its texts yielded (after the JSON before them), the time
         spent encoding counted."""
-        self._sent()
+        self._sent(data)
         pieces = iter_instance_string(data)
         for index in itertools.count():
             started = time.perf_counter()
@@ -117,7 +119,9 @@ class ModelBody:
         for stream in self.streams:
             stream.close()
 
-    def _sent(self) -> None:
+    def _sent(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
         self.instances_sent += 1
         if self.on_instance is not None:
             self.on_instance(self.instances_sent, self.bytes_fetched)

@@ -82,7 +82,7 @@ class MultipartBody(ModelBody):
 
     def _part(self, data: bytes, data_key: str) -> Iterator[bytes]:
         """One part: its head gathered with what came before, the file yielded as it is."""
-        self._sent()
+        self._sent(data)
         head = (
             f"--{self.boundary}\r\nContent-Type: application/dicom\r\n"
             f"Content-Length: {len(data)}\r\n"

@@ -229,6 +229,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest model answer a job stores; models.json maxAnswerBytes overrides.",
     )
+    max_source_header_bytes: int = Field(
+        default=64 * 2**20,
+        gt=0,
+        description="Most bytes of source headers a job keeps to build its DICOM objects.",
+    )
+    max_result_object_bytes: int = Field(
+        default=256 * 2**20,
+        gt=0,
+        description="Largest DICOM object (SEG, SR) a job keeps beside its answer.",
+    )
     token_refresh_margin: float = Field(
         default=60.0, ge=0, description="Refresh an access token this many seconds before exp."
     )

@@ -53,7 +53,9 @@ from model_proxy.shared.uids import check_uid
 from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.cutoff import Cutoff, CutReason
 from model_proxy.workers.lease import LeaseHeartbeat
+from model_proxy.workers.result_objects import ResultObjects, build_result_objects
 from model_proxy.workers.retry import RetryPolicy
+from model_proxy.workers.source_headers import SourceHeaders
 from model_proxy.workers.timings import StageTimings, record_finished_run
 
 __all__ = ["JobRunResult", "JobStopped", "run_job"]
@@ -246,10 +248,13 @@ def _run_to_end(
     ``handed_back`` (the worker stopped and queued the job again).
     """
     try:
-        result = _call_model_with_retries(run, context, policy, timings)
+        answer = _call_model_with_retries(run, context, policy, timings)
         settings = context.settings
-        stored = pack_answer(result, settings.answer_gzip_level, settings.answer_gzip_min_bytes)
-        return _store_result(run, stored, policy)
+        made = _result_objects(run, context, answer)
+        stored = pack_answer(
+            answer.result, settings.answer_gzip_level, settings.answer_gzip_min_bytes
+        )
+        return _store_result(run, stored, made, policy)
     except _HandedBack:
         return _hand_back(run, context.settings.max_attempts)
     except JobStopped as stopped:
@@ -261,9 +266,43 @@ def _run_to_end(
         return _fail(run, InternalError("the inference failed unexpectedly; see the worker log"))
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """The model's answer, and the headers of the instances it was sent when they are kept."""
+
+    result: bytes
+    sources: SourceHeaders | None = None
+
+
+def _result_objects(run: _ClaimedRun, context: WorkerContext, answer: _Answer) -> ResultObjects:
+    """The DICOM objects the model's ``store`` asks for (none when it has no ``store``)."""
+    model_id = run.job.request.model_id
+    model = context.catalog.model(model_id)
+    if model.store is None or answer.sources is None:
+        return ResultObjects()
+    started = time.perf_counter()
+    made = build_result_objects(
+        run.job.id,
+        answer.result,
+        answer.sources.headers,
+        model_id,
+        model,
+        context.settings.max_result_object_bytes,
+        answer.sources.problem(),
+    )
+    log.info(
+        "job=%s stage=objects made=%s error=%s seconds=%.3f",
+        run.job.id,
+        ",".join(made.objects) or "-",
+        made.error.code if made.error else "-",
+        time.perf_counter() - started,
+    )
+    return made
+
+
 def _call_model_with_retries(
     run: _ClaimedRun, context: WorkerContext, policy: RetryPolicy, timings: StageTimings
-) -> bytes:
+) -> _Answer:
     """Fetch and call the model until it answers; the last error when the policy gives up.
 
     Each retry is a new attempt in the job record: back to ``fetching``, progress from zero,
@@ -303,13 +342,14 @@ def _call_model_with_retries(
         attempts += 1
 
 
-def _store_result(run: _ClaimedRun, result: bytes, policy: RetryPolicy) -> str:
-    """Record the model's answer, packed (:func:`~model_proxy.shared.jobs.pack_answer`); a Redis
-    blip is retried here, never by calling the model again."""
+def _store_result(run: _ClaimedRun, result: bytes, made: ResultObjects, policy: RetryPolicy) -> str:
+    """Record the model's answer, packed (:func:`~model_proxy.shared.jobs.pack_answer`), with
+    the DICOM objects made from it; a Redis blip is retried here, never by calling the model
+    again."""
     tries, waited = 1, 0.0
     while True:
         try:
-            written = run.store.succeed(run.job, run.token, result)
+            written = run.store.succeed(run.job, run.token, result, made.objects, made.error)
         except QueueUnavailable as error:
             delay = policy.delay_before_retry(error, tries, waited)
             if delay is None:
@@ -352,8 +392,11 @@ def _release_lease(store: JobStore, job: Job, token: str) -> None:
         log.warning("job=%s stage=release skipped: Redis cannot be reached", job.id)
 
 
-def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: StageTimings) -> bytes:
-    """One attempt: open the PACS retrieves, stream them to the model, return its answer."""
+def _fetch_and_call_model(
+    run: _ClaimedRun, context: WorkerContext, timings: StageTimings
+) -> _Answer:
+    """One attempt: open the PACS retrieves, stream them to the model, return its answer (with
+    the instances' headers when the model's answers become DICOM objects)."""
     job = run.job
     request = job.request
     model = context.catalog.model(request.model_id)
@@ -364,8 +407,12 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
     if total is not None:
         run.write({"instances_total": str(total)}, announce=False)
     body = _open_body(request, model, plan, source)
+    sources = None
+    if model.store is not None:
+        sources = SourceHeaders(context.settings.max_source_header_bytes)
     with closing(body):
         body.on_instance = run.progress
+        body.on_data = sources
         run.check()
         run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
         log.info("job=%s stage=inferring instances_total=%s", job.id, total)
@@ -385,7 +432,7 @@ def _fetch_and_call_model(run: _ClaimedRun, context: WorkerContext, timings: Sta
         {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)}
     )
     run.check()
-    return result
+    return _Answer(result, sources)
 
 
 def _open_body(

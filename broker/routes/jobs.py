@@ -7,12 +7,13 @@ no requester is left (an admin's cancels it at once); who asked is shown to admi
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
-from model_proxy.broker.answers import answer_for_job
+from model_proxy.broker.answers import DICOM_TYPE, answer_for_job, object_for_job
 from model_proxy.broker.audit import note_job, note_listing
 from model_proxy.broker.deps import NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
@@ -26,6 +27,15 @@ from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
 __all__ = ["router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+class ResultFormat(StrEnum):
+    """What ``GET /jobs/{id}/result`` answers with."""
+
+    JSON = "json"
+    SEG = "seg"
+    SR = "sr"
+
 
 _NOT_FOUND: dict[int | str, dict[str, object]] = {
     **errors(503),
@@ -79,7 +89,7 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
     responses={
         200: {
             "description": "The model's JSON document",
-            "content": {"application/json": {}},
+            "content": {"application/json": {}, DICOM_TYPE: {}},
             "headers": ANSWER_HEADERS,
         },
         304: NOT_MODIFIED,
@@ -89,10 +99,25 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
         502: {"model": ErrorBody, "description": "The job failed: the error it recorded"},
     },
 )
-async def get_result(services: Services, wanted: NegotiatedParam, job_id: str) -> Response:
+async def get_result(
+    services: Services,
+    wanted: NegotiatedParam,
+    job_id: str,
+    format: Annotated[
+        ResultFormat,
+        Query(
+            description="`json`: the model's answer; `seg` or `sr`: the DICOM object made from "
+            "it (`application/dicom`; 404 `result_object_not_found` when the job made none)"
+        ),
+    ] = ResultFormat.JSON,
+) -> Response:
     """The model's JSON once the job succeeded (gzipped for a client that accepts gzip; 304
-    when `If-None-Match` names its `ETag`); otherwise what became of it."""
-    return await answer_for_job(services.jobs, await _job(services, job_id), wanted)
+    when `If-None-Match` names its `ETag`), or with `?format=seg|sr` the DICOM object made from
+    it; otherwise what became of it."""
+    job = await _job(services, job_id)
+    if format is ResultFormat.JSON:
+        return await answer_for_job(services.jobs, job, wanted)
+    return await object_for_job(services.jobs, job, format.value)
 
 
 @router.delete(

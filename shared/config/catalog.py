@@ -89,6 +89,13 @@ def load_catalog(servers_file: Path, models_file: Path, environ: Mapping[str, st
             servers_file,
             default_server_id,
         )
+    for key, model in models.items():
+        target = model.store.server if model.store is not None else None
+        if target is not None and target.lower() not in servers:
+            raise ConfigError(
+                f'{models_file}: model "{key}": field "store.server": no server '
+                f'"{target}" in {servers_file.name}'
+            )
     return Catalog(servers=servers, models=models, default_server_id=default_server_id)
 
 

@@ -14,7 +14,9 @@ __all__ = [
     "DataFilterSpec",
     "Level",
     "ModelConfig",
+    "ResultObject",
     "ServerConfig",
+    "StoreConfig",
     "Task",
     "Transport",
 ]
@@ -55,6 +57,13 @@ class Transport(StrEnum):
     MULTIPART = "multipart"  # multipart/related; type="application/dicom": the files as they are
 
 
+class ResultObject(StrEnum):
+    """A DICOM object a model's answers are made into (``store.objects`` in models.json)."""
+
+    SEG = "seg"  # a Segmentation, from a segmentation answer
+    SR = "sr"  # a TID 1500 Measurement Report, from annotations and metadata
+
+
 class AuthType(StrEnum):
     NONE = ""
     BASIC = "basicAuth"
@@ -90,6 +99,20 @@ class _TlsOptions(_CamelModel):
         return self.ca_bundle if self.ca_bundle and self.tls_verify else self.tls_verify
 
 
+class StoreConfig(_CamelModel):
+    """``store`` of a models.json entry: which DICOM objects the model's answers become, and
+    the servers.json key of the PACS they are meant for (default: the request's server)."""
+
+    server: str | None = Field(default=None, min_length=1)
+    objects: tuple[ResultObject, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _objects_once(self) -> Self:
+        if len(set(self.objects)) != len(self.objects):
+            raise ValueError("objects names an object twice")
+        return self
+
+
 class ModelConfig(_TlsOptions):
     """One entry of models.json."""
 
@@ -103,6 +126,8 @@ class ModelConfig(_TlsOptions):
     name: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
     version: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
     manufacturer: str | None = Field(default=None, min_length=1, max_length=64, pattern=_LO)
+    # model-proxy's own, optional: the DICOM objects made from each answer at the end of a job
+    store: StoreConfig | None = None
     # model-proxy's own, optional: the body's format; "json" is the zhiva body every model takes
     transport: Transport = Transport.JSON
     # model-proxy's own, all optional: scheduling of this model's jobs
@@ -116,6 +141,15 @@ class ModelConfig(_TlsOptions):
     max_answer_bytes: int | None = Field(default=None, gt=0)
     # model-proxy's own, optional: also send a study's SEG, SR and other non-image series
     include_non_image_series: bool = False
+
+    @model_validator(mode="after")
+    def _objects_fit_task(self) -> Self:
+        objects = self.store.objects if self.store is not None else ()
+        if ResultObject.SEG in objects and self.task is not Task.SEGMENTATION:
+            raise ValueError(
+                f'store: a "seg" object needs task "segmentation", not "{self.task.value}"'
+            )
+        return self
 
 
 class ServerConfig(_TlsOptions):

@@ -28,6 +28,7 @@ from model_proxy.shared.jobs.model import (
     job_from_fields,
     job_to_fields,
     new_job,
+    output_fields,
 )
 from model_proxy.shared.jobs.outcomes import (
     Admission,
@@ -64,6 +65,7 @@ __all__ = [
     "job_from_fields",
     "job_to_fields",
     "new_job",
+    "output_fields",
     "pack_answer",
     "read_answer",
 ]

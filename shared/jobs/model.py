@@ -21,6 +21,7 @@ __all__ = [
     "job_from_fields",
     "job_to_fields",
     "new_job",
+    "output_fields",
 ]
 
 
@@ -84,6 +85,8 @@ class Job(BaseModel):
     attempts: int = 0  # runs and in-run retries of transient failures
     lost_runs: int = 0  # runs whose worker died (the reaper found their lease lapsed)
     requesters: tuple[str, ...] = ()  # who asked for it and has not left it, sorted
+    outputs: tuple[str, ...] = ()  # the DICOM objects made from its answer: "seg", "sr"
+    output_error: JobError | None = None  # why an object its model asks for was not made
 
     @property
     def fingerprint(self) -> str:
@@ -122,6 +125,15 @@ def job_to_fields(job: Job) -> dict[str, str]:
             fields[name] = repr(value) if isinstance(value, float) else str(value)
     if job.error is not None:
         fields["error"] = job.error.model_dump_json()
+    fields.update(output_fields(job.outputs, job.output_error))
+    return fields
+
+
+def output_fields(outputs: tuple[str, ...], error: JobError | None) -> dict[str, str]:
+    """The hash fields that record a job's DICOM objects and why any was not made."""
+    fields = {"outputs": ",".join(outputs)} if outputs else {}
+    if error is not None:
+        fields["output_error"] = error.model_dump_json()
     return fields
 
 
@@ -146,5 +158,9 @@ def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
         queue=text.get("queue", ""),
         error=JobError.model_validate_json(text["error"]) if text.get("error") else None,
         requesters=tuple(requesters),
+        outputs=tuple(kind for kind in text.get("outputs", "").split(",") if kind),
+        output_error=(
+            JobError.model_validate_json(text["output_error"]) if text.get("output_error") else None
+        ),
         **values,
     )

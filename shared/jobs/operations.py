@@ -161,9 +161,12 @@ class JobOperations:
             _as(outcomes.Written),
         )
 
-    def succeed(self, job: Job, token: str) -> ScriptCall[outcomes.Written]:
-        """Move the result staged under :meth:`JobKeys.staged_result` into place."""
-        return self._finish(job, token, JobState.SUCCEEDED, {})
+    def succeed(
+        self, job: Job, token: str, fields: Mapping[str, str] | None = None
+    ) -> ScriptCall[outcomes.Written]:
+        """Move the result staged under :meth:`JobKeys.staged_result` into place; ``fields``
+        are written to the record with the state (its DICOM objects)."""
+        return self._finish(job, token, JobState.SUCCEEDED, dict(fields or {}))
 
     def fail(self, job: Job, token: str, error: ModelProxyError) -> ScriptCall[outcomes.Written]:
         return self._finish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TypeVar
 
 import redis
@@ -10,7 +11,7 @@ from redis.commands.core import Script
 
 from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs.keys import JobKeys
-from model_proxy.shared.jobs.model import Job, JobState, job_from_fields
+from model_proxy.shared.jobs.model import Job, JobError, JobState, job_from_fields, output_fields
 from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
 from model_proxy.shared.jobs.outcomes import Claim, Lease, Requeued, Slot, Written
 from model_proxy.shared.redis_errors import redis_errors
@@ -54,11 +55,25 @@ class JobStore:
     def update(self, job_id: str, token: str, fields: dict[str, str], announce: bool) -> Written:
         return self._run(self._operations.update(job_id, token, fields, announce))
 
-    def succeed(self, job: Job, token: str, result: bytes) -> Written:
-        """Store the result and mark the job succeeded, at once: waiters find both."""
-        with redis_errors():
-            self._redis.set(self.keys.staged_result(job.id, token), result, ex=self._ttl)
-        return self._run(self._operations.succeed(job, token))
+    def succeed(
+        self,
+        job: Job,
+        token: str,
+        result: bytes,
+        objects: Mapping[str, bytes] | None = None,
+        object_error: JobError | None = None,
+    ) -> Written:
+        """Store the result and mark the job succeeded, at once: waiters find both. The DICOM
+        ``objects`` made from it (format -> file) are stored first, as long-lived as the result,
+        and named in the record with ``object_error`` (why one asked for was not made)."""
+        objects = objects or {}
+        with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
+            for kind, data in objects.items():
+                pipe.set(self.keys.result_object(job.id, kind), data, ex=self._ttl)
+            pipe.set(self.keys.staged_result(job.id, token), result, ex=self._ttl)
+            pipe.execute()
+        fields = output_fields(tuple(objects), object_error)
+        return self._run(self._operations.succeed(job, token, fields))
 
     def fail(self, job: Job, token: str, error: ModelProxyError) -> Written:
         return self._run(self._operations.fail(job, token, error))

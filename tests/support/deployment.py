@@ -64,6 +64,10 @@ class Ids:
     FAILING = "e185a2a3-b4c5-46d7-b1e2-6d7e8f900112"
     MODEL_UNREACHABLE = "f296b3b4-c5d6-47e8-82f3-7e8f90011223"
     SLOW_MODEL = "03a7c4c5-d6e7-48f9-9304-8f9001122334"
+    # answers made into DICOM objects ("store")
+    SEG_OBJECTS = "7b1e3c4d-5f60-4a71-8b82-c93d0e1f2a3b"
+    ANNOTATION_OBJECTS = "8c2f4d5e-6071-4b82-9c93-da4e1f2a3b4c"
+    PREDICTION_OBJECTS = "9d305e6f-7182-4c93-8da4-eb5f2a3b4c5d"
     # the same models, with "transport": "multipart"
     MULTIPART = {
         SEGMENTATION: "14b8d5d6-e7f8-490a-a415-900112233445",
@@ -201,6 +205,17 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
         ),
         Ids.SLOW_MODEL: _model(f"{segmentation}?delay=30", "segmentation", every_level),
     }
+    for with_objects, original, objects in (
+        (Ids.SEG_OBJECTS, Ids.SEGMENTATION, ["seg"]),
+        (Ids.ANNOTATION_OBJECTS, Ids.ANNOTATION, ["sr"]),
+        (Ids.PREDICTION_OBJECTS, Ids.PREDICTION, ["sr"]),
+    ):
+        models[with_objects] = {
+            **models[original],
+            "name": "Threshold finder",
+            "version": "2.1.0",
+            "store": {"objects": objects},
+        }
     for original, twin in Ids.MULTIPART.items():
         models[twin] = {**models[original], "transport": "multipart"}
     models[Ids.MULTIPART_DEADLINE] = {

@@ -525,3 +525,29 @@ def test_a_models_tls_settings(load: Load, tmp_path: Path) -> None:
     assert catalog.model(MODEL).tls_verification == str(ca)
     assert catalog.model(OTHER_MODEL).tls_verification is False
     assert catalog.model(THIRD_MODEL).tls_verification is True
+
+
+def test_store_names_the_objects_and_defaults_to_the_request_server(load: Load) -> None:
+    catalog = load(models={MODEL: {**A_MODEL, "store": {"objects": ["seg", "sr"]}}})
+    store = catalog.model(MODEL).store
+    assert store is not None
+    assert [kind.value for kind in store.objects] == ["seg", "sr"]
+    assert store.server is None
+
+
+@pytest.mark.parametrize(
+    ("store", "task", "expected"),
+    [
+        ({"objects": ["seg"]}, "annotation", 'a "seg" object needs task "segmentation"'),
+        ({"objects": []}, "segmentation", "objects"),
+        ({"objects": ["rtstruct"]}, "segmentation", "objects"),
+        ({"objects": ["sr", "sr"]}, "prediction", "names an object twice"),
+        ({"objects": ["sr"], "server": OTHER_PACS}, "prediction", '"store.server": no server'),
+    ],
+)
+def test_a_wrong_store_stops_the_start(
+    load: Load, store: dict[str, Any], task: str, expected: str
+) -> None:
+    message = config_error(load, models={MODEL: {**A_MODEL, "task": task, "store": store}})
+    assert expected in message
+    assert MODEL in message

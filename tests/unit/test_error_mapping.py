@@ -20,6 +20,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "InvalidUid": 422,
     "InvalidDataFilter": 400,
     "NotFound": 404,
+    "NoResultObject": 404,
     "UnknownModel": 404,
     "UnknownServer": 404,
     "LevelNotSupported": 404,

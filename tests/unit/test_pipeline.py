@@ -510,11 +510,11 @@ def test_a_redis_blip_when_storing_the_answer_does_not_call_the_model_again(
     class BlippingStore(JobStore):
         blips = 1
 
-        def succeed(self, job: Job, token: str, result: bytes) -> Any:
+        def succeed(self, job: Job, token: str, result: bytes, *objects: Any) -> Any:
             if self.blips:
                 self.blips -= 1
                 raise QueueUnavailable("Redis cannot be reached")
-            return super().succeed(job, token, result)
+            return super().succeed(job, token, result, *objects)
 
     world = make_world(client, store=BlippingStore(client, TTL, KEYS))
 

@@ -1,0 +1,103 @@
+"""Results as DICOM on the real stack: a job of a model with ``store`` ends with its SEG or SR
+beside the answer, served by ``GET /jobs/{id}/result?format=``; read back with highdicom and
+checked with dciodvfy."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.support.dciodvfy import dciodvfy_errors
+from tests.support.deployment import Ids, PacsData
+
+pytestmark = pytest.mark.integration
+
+
+def _run(api: TestClient, route: str, model: str, pacs: PacsData) -> tuple[str, Any]:
+    item = pacs.series_a[0]
+    url = f"/{route}/{model}/studies/{item.study_uid}/series/{item.series_uid}"
+    response = api.get(url)
+    assert response.status_code == 200, response.text
+    return response.headers["X-Job-Id"], response.json()
+
+
+def _object(api: TestClient, job_id: str, kind: str, tmp_path: Path) -> pydicom.Dataset:
+    response = api.get(f"/jobs/{job_id}/result", params={"format": kind})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    path = tmp_path / f"{kind}.dcm"
+    path.write_bytes(response.content)
+    assert dciodvfy_errors(path) == []
+    return pydicom.dcmread(io.BytesIO(response.content))
+
+
+def test_a_segmentation_job_serves_its_seg(api: TestClient, pacs: PacsData, tmp_path: Path) -> None:
+    job_id, answer = _run(api, "segmentations", Ids.SEG_OBJECTS, pacs)
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["outputs"] == ["seg"] and job["outputError"] is None
+
+    seg = hd.seg.Segmentation.from_dataset(_object(api, job_id, "seg", tmp_path))
+    sources = {f.sop_uid: f for f in pacs.series_a}
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced == set(sources)
+    assert seg.SoftwareVersions == "2.1.0"
+    assert seg.ManufacturerModelName == "Threshold finder"
+    series = answer[pacs.study_uid][pacs.series_a[0].series_uid]
+    compared = 0
+    for sop_uid, frame in series.items():
+        if sop_uid == "metadata":
+            continue
+        expected = np.zeros_like(np.asarray(frame["segments"][0]["points"]), dtype=bool)
+        for segment in frame["segments"]:
+            expected |= np.asarray(segment["points"]) != 0
+        if not expected.any():
+            continue
+        mask = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[sop_uid], combine_segments=True
+        )[0]
+        assert np.array_equal(mask != 0, expected), sop_uid
+        compared += 1
+    assert compared > 0
+
+
+@pytest.mark.parametrize(
+    ("route", "model"),
+    [("annotations", Ids.ANNOTATION_OBJECTS), ("predictions", Ids.PREDICTION_OBJECTS)],
+)
+def test_annotation_and_prediction_jobs_serve_their_sr(
+    api: TestClient, pacs: PacsData, tmp_path: Path, route: str, model: str
+) -> None:
+    job_id, _ = _run(api, route, model, pacs)
+    assert api.get(f"/jobs/{job_id}").json()["outputs"] == ["sr"]
+    report = _object(api, job_id, "sr", tmp_path)
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert report.StudyInstanceUID == pacs.study_uid
+    missing = api.get(f"/jobs/{job_id}/result", params={"format": "seg"})
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "result_object_not_found"
+
+
+def test_a_model_without_store_has_no_objects(api: TestClient, pacs: PacsData) -> None:
+    job_id, _ = _run(api, "segmentations", Ids.SEGMENTATION, pacs)
+    assert api.get(f"/jobs/{job_id}").json()["outputs"] == []
+    for kind in ("seg", "sr"):
+        response = api.get(f"/jobs/{job_id}/result", params={"format": kind})
+        assert response.status_code == 404
+        assert response.json() == {
+            "code": "result_object_not_found",
+            "message": f"job {job_id} made no {kind} object",
+            "jobId": job_id,
+        }
+    assert api.get(f"/jobs/{job_id}/result", params={"format": "json"}).status_code == 200
+    assert api.get(f"/jobs/{job_id}/result", params={"format": "pdf"}).status_code == 422
