@@ -68,7 +68,7 @@ async def object_for_job(store: AsyncJobStore, job: Job, kind: str) -> Response:
     ``result_object_not_found`` when it made none; otherwise as :func:`answer_for_job`."""
     if job.state is not JobState.SUCCEEDED:
         return _unfinished(job)
-    if kind not in job.outputs:
+    if kind not in job.output_formats:
         why = f": {job.output_error.message}" if job.output_error is not None else ""
         return error_response(
             NoResultObject(f"job {job.id} made no {kind} object{why}"), jobId=job.id

@@ -51,6 +51,15 @@ class JobLinks(_Camel):
     result: str
 
 
+class JobOutputView(_Camel):
+    format: str = Field(description="`seg` or `sr`: `GET /jobs/{id}/result?format=<format>`")
+    sop_class_uid: str | None = Field(alias="sopClassUID")
+    series_instance_uid: str | None = Field(alias="seriesInstanceUID")
+    sop_instance_uid: str | None = Field(alias="sopInstanceUID")
+    server: str | None = Field(description="The servers.json key of the PACS it is stored into")
+    stored: bool = Field(description="The PACS confirmed it stored the object")
+
+
 class JobResource(_Camel):
     id: str
     state: JobState
@@ -63,15 +72,19 @@ class JobResource(_Camel):
     updated_at: dt.datetime
     attempts: int = Field(description="Runs started; more than one when a worker died")
     error: JobError | None
-    outputs: list[str] = Field(
+    outputs: list[JobOutputView] = Field(
         default_factory=list,
-        description="The DICOM objects made from the answer (`seg`, `sr`): "
-        "`GET /jobs/{id}/result?format=<object>`",
+        description="The DICOM objects made from the answer, and whether the PACS stored them",
     )
     output_error: JobError | None = Field(
         default=None,
         description="Why an object the model's `store` asks for was not made (the job still "
         "succeeded with its answer)",
+    )
+    store_error: JobError | None = Field(
+        default=None,
+        description="Why an object made was not stored into the PACS (the job still succeeded; "
+        "the object is served by `GET /jobs/{id}/result?format=`)",
     )
     links: JobLinks
     requested_by: list[str] | None = Field(
@@ -110,8 +123,9 @@ class JobResource(_Camel):
             updated_at=_moment(job.updated_at),
             attempts=job.attempts,
             error=job.error,
-            outputs=list(job.outputs),
+            outputs=[JobOutputView.model_validate(output.model_dump()) for output in job.outputs],
             output_error=job.output_error,
+            store_error=job.store_error,
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
             requested_by=list(job.requesters) if show_requesters else None,
         )

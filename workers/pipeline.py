@@ -38,6 +38,7 @@ from model_proxy.shared.inputs import InputPlan, InstanceList, Keyed, SingleInst
 from model_proxy.shared.jobs import (
     Claim,
     Job,
+    JobError,
     JobState,
     JobStore,
     Lease,
@@ -54,6 +55,7 @@ from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.cutoff import Cutoff, CutReason
 from model_proxy.workers.lease import LeaseHeartbeat
 from model_proxy.workers.result_objects import ResultObjects, build_result_objects
+from model_proxy.workers.result_store import StoredObjects, describe_objects, store_objects
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.source_headers import SourceHeaders
 from model_proxy.workers.timings import StageTimings, record_finished_run
@@ -251,10 +253,11 @@ def _run_to_end(
         answer = _call_model_with_retries(run, context, policy, timings)
         settings = context.settings
         made = _result_objects(run, context, answer)
-        stored = pack_answer(
+        kept = _stow_objects(run, context, policy, made)
+        packed = pack_answer(
             answer.result, settings.answer_gzip_level, settings.answer_gzip_min_bytes
         )
-        return _store_result(run, stored, made, policy)
+        return _store_result(run, packed, made, kept, policy)
     except _HandedBack:
         return _hand_back(run, context.settings.max_attempts)
     except JobStopped as stopped:
@@ -300,6 +303,33 @@ def _result_objects(run: _ClaimedRun, context: WorkerContext, answer: _Answer) -
     return made
 
 
+def _stow_objects(
+    run: _ClaimedRun, context: WorkerContext, policy: RetryPolicy, made: ResultObjects
+) -> StoredObjects:
+    """Store the objects made into the source study on the model's ``store.server`` (default:
+    the request's server); what it stored, and why not, go into the job record, never failing
+    it (:mod:`~model_proxy.workers.result_store`)."""
+    request = run.job.request
+    model = context.catalog.model(request.model_id)
+    server_id = (model.store.server if model.store else None) or request.server_id
+    if not made.objects:
+        return StoredObjects(())
+    try:
+        source = context.sources.source_for(server_id)
+    except ModelProxyError as error:
+        outputs = describe_objects(made.objects, server_id)
+        return StoredObjects(outputs, JobError(code=error.code, message=error.message))
+    return store_objects(
+        run.job.id,
+        made.objects,
+        source,
+        request.study_uid,
+        policy,
+        run.time_left,
+        run.cutoff.wait,  # a cut run is not stopped here: the answer is recorded all the same
+    )
+
+
 def _call_model_with_retries(
     run: _ClaimedRun, context: WorkerContext, policy: RetryPolicy, timings: StageTimings
 ) -> _Answer:
@@ -342,14 +372,22 @@ def _call_model_with_retries(
         attempts += 1
 
 
-def _store_result(run: _ClaimedRun, result: bytes, made: ResultObjects, policy: RetryPolicy) -> str:
+def _store_result(
+    run: _ClaimedRun,
+    result: bytes,
+    made: ResultObjects,
+    kept: StoredObjects,
+    policy: RetryPolicy,
+) -> str:
     """Record the model's answer, packed (:func:`~model_proxy.shared.jobs.pack_answer`), with
-    the DICOM objects made from it; a Redis blip is retried here, never by calling the model
-    again."""
+    the DICOM objects made from it and what the PACS stored of them; a Redis blip is retried
+    here, never by calling the model again."""
     tries, waited = 1, 0.0
     while True:
         try:
-            written = run.store.succeed(run.job, run.token, result, made.objects, made.error)
+            written = run.store.succeed(
+                run.job, run.token, result, made.objects, made.error, kept.outputs, kept.error
+            )
         except QueueUnavailable as error:
             delay = policy.delay_before_retry(error, tries, waited)
             if delay is None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from model_proxy.shared.request import InferenceRequest
 
@@ -17,6 +17,7 @@ __all__ = [
     "JOB_STATES",
     "Job",
     "JobError",
+    "JobOutput",
     "JobState",
     "job_from_fields",
     "job_to_fields",
@@ -59,6 +60,21 @@ class JobError(BaseModel):
     message: str
 
 
+class JobOutput(BaseModel):
+    """One DICOM object made from a job's answer (``format``: ``seg``, ``sr``) and where it
+    went: its UIDs, the servers.json key of the PACS it was meant for, and whether that PACS
+    stored it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str
+    sop_class_uid: str | None = None
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    server: str | None = None
+    stored: bool = False
+
+
 class Job(BaseModel):
     """The public record of one inference request: what was asked, where it stands, how far its
     fetch has got, and why it failed if it did.
@@ -85,8 +101,14 @@ class Job(BaseModel):
     attempts: int = 0  # runs and in-run retries of transient failures
     lost_runs: int = 0  # runs whose worker died (the reaper found their lease lapsed)
     requesters: tuple[str, ...] = ()  # who asked for it and has not left it, sorted
-    outputs: tuple[str, ...] = ()  # the DICOM objects made from its answer: "seg", "sr"
+    outputs: tuple[JobOutput, ...] = ()  # the DICOM objects made from its answer
     output_error: JobError | None = None  # why an object its model asks for was not made
+    store_error: JobError | None = None  # why an object made was not stored into the PACS
+
+    @property
+    def output_formats(self) -> tuple[str, ...]:
+        """The formats of the objects made: ``seg``, ``sr``."""
+        return tuple(output.format for output in self.outputs)
 
     @property
     def fingerprint(self) -> str:
@@ -125,16 +147,35 @@ def job_to_fields(job: Job) -> dict[str, str]:
             fields[name] = repr(value) if isinstance(value, float) else str(value)
     if job.error is not None:
         fields["error"] = job.error.model_dump_json()
-    fields.update(output_fields(job.outputs, job.output_error))
+    fields.update(output_fields(job.outputs, job.output_error, job.store_error))
     return fields
 
 
-def output_fields(outputs: tuple[str, ...], error: JobError | None) -> dict[str, str]:
-    """The hash fields that record a job's DICOM objects and why any was not made."""
-    fields = {"outputs": ",".join(outputs)} if outputs else {}
+_OUTPUTS = TypeAdapter(tuple[JobOutput, ...])
+
+
+def output_fields(
+    outputs: Sequence[JobOutput], error: JobError | None, store_error: JobError | None = None
+) -> dict[str, str]:
+    """The hash fields that record a job's DICOM objects, why any was not made, and why any
+    made was not stored."""
+    fields = {"outputs": _OUTPUTS.dump_json(tuple(outputs)).decode()} if outputs else {}
     if error is not None:
         fields["output_error"] = error.model_dump_json()
+    if store_error is not None:
+        fields["store_error"] = store_error.model_dump_json()
     return fields
+
+
+def _outputs(value: str) -> tuple[JobOutput, ...]:
+    """The ``outputs`` field: a JSON list, or the comma-separated formats of older records."""
+    if value.startswith("["):
+        return _OUTPUTS.validate_json(value)
+    return tuple(JobOutput(format=kind) for kind in value.split(",") if kind)
+
+
+def _error(value: str | None) -> JobError | None:
+    return JobError.model_validate_json(value) if value else None
 
 
 def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
@@ -156,11 +197,10 @@ def job_from_fields(fields: Mapping[Any, Any]) -> Job | None:
         state=JobState(text["state"]),
         request=InferenceRequest.model_validate_json(text["request"]),
         queue=text.get("queue", ""),
-        error=JobError.model_validate_json(text["error"]) if text.get("error") else None,
+        error=_error(text.get("error")),
         requesters=tuple(requesters),
-        outputs=tuple(kind for kind in text.get("outputs", "").split(",") if kind),
-        output_error=(
-            JobError.model_validate_json(text["output_error"]) if text.get("output_error") else None
-        ),
+        outputs=_outputs(text.get("outputs", "")),
+        output_error=_error(text.get("output_error")),
+        store_error=_error(text.get("store_error")),
         **values,
     )

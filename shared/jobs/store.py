@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 import redis
@@ -11,7 +11,14 @@ from redis.commands.core import Script
 
 from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs.keys import JobKeys
-from model_proxy.shared.jobs.model import Job, JobError, JobState, job_from_fields, output_fields
+from model_proxy.shared.jobs.model import (
+    Job,
+    JobError,
+    JobOutput,
+    JobState,
+    job_from_fields,
+    output_fields,
+)
 from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
 from model_proxy.shared.jobs.outcomes import Claim, Lease, Requeued, Slot, Written
 from model_proxy.shared.redis_errors import redis_errors
@@ -62,17 +69,23 @@ class JobStore:
         result: bytes,
         objects: Mapping[str, bytes] | None = None,
         object_error: JobError | None = None,
+        outputs: Sequence[JobOutput] | None = None,
+        store_error: JobError | None = None,
     ) -> Written:
         """Store the result and mark the job succeeded, at once: waiters find both. The DICOM
         ``objects`` made from it (format -> file) are stored first, as long-lived as the result,
-        and named in the record with ``object_error`` (why one asked for was not made)."""
+        and named in the record (``outputs``: what became of each; by default only its format)
+        with ``object_error`` (why one asked for was not made) and ``store_error`` (why one
+        made was not stored into the PACS)."""
         objects = objects or {}
+        if outputs is None:
+            outputs = [JobOutput(format=kind) for kind in objects]
         with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
             for kind, data in objects.items():
                 pipe.set(self.keys.result_object(job.id, kind), data, ex=self._ttl)
             pipe.set(self.keys.staged_result(job.id, token), result, ex=self._ttl)
             pipe.execute()
-        fields = output_fields(tuple(objects), object_error)
+        fields = output_fields(outputs, object_error, store_error)
         return self._run(self._operations.succeed(job, token, fields))
 
     def fail(self, job: Job, token: str, error: ModelProxyError) -> Written:

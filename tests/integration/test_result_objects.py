@@ -5,6 +5,7 @@ checked with dciodvfy."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import requests
 from fastapi.testclient import TestClient
 
 from tests.support.dciodvfy import dciodvfy_errors
@@ -41,7 +43,8 @@ def _object(api: TestClient, job_id: str, kind: str, tmp_path: Path) -> pydicom.
 def test_a_segmentation_job_serves_its_seg(api: TestClient, pacs: PacsData, tmp_path: Path) -> None:
     job_id, answer = _run(api, "segmentations", Ids.SEG_OBJECTS, pacs)
     job = api.get(f"/jobs/{job_id}").json()
-    assert job["outputs"] == ["seg"] and job["outputError"] is None
+    assert [output["format"] for output in job["outputs"]] == ["seg"]
+    assert job["outputError"] is None and job["storeError"] is None
 
     seg = hd.seg.Segmentation.from_dataset(_object(api, job_id, "seg", tmp_path))
     sources = {f.sop_uid: f for f in pacs.series_a}
@@ -79,13 +82,66 @@ def test_annotation_and_prediction_jobs_serve_their_sr(
     api: TestClient, pacs: PacsData, tmp_path: Path, route: str, model: str
 ) -> None:
     job_id, _ = _run(api, route, model, pacs)
-    assert api.get(f"/jobs/{job_id}").json()["outputs"] == ["sr"]
+    job = api.get(f"/jobs/{job_id}").json()
+    assert [(output["format"], output["stored"]) for output in job["outputs"]] == [("sr", True)]
     report = _object(api, job_id, "sr", tmp_path)
     assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     assert report.StudyInstanceUID == pacs.study_uid
+    assert job["outputs"][0]["sopInstanceUID"] == report.SOPInstanceUID
+    assert _in_pacs(pacs, job["outputs"][0]) == [report.SOPInstanceUID]
     missing = api.get(f"/jobs/{job_id}/result", params={"format": "seg"})
     assert missing.status_code == 404
     assert missing.json()["code"] == "result_object_not_found"
+
+
+def _in_pacs(pacs: PacsData, output: dict[str, Any]) -> list[str]:
+    """The SOP Instance UIDs QIDO-RS finds in the test study's series of ``output``."""
+    orthanc = pacs.orthanc
+    response = requests.get(
+        f"{orthanc.dicomweb}/studies/{pacs.study_uid}/series/"
+        f"{output['seriesInstanceUID']}/instances",
+        auth=(orthanc.user, orthanc.password),
+        headers={"Accept": "application/dicom+json"},
+        timeout=10,
+    )
+    if response.status_code == 204 or not response.content:
+        return []
+    assert response.status_code == 200, response.text
+    return [item["00080018"]["Value"][0] for item in response.json()]
+
+
+def test_a_segmentation_job_stores_its_seg_into_the_study(api: TestClient, pacs: PacsData) -> None:
+    job_id, _ = _run(api, "segmentations", Ids.SEG_OBJECTS, pacs)
+    job = api.get(f"/jobs/{job_id}").json()
+    (output,) = job["outputs"]
+    served = pydicom.dcmread(
+        io.BytesIO(api.get(f"/jobs/{job_id}/result", params={"format": "seg"}).content)
+    )
+    assert output == {
+        "format": "seg",
+        "sopClassUID": "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+        "seriesInstanceUID": served.SeriesInstanceUID,
+        "sopInstanceUID": served.SOPInstanceUID,
+        "server": Ids.PACS,
+        "stored": True,
+    }
+    assert job["storeError"] is None
+    assert _in_pacs(pacs, output) == [served.SOPInstanceUID]
+
+
+def test_a_refused_store_leaves_the_job_succeeded_with_the_error(
+    api: TestClient, pacs: PacsData
+) -> None:
+    job_id, answer = _run(api, "segmentations", Ids.SEG_STORE_REFUSED, pacs)
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "succeeded" and job["error"] is None
+    (output,) = job["outputs"]
+    assert output["stored"] is False and output["server"] == Ids.PACS_WRONG_PASSWORD
+    assert job["storeError"]["code"] == "pacs_auth_failed"
+    assert "not-the-Password" not in json.dumps(job)
+    assert api.get(f"/jobs/{job_id}/result").json() == answer
+    assert api.get(f"/jobs/{job_id}/result", params={"format": "seg"}).status_code == 200
+    assert _in_pacs(pacs, output) == []
 
 
 def test_a_model_without_store_has_no_objects(api: TestClient, pacs: PacsData) -> None:

@@ -24,6 +24,8 @@ from model_proxy.shared.config.schema import ServerConfig
 from model_proxy.shared.dicomweb.sessions import ServerSessions
 from model_proxy.shared.dicomweb.stow import store_instances
 from model_proxy.shared.errors import PacsStoreFailed
+from model_proxy.workers.result_store import store_objects
+from model_proxy.workers.retry import RetryPolicy
 from tests.support.deployment import PacsData, start_token_server
 from tests.support.derived import copy_in_new_series, read_header
 
@@ -263,3 +265,81 @@ def test_a_store_refused_outright_raises_pacs_store_failed(
     assert caught.value.transient is transient
     assert f"HTTP {status}" in caught.value.message and read_sop(copy) in caught.value.message
     assert pacs.orthanc.password not in caught.value.message
+
+
+def _quick_retries() -> RetryPolicy:
+    return RetryPolicy(
+        first_delay=0.01, max_delay=0.01, total_delay=1.0, max_attempts=3, random=lambda: 0.0
+    )
+
+
+def test_a_job_store_tried_again_after_a_transient_failure_stores_its_object(
+    pacs: PacsData, sessions: ServerSessions, fault_proxy: FaultProxy
+) -> None:
+    study, _, copy, _ = study_and_copy(pacs, seed=21)
+    fault_proxy.set(Fault(FaultKind.STATUS, status=503))
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:  # the PACS is back when the retry comes
+        waits.append(seconds)
+        fault_proxy.clear()
+
+    try:
+        kept = store_objects(
+            "job-21",
+            {"seg": copy},
+            sessions.source_for(FAULTY),
+            study,
+            _quick_retries(),
+            lambda: 60.0,
+            wait,
+        )
+    finally:
+        fault_proxy.clear()
+
+    assert len(waits) == 1 and kept.error is None
+    (output,) = kept.outputs
+    assert output.stored and output.server == FAULTY
+    assert output.sop_instance_uid == read_sop(copy)
+    assert output.series_instance_uid in series_of(pacs, study)
+
+
+def test_a_job_store_the_pacs_refuses_is_recorded_without_a_retry(
+    pacs: PacsData, sessions: ServerSessions, fault_proxy: FaultProxy
+) -> None:
+    study, series, copy, _ = study_and_copy(pacs, seed=22)
+    with fault_proxy.injecting(Fault(FaultKind.STATUS, status=409, body=b"")):
+        hits = fault_proxy.hits
+        kept = store_objects(
+            "job-22",
+            {"sr": copy},
+            sessions.source_for(FAULTY),
+            study,
+            _quick_retries(),
+            lambda: 60.0,
+            lambda seconds: pytest.fail("a refused store is not retried"),
+        )
+        assert fault_proxy.hits == hits + 1
+    (output,) = kept.outputs
+    assert not output.stored and output.format == "sr"
+    assert kept.error is not None and kept.error.code == "pacs_store_failed"
+    assert read_sop(copy) in kept.error.message
+    assert series not in series_of(pacs, study)
+
+
+def test_a_job_store_past_its_deadline_is_not_retried(
+    pacs: PacsData, sessions: ServerSessions, fault_proxy: FaultProxy
+) -> None:
+    study, _, copy, _ = study_and_copy(pacs, seed=23)
+    with fault_proxy.injecting(Fault(FaultKind.STATUS, status=503)):
+        kept = store_objects(
+            "job-23",
+            {"seg": copy},
+            sessions.source_for(FAULTY),
+            study,
+            _quick_retries(),
+            lambda: 0.001,
+            lambda seconds: pytest.fail("no time left for a retry"),
+        )
+    assert kept.error is not None and kept.error.code == "pacs_store_failed"
+    assert not kept.outputs[0].stored

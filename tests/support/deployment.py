@@ -68,6 +68,7 @@ class Ids:
     SEG_OBJECTS = "7b1e3c4d-5f60-4a71-8b82-c93d0e1f2a3b"
     ANNOTATION_OBJECTS = "8c2f4d5e-6071-4b82-9c93-da4e1f2a3b4c"
     PREDICTION_OBJECTS = "9d305e6f-7182-4c93-8da4-eb5f2a3b4c5d"
+    SEG_STORE_REFUSED = "ae416f70-8293-4da4-9eb5-fc603b4c5d6e"  # store.server: wrong password
     # the same models, with "transport": "multipart"
     MULTIPART = {
         SEGMENTATION: "14b8d5d6-e7f8-490a-a415-900112233445",
@@ -216,6 +217,10 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
             "version": "2.1.0",
             "store": {"objects": objects},
         }
+    models[Ids.SEG_STORE_REFUSED] = {
+        **models[Ids.SEG_OBJECTS],
+        "store": {"objects": ["seg"], "server": Ids.PACS_WRONG_PASSWORD},
+    }
     for original, twin in Ids.MULTIPART.items():
         models[twin] = {**models[original], "transport": "multipart"}
     models[Ids.MULTIPART_DEADLINE] = {

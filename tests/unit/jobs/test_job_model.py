@@ -9,6 +9,7 @@ from model_proxy.shared.jobs import (
     JOB_STATES,
     Job,
     JobError,
+    JobOutput,
     JobState,
     job_from_fields,
     job_to_fields,
@@ -47,6 +48,19 @@ def full_job() -> Job:
             "instances_total": 301,
             "bytes_fetched": 157_286_400,
             "attempts": 2,
+            "outputs": (
+                JobOutput(
+                    format="seg",
+                    sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4",
+                    series_instance_uid="1.2.3.5",
+                    sop_instance_uid="1.2.3.6",
+                    server="pacs-1",
+                    stored=True,
+                ),
+                JobOutput(format="sr", server="pacs-1"),
+            ),
+            "output_error": JobError(code="model_answer_unconvertible", message="no ROI"),
+            "store_error": JobError(code="pacs_store_failed", message="1.2.3.7 refused"),
         }
     )
 
@@ -121,3 +135,11 @@ def test_finished_states(state: JobState, finished: bool) -> None:
 def test_the_one_list_of_states_follows_a_jobs_life() -> None:
     assert JOB_STATES == ("queued", "fetching", "inferring", "succeeded", "failed", "cancelled")
     assert tuple(state.value for state in JobState) == JOB_STATES
+
+
+def test_the_formats_of_an_older_record_read_as_outputs_not_stored() -> None:
+    fields = job_to_fields(make_job()) | {"outputs": "seg,sr"}
+    job = job_from_fields(fields)
+    assert job is not None
+    assert job.outputs == (JobOutput(format="seg"), JobOutput(format="sr"))
+    assert job.output_formats == ("seg", "sr")
