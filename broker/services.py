@@ -50,12 +50,13 @@ class BrokerServices:
         """The Redis the app was built with (create_app may override settings.redis_url)."""
         return str(self.celery.conf.broker_url)
 
-    async def enqueue(self, job: Job) -> None:
-        """Queue the job's task by name on its model's queue; the record must already exist."""
+    async def enqueue(self, job: Job, task: str = RUN_INFERENCE) -> None:
+        """Queue ``task`` (by default: the job's inference) for the job by name on its model's
+        queue; the record must already exist."""
 
         def send() -> None:
             self.celery.send_task(
-                RUN_INFERENCE,
+                task,
                 args=[job.id],
                 queue=job.queue,
                 retry=True,

@@ -39,6 +39,7 @@ __all__ = [
     "JobConflict",
     "JobFinished",
     "JobGone",
+    "JobNotSucceeded",
     "LevelNotSupported",
     "ModelAnswerTooLarge",
     "ModelFailed",
@@ -276,6 +277,12 @@ class JobConflict(ModelProxyError):
 
 class JobFinished(JobConflict):
     code = "job_finished"
+
+
+class JobNotSucceeded(JobConflict):
+    """Only a succeeded job's DICOM objects can be stored again."""
+
+    code = "job_not_succeeded"
 
 
 class JobGone(ModelProxyError):

@@ -1,4 +1,4 @@
-"""The workers' Celery app: the shared configuration, the task, its retry policy, the reaper and
+"""The workers' Celery app: the shared configuration, the tasks, their retry policy, the reaper and
 the graceful stop (:mod:`model_proxy.workers.stopping`)."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 
 from model_proxy.shared.queue import create_celery, jobs_with_messages
 from model_proxy.shared.settings import Settings
-from model_proxy.shared.tasks import RUN_INFERENCE
+from model_proxy.shared.tasks import RUN_INFERENCE, STORE_OBJECTS
 from model_proxy.workers.context import WorkerContext, build_context
 from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.stopping import RunningJobs
+from model_proxy.workers.store_again import store_job_objects
 
 __all__ = ["create_worker_app"]
 
@@ -91,6 +92,12 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         if result is JobRunResult.HANDED_BACK:
             # this worker is stopping and the job is queued again: another worker takes it now
             raise self.retry(countdown=0)
+
+    @app.task(name=STORE_OBJECTS, acks_late=True)
+    def store_objects_again(job_id: str) -> None:
+        """Thin: the job id in; its kept DICOM objects are stored again and the outcome
+        recorded in the job (``POST /jobs/{id}/store``)."""
+        store_job_objects(job_id, context.get(), policy)
 
     reapers: list[Reaper] = []
     celery_app = app

@@ -21,8 +21,16 @@ from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
-from model_proxy.shared.errors import JobCancelled, JobFinished, NotYourJob, UnknownJob
+from model_proxy.shared.errors import (
+    JobCancelled,
+    JobFinished,
+    JobNotSucceeded,
+    NoResultObject,
+    NotYourJob,
+    UnknownJob,
+)
 from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
+from model_proxy.shared.tasks import STORE_OBJECTS
 
 __all__ = ["router"]
 
@@ -153,3 +161,46 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
     return JSONResponse(JobResource.from_job(current, show_requesters=who.admin).to_json())
+
+
+@router.post(
+    "/{job_id}/store",
+    response_model=JobResource,
+    status_code=202,
+    responses={
+        **_NOT_FOUND,
+        404: {
+            "model": ErrorBody,
+            "description": "No such job (`unknown_job`), or it made no DICOM object "
+            "(`result_object_not_found`)",
+        },
+        409: {"model": ErrorBody, "description": "The job has not succeeded"},
+        403: {
+            "model": ErrorBody,
+            "description": "Not a requester of this job (`not_your_job`), or a web page not "
+            "allowed to change jobs (`origin_not_allowed`)",
+        },
+    },
+)
+async def store_job_objects(services: Services, who: CallerParam, job_id: str) -> Response:
+    """Store the DICOM objects a succeeded job made into the PACS again (after a failed store):
+    a worker does it; the answer is the job (202), whose `outputs` and `storeError` show the
+    outcome when it is done. For an admin or a requester of the job; 404
+    `result_object_not_found` when it made no object, 409 `job_not_succeeded` before it
+    succeeded."""
+    job = await _job(services, job_id)
+    if not who.admin and who.requester not in job.requesters:
+        raise NotYourJob(f"job {job_id} was asked for by others: only they or an admin store it")
+    if job.state is not JobState.SUCCEEDED:
+        return error_response(
+            JobNotSucceeded(f"job {job_id} is {job.state.value}: only a succeeded job is stored"),
+            jobId=job_id,
+        )
+    if not job.outputs:
+        return error_response(
+            NoResultObject(f"job {job_id} made no DICOM object to store"), jobId=job_id
+        )
+    await services.enqueue(job, STORE_OBJECTS)
+    return JSONResponse(
+        JobResource.from_job(job, show_requesters=who.admin).to_json(), status_code=202
+    )

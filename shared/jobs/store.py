@@ -88,6 +88,40 @@ class JobStore:
         fields = output_fields(outputs, object_error, store_error)
         return self._run(self._operations.succeed(job, token, fields))
 
+    def get_objects(self, job_id: str, kinds: Sequence[str]) -> dict[str, bytes]:
+        """The DICOM objects ``kinds`` (``seg``, ``sr``) of the job that are still kept."""
+        with redis_errors():
+            values = self._redis.mget([self.keys.result_object(job_id, kind) for kind in kinds])
+        return {
+            kind: value
+            for kind, value in zip(kinds, values, strict=True)
+            if isinstance(value, bytes)
+        }
+
+    def record_store(
+        self, job_id: str, outputs: Sequence[JobOutput], store_error: JobError | None
+    ) -> bool:
+        """Record what a later store of a succeeded job's objects did (its ``outputs`` and
+        ``store_error``), the one change a finished record takes; False when the job is no
+        longer there or not succeeded. The record keeps its time to live."""
+        key = self.keys.job(job_id)
+        fields = output_fields(outputs, None, store_error)
+        with redis_errors(), self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if text(pipe.hget(key, "state") or b"") != JobState.SUCCEEDED.value:
+                        return False
+                    pipe.multi()
+                    for name, value in fields.items():
+                        pipe.hset(key, name, value)
+                    if store_error is None:
+                        pipe.hdel(key, "store_error")
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
     def fail(self, job: Job, token: str, error: ModelProxyError) -> Written:
         return self._run(self._operations.fail(job, token, error))
 

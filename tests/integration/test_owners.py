@@ -259,3 +259,25 @@ def test_a_waiting_viewer_that_goes_away_leaves_its_job_running(site: Site, pacs
         # and a's next ask finds that same job
         assert site.ask("a", request).json()["id"] == job_id
         assert site.cancel("a", job_id).json()["state"] == "cancelled"
+
+
+def test_only_a_requester_or_an_admin_stores_a_jobs_objects_again(
+    site: Site, pacs: PacsData
+) -> None:
+    item = pacs.series_a[2]
+    url = (
+        f"/segmentations/{Ids.SEG_STORE_REFUSED}/studies/{item.study_uid}"
+        f"/series/{item.series_uid}/instances/{item.sop_uid}"
+    )
+    job_id = site.ask("a", url).json()["id"]
+    deadline = time.monotonic() + 15
+    while site.job("a", job_id)["state"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    refused = site.api.post(f"/jobs/{job_id}/store", headers=site.headers["b"])
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "not_your_job"
+    for who in ("a", "admin"):
+        response = site.api.post(f"/jobs/{job_id}/store", headers=site.headers[who])
+        assert response.status_code == 202, response.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import redis
 import requests
 from fastapi.testclient import TestClient
 
+from devtools.redis_server import RedisServer
 from tests.support.dciodvfy import dciodvfy_errors
 from tests.support.deployment import Ids, PacsData
 
@@ -157,3 +160,67 @@ def test_a_model_without_store_has_no_objects(api: TestClient, pacs: PacsData) -
         }
     assert api.get(f"/jobs/{job_id}/result", params={"format": "json"}).status_code == 200
     assert api.get(f"/jobs/{job_id}/result", params={"format": "pdf"}).status_code == 422
+
+
+def _delete_from_pacs(pacs: PacsData, sop_uid: str) -> None:
+    session, base = pacs.orthanc.session, pacs.orthanc.base
+    (found,) = session.post(f"{base}/tools/lookup", data=sop_uid, timeout=10).json()
+    session.delete(f"{base}/instances/{found['ID']}", timeout=10).raise_for_status()
+
+
+def test_storing_a_jobs_objects_again_puts_them_back_into_the_pacs(
+    api: TestClient, pacs: PacsData
+) -> None:
+    job_id, _ = _run(api, "segmentations", Ids.SEG_OBJECTS, pacs)
+    (output,) = api.get(f"/jobs/{job_id}").json()["outputs"]
+    _delete_from_pacs(pacs, output["sopInstanceUID"])
+    assert _in_pacs(pacs, output) == []
+
+    response = api.post(f"/jobs/{job_id}/store")
+
+    assert response.status_code == 202, response.text
+    assert response.json()["id"] == job_id and response.json()["state"] == "succeeded"
+    deadline = time.monotonic() + 10
+    while not _in_pacs(pacs, output) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _in_pacs(pacs, output) == [output["sopInstanceUID"]]
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["outputs"] == [output] and job["storeError"] is None
+
+
+def test_storing_again_a_refused_store_records_the_error_again(
+    api: TestClient, pacs: PacsData, redis_server: RedisServer
+) -> None:
+    job_id, _ = _run(api, "segmentations", Ids.SEG_STORE_REFUSED, pacs)
+    client = redis.Redis.from_url(redis_server.url)
+    key = next(iter(client.scan_iter(f"*:job:{job_id}")))
+    client.hdel(key, "store_error")  # so that the new attempt's record shows
+    assert api.get(f"/jobs/{job_id}").json()["storeError"] is None
+
+    assert api.post(f"/jobs/{job_id}/store").status_code == 202
+
+    deadline = time.monotonic() + 10
+    while api.get(f"/jobs/{job_id}").json()["storeError"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "succeeded" and job["storeError"]["code"] == "pacs_auth_failed"
+    assert job["outputs"][0]["stored"] is False
+
+
+def test_only_a_succeeded_job_with_objects_is_stored_again(api: TestClient, pacs: PacsData) -> None:
+    without, _ = _run(api, "segmentations", Ids.SEGMENTATION, pacs)
+    response = api.post(f"/jobs/{without}/store")
+    assert response.status_code == 404
+    assert response.json()["code"] == "result_object_not_found"
+
+    item = pacs.series_a[0]
+    failing = api.get(f"/segmentations/{Ids.FAILING}/studies/{item.study_uid}")
+    assert failing.status_code == 502
+    failed_id = failing.json()["jobId"]
+    response = api.post(f"/jobs/{failed_id}/store")
+    assert response.status_code == 409
+    assert response.json()["code"] == "job_not_succeeded"
+
+    missing = api.post(f"/jobs/{'0' * 32}/store")
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_job"

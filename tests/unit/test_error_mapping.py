@@ -56,6 +56,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "UnknownJob": 404,
     "JobConflict": 409,
     "JobFinished": 409,
+    "JobNotSucceeded": 409,
     "JobGone": 410,
     "JobCancelled": 410,
     "ResultExpired": 410,

@@ -19,6 +19,7 @@ from model_proxy.shared.jobs import (
     Job,
     JobError,
     JobKeys,
+    JobOutput,
     JobState,
     JobStore,
     Lease,
@@ -458,3 +459,27 @@ def test_redis_away_is_queue_unavailable_for_the_worker(
 
 def test_another_prefix_sees_other_jobs(client: redis.Redis, job: Job) -> None:
     assert JobStore(client, TTL, JobKeys("other")).get(job.id) is None
+
+
+# --- a later store of the objects -----------------------------------------------------------
+
+
+def test_a_later_store_of_the_objects_is_recorded_on_a_succeeded_job_only(
+    client: redis.Redis, store: JobStore, running: Job
+) -> None:
+    first = JobOutput(format="seg", sop_instance_uid="1.2.3", server="pacs-1")
+    refused = JobError(code="pacs_auth_failed", message="refused")
+    assert not store.record_store(running.id, [first], refused)  # still running
+    assert current(store, running).store_error is None
+
+    objects = {"seg": b"DICM-seg"}
+    store.succeed(running, "worker-a", RESULT, objects, None, [first], refused)
+    assert store.get_objects(running.id, ["seg", "sr"]) == objects
+    stored = first.model_copy(update={"stored": True})
+    assert store.record_store(running.id, [stored], None)
+
+    done = current(store, running)
+    assert done.state is JobState.SUCCEEDED
+    assert (done.outputs, done.store_error) == ((stored,), None)
+    assert 0 < client.ttl(KEYS.job(running.id)) <= TTL
+    assert not store.record_store("0" * 32, [stored], None)
