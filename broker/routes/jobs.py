@@ -50,6 +50,14 @@ _NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such job (or it has expired)"},
 }
 
+_NOT_YOURS: dict[int | str, dict[str, object]] = {
+    403: {
+        "model": ErrorBody,
+        "description": "Not a requester of this job (`not_your_job`), or a web page not "
+        "allowed to change jobs (`origin_not_allowed`)",
+    },
+}
+
 
 async def _job(services: BrokerServices, job_id: str) -> Job:
     job = await services.jobs.get(job_id)
@@ -134,11 +142,7 @@ async def get_result(
     responses={
         409: {"model": ErrorBody, "description": "The job had already finished"},
         **_NOT_FOUND,
-        403: {
-            "model": ErrorBody,
-            "description": "Not a requester of this job (`not_your_job`), or a web page not "
-            "allowed to change jobs (`origin_not_allowed`)",
-        },
+        **_NOT_YOURS,
     },
 )
 async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Response:
@@ -175,11 +179,7 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
             "(`result_object_not_found`)",
         },
         409: {"model": ErrorBody, "description": "The job has not succeeded"},
-        403: {
-            "model": ErrorBody,
-            "description": "Not a requester of this job (`not_your_job`), or a web page not "
-            "allowed to change jobs (`origin_not_allowed`)",
-        },
+        **_NOT_YOURS,
     },
 )
 async def store_job_objects(services: Services, who: CallerParam, job_id: str) -> Response:
