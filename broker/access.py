@@ -32,14 +32,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model_proxy.broker.bearer_tokens import BearerTokenVerifier, looks_like_jwt
 from model_proxy.broker.check_gate import CheckGate
 from model_proxy.broker.errors import error_response
 from model_proxy.shared.api_keys import OIDC_NAME_PREFIX, ApiKeyReader
-from model_proxy.shared.errors import InsufficientScope, InvalidCredentials, ModelProxyError
+from model_proxy.shared.errors import (
+    InvalidCredentials,
+    ModelProxyError,
+    Unauthenticated,
+)
 
 __all__ = ["ANONYMOUS", "OPEN_PATHS", "Authenticate", "Principal"]
 
@@ -152,22 +155,11 @@ def _presented_key(scope: Scope) -> str | None:
 async def _refuse(
     scope: Scope, receive: Receive, send: Send, error: ModelProxyError | None
 ) -> None:
-    """Answer 401 ``unauthenticated`` (no credential: ``error`` None), or ``error``'s answer
-    with the challenge of RFC 6750 that goes with it."""
+    """Answer 401 ``unauthenticated`` (no credential: ``error`` None), or ``error``'s answer;
+    each with the challenge of RFC 6750 that goes with it (see ``error_response``)."""
     if error is None:
-        answer = JSONResponse(
-            {
-                "message": "this model-proxy does not answer anonymous requests: send a "
-                "credential (Authorization: Bearer ...)",
-                "code": "unauthenticated",
-            },
-            status_code=401,
+        error = Unauthenticated(
+            "this model-proxy does not answer anonymous requests: send a credential "
+            "(Authorization: Bearer ...)"
         )
-        answer.headers["WWW-Authenticate"] = "Bearer"
-    else:
-        answer = error_response(error)
-        if isinstance(error, InvalidCredentials):
-            answer.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        elif isinstance(error, InsufficientScope):
-            answer.headers["WWW-Authenticate"] = 'Bearer error="insufficient_scope"'
-    await answer(scope, receive, send)
+    await error_response(error)(scope, receive, send)

@@ -46,10 +46,19 @@ def status_for(error: ModelProxyError) -> int:
     return 500
 
 
+# the RFC 6750 challenge that goes with each refusal of a credential
+_CHALLENGES: dict[type[ModelProxyError], str] = {
+    ours.Unauthenticated: "Bearer",
+    ours.InvalidCredentials: 'Bearer error="invalid_token"',
+    ours.InsufficientScope: 'Bearer error="insufficient_scope"',
+}
+
+
 def error_response(error: ModelProxyError, **extra: str) -> JSONResponse:
     headers = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
-    if isinstance(error, ours.Unauthenticated):
-        headers["WWW-Authenticate"] = "Bearer"
+    challenge = _CHALLENGES.get(type(error))
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
     return JSONResponse(
         {"message": error.message, "code": error.code, **extra},
         status_code=status_for(error),
