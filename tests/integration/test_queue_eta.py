@@ -8,11 +8,9 @@ on a queue of its own.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -34,19 +32,18 @@ FRESH = {"Cache-Control": "no-cache"}
 def setup(
     deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Deployment, ManagedProcess]]:
-    here: Path = tmp_path_factory.mktemp("eta")
-    models = json.loads(deployment.settings.models_file.read_text())
-    models[ONE_AT_A_TIME] = {
-        "uri": f"{deployment.model_url}/segmentation?delay=1",
-        "task": "segmentation",
-        "supports": ["/studies/series/instances"],
-        "queue": QUEUE,
-        "maxConcurrency": 1,
-    }
-    (here / "models.json").write_text(json.dumps(models))
-    environ = {**deployment.environ, "MODEL_PROXY_MODELS_FILE": str(here / "models.json")}
-    settings = deployment.settings.model_copy(update={"models_file": here / "models.json"})
-    local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
+    local = deployment.with_models(
+        tmp_path_factory.mktemp("eta"),
+        {
+            ONE_AT_A_TIME: {
+                "uri": f"{deployment.model_url}/segmentation?delay=1",
+                "task": "segmentation",
+                "supports": ["/studies/series/instances"],
+                "queue": QUEUE,
+                "maxConcurrency": 1,
+            }
+        },
+    )
     worker = start_worker(local, "eta-worker", concurrency=1, queues=QUEUE)
     yield local, worker
     worker.stop()
@@ -64,21 +61,20 @@ class Viewer:
             f"/series/{item.series_uid}/instances/{item.sop_uid}"
         )
 
-    def submit(self, number: int) -> dict[str, Any]:
-        response = self.client.get(self.url(number), headers={"Prefer": "respond-async", **FRESH})
-        assert response.status_code == 202, response.text
-        body: dict[str, Any] = response.json()
-        return body
+    def submit(self, number: int) -> str:
+        """Queue a fresh job on instance ``number``; its id."""
+        answer = self.client.get(self.url(number), headers={"Prefer": "respond-async", **FRESH})
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        answer = self.client.get(f"/jobs/{job_id}")
+        assert answer.status_code == 200, answer.text
+        return cast(dict[str, Any], answer.json())
 
     def running_blocker(self) -> str:
         """A job holding the model's one place, once a worker runs it."""
-        job_id = str(self.submit(0)["id"])
+        job_id = self.submit(0)
         deadline = time.monotonic() + 20
         while self.job(job_id)["state"] == "queued":
             assert time.monotonic() < deadline, "the blocker was never started"
@@ -86,7 +82,7 @@ class Viewer:
         return job_id
 
     def five_queued(self) -> list[str]:
-        return [str(self.submit(number)["id"]) for number in range(1, 6)]
+        return [self.submit(number) for number in range(1, 6)]
 
 
 @pytest.fixture()

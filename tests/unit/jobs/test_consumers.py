@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import fakeredis
 import redis
 
@@ -12,18 +10,11 @@ from model_proxy.shared.jobs.consumers import (
     consumer_slots,
     withdraw_consumer,
 )
-from tests.unit.jobs.support import KEYS
+from tests.unit.jobs.support import KEYS, on_async_client
 
 
 def slots(server: fakeredis.FakeServer, queue: str) -> int:
-    async def main() -> int:
-        client = fakeredis.FakeAsyncRedis(server=server)
-        try:
-            return await consumer_slots(client, KEYS, queue)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return on_async_client(server, lambda client: consumer_slots(client, KEYS, queue))
 
 
 def test_no_worker_announced_is_no_slot(server: fakeredis.FakeServer) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import fakeredis
 import pytest
 import redis
@@ -15,20 +13,13 @@ from model_proxy.shared.jobs.durations import (
     recent_durations,
     record_run_durations,
 )
-from tests.unit.jobs.support import KEYS, MODEL, OTHER_MODEL
+from tests.unit.jobs.support import KEYS, MODEL, OTHER_MODEL, on_async_client
 
 DAY = 24 * 3600
 
 
 def read(server: fakeredis.FakeServer, model_id: str = MODEL) -> RecentDurations | None:
-    async def main() -> RecentDurations | None:
-        client = fakeredis.FakeAsyncRedis(server=server)
-        try:
-            return await recent_durations(client, KEYS, model_id)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+    return on_async_client(server, lambda client: recent_durations(client, KEYS, model_id))
 
 
 def run(seconds: float) -> RunDurations:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 
@@ -22,22 +21,19 @@ from model_proxy.shared.jobs import Job, JobStore
 from model_proxy.shared.jobs.consumers import announce_consumer
 from model_proxy.shared.jobs.durations import RunDurations, record_run_durations
 from model_proxy.shared.settings import Settings
-from tests.unit.jobs.support import KEYS, LEASE, MODEL, OTHER_MODEL, TTL, Broker, make_job
+from tests.unit.jobs.support import (
+    KEYS,
+    LEASE,
+    MODEL,
+    OTHER_MODEL,
+    TTL,
+    Broker,
+    make_job,
+    on_async_client,
+)
 
 T = TypeVar("T")
 RUN = 10.0  # seconds: the model's average run once one is recorded
-
-
-@pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
-def client(server: fakeredis.FakeServer) -> Iterator[redis.Redis]:
-    connection = fakeredis.FakeRedis(server=server)
-    yield connection
-    connection.close()
 
 
 # --- the arithmetic ----------------------------------------------------------------------------
@@ -104,17 +100,12 @@ class World:
         record_run_durations(self.client, KEYS, MODEL, durations, weight=0.3, ttl_seconds=TTL)
 
     def run(self, operation: Callable[[BrokerServices], Awaitable[T]]) -> T:
-        async def main() -> T:
-            client = fakeredis.FakeAsyncRedis(server=self.server)
-            services = SimpleNamespace(
-                jobs=AsyncJobStore(client, TTL, KEYS), catalog=self.catalog, settings=Settings()
-            )
-            try:
-                return await operation(cast(BrokerServices, services))
-            finally:
-                await client.aclose()
+        def on(client: Any) -> Awaitable[T]:
+            jobs = AsyncJobStore(client, TTL, KEYS)
+            services = SimpleNamespace(jobs=jobs, catalog=self.catalog, settings=Settings())
+            return operation(cast(BrokerServices, services))
 
-        return asyncio.run(main())
+        return on_async_client(self.server, on)
 
     def estimate(self, job: Job) -> JobEstimate:
         current = self.store.get(job.id)
