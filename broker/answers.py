@@ -16,9 +16,10 @@ from fastapi import Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from model_proxy.broker.errors import error_response
-from model_proxy.broker.jobs import AsyncJobStore
 from model_proxy.broker.negotiation import Negotiated, etag_matches
-from model_proxy.broker.schemas import JobResource, job_url
+from model_proxy.broker.resources import render_job
+from model_proxy.broker.schemas import job_url
+from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import (
     JobCancelled,
     NoResultObject,
@@ -32,10 +33,10 @@ __all__ = ["DICOM_TYPE", "accepted", "answer_for_job", "object_for_job", "result
 DICOM_TYPE = "application/dicom"
 
 
-def accepted(job: Job) -> JSONResponse:
-    """202 Accepted: the job runs on; poll its status URL."""
+async def accepted(services: BrokerServices, job: Job) -> JSONResponse:
+    """202 Accepted with the job and its estimate: the job runs on; poll its status URL."""
     return JSONResponse(
-        JobResource.from_job(job).to_json(),
+        await render_job(services, job),
         status_code=202,
         headers={"Location": job_url(job.id), "Retry-After": "1"},
     )
@@ -63,17 +64,17 @@ async def _json_of(answer: StoredAnswer) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def object_for_job(store: AsyncJobStore, job: Job, kind: str) -> Response:
+async def object_for_job(services: BrokerServices, job: Job, kind: str) -> Response:
     """200 with the DICOM object ``kind`` (``seg``, ``sr``) made from the job's answer, 404
     ``result_object_not_found`` when it made none; otherwise as :func:`answer_for_job`."""
     if job.state is not JobState.SUCCEEDED:
-        return _unfinished(job)
+        return await _unfinished(services, job)
     if kind not in job.output_formats:
         why = f": {job.output_error.message}" if job.output_error is not None else ""
         return error_response(
             NoResultObject(f"job {job.id} made no {kind} object{why}"), jobId=job.id
         )
-    data = await store.get_object(job.id, kind)
+    data = await services.jobs.get_object(job.id, kind)
     if data is None:
         return error_response(
             ResultExpired(f"the {kind} object of job {job.id} has expired"), jobId=job.id
@@ -83,20 +84,20 @@ async def object_for_job(store: AsyncJobStore, job: Job, kind: str) -> Response:
     return Response(data, media_type=DICOM_TYPE, headers=headers)
 
 
-async def answer_for_job(store: AsyncJobStore, job: Job, wanted: Negotiated) -> Response:
+async def answer_for_job(services: BrokerServices, job: Job, wanted: Negotiated) -> Response:
     """200 with the model's JSON (or 304), the job's error, 410 when cancelled, or 202 while it
     runs."""
     if job.state is JobState.SUCCEEDED:
-        result = await store.get_result(job.id)
+        result = await services.jobs.get_result(job.id)
         if result is None:
             return error_response(
                 ResultExpired(f"the result of job {job.id} has expired"), jobId=job.id
             )
         return result_answer(job.id, read_answer(result), wanted)
-    return _unfinished(job)
+    return await _unfinished(services, job)
 
 
-def _unfinished(job: Job) -> Response:
+async def _unfinished(services: BrokerServices, job: Job) -> Response:
     """The job's error, 410 when cancelled, or 202 while it runs."""
     if job.state is JobState.CANCELLED:
         return error_response(JobCancelled(f"job {job.id} was cancelled"), jobId=job.id)
@@ -108,4 +109,4 @@ def _unfinished(job: Job) -> Response:
             else error_from_code("internal_error", "the job failed")
         )
         return error_response(failure, jobId=job.id)
-    return accepted(job)
+    return await accepted(services, job)

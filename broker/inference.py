@@ -87,8 +87,10 @@ async def _answer(
     if current is None:
         raise UnknownJob(f"job {admitted.job_id} has expired")
     if waits and not current.state.finished and await client_gone():
-        return accepted(current)  # nobody reads it; the job runs on for the client's next ask
-    return await answer_for_job(services.jobs, current, options.negotiated)
+        return await accepted(
+            services, current
+        )  # nobody reads it; the job runs on for the client's next ask
+    return await answer_for_job(services, current, options.negotiated)
 
 
 async def _cached_answer(

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from model_proxy.broker.estimates import NO_ESTIMATE, JobEstimate
 from model_proxy.shared.jobs import Job, JobError, JobState
 
 __all__ = ["ErrorBody", "JobList", "JobResource", "job_url"]
@@ -60,6 +61,15 @@ class JobOutputView(_Camel):
     stored: bool = Field(description="The PACS confirmed it stored the object")
 
 
+class QueuePlaceView(_Camel):
+    position: int = Field(description="1-based place in the model's queue (1: next to start)")
+    ahead: int = Field(description="Jobs of the model queued before this one")
+    concurrency: int = Field(
+        description="Jobs of the model run at once: its `maxConcurrency`, else the slots of "
+        "the live workers reading its queue, else 1"
+    )
+
+
 class JobResource(_Camel):
     id: str
     state: JobState
@@ -86,6 +96,22 @@ class JobResource(_Camel):
         description="Why an object made was not stored into the PACS (the job still succeeded; "
         "the object is served by `GET /jobs/{id}/result?format=`)",
     )
+    queue: QueuePlaceView | None = Field(
+        default=None,
+        description="While queued: the job's place in its model's queue; null otherwise (and "
+        "in `GET /jobs` listings)",
+    )
+    estimated_start_at: dt.datetime | None = Field(
+        default=None,
+        description="While queued: an estimate of when a worker starts it, from the model's "
+        "recent run times and concurrency; null without recent runs, once started, and in "
+        "listings",
+    )
+    estimated_finish_at: dt.datetime | None = Field(
+        default=None,
+        description="Until it finishes: an estimate of when it will, from the model's recent "
+        "run times; null without recent runs, once finished, and in listings",
+    )
     links: JobLinks
     requested_by: list[str] | None = Field(
         default=None,
@@ -94,8 +120,13 @@ class JobResource(_Camel):
     )
 
     @classmethod
-    def from_job(cls, job: Job, *, show_requesters: bool = False) -> JobResource:
+    def from_job(
+        cls, job: Job, *, show_requesters: bool = False, estimate: JobEstimate = NO_ESTIMATE
+    ) -> JobResource:
+        """The resource of ``job``, with the ``estimate`` of its queue place and times
+        (:func:`~model_proxy.broker.estimates.estimate_job`; none by default)."""
         request = job.request
+        place = estimate.queue
         url = job_url(job.id)
         return cls(
             id=job.id,
@@ -126,6 +157,9 @@ class JobResource(_Camel):
             outputs=[JobOutputView.model_validate(output.model_dump()) for output in job.outputs],
             output_error=job.output_error,
             store_error=job.store_error,
+            queue=None if place is None else QueuePlaceView.model_validate(place.__dict__),
+            estimated_start_at=_moment(estimate.start_at),
+            estimated_finish_at=_moment(estimate.finish_at),
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
             requested_by=list(job.requesters) if show_requesters else None,
         )

@@ -184,6 +184,28 @@ class Settings(BaseSettings):
         gt=0,
         description="A job queued this long whose task message is gone is sent again.",
     )
+    eta_weight: float = Field(
+        default=0.3,
+        gt=0,
+        le=1,
+        description="Weight of a model's latest run in its average durations (the ETA's basis).",
+    )
+    eta_history_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="A model's average durations are forgotten after this long without a run.",
+    )
+    eta_running_scan: int = Field(
+        default=500,
+        gt=0,
+        description="Most running jobs read to estimate when the running ones end.",
+    )
+    worker_presence_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker's announcement of its queues and pool size lasts this long (it "
+        "renews it three times as often); the ETA counts the live ones.",
+    )
     max_attempts: int = Field(
         default=3,
         gt=0,

@@ -15,6 +15,7 @@ from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import RUN_INFERENCE, STORE_OBJECTS
 from model_proxy.workers.context import WorkerContext, build_context
 from model_proxy.workers.pipeline import JobRunResult, run_job
+from model_proxy.workers.presence import WorkerPresence
 from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.stopping import RunningJobs
@@ -53,6 +54,20 @@ class _LazyContext:
 def _sent_by(sender: Any, app: Celery) -> bool:
     """Signals are process-wide: is this one about a worker of ``app``?"""
     return getattr(sender, "app", None) is app
+
+
+def _presence(consumer: Any, ctx: WorkerContext, settings: Settings) -> WorkerPresence:
+    """The announcement of the worker ``consumer`` belongs to: its queues and pool size."""
+    queues = [queue.name for queue in getattr(consumer.task_consumer, "queues", ())]
+    slots = getattr(consumer.controller, "concurrency", None) or settings.worker_concurrency
+    return WorkerPresence(
+        ctx.redis,
+        ctx.store.keys,
+        queues or [settings.queue_name],
+        str(consumer.hostname),
+        int(slots),
+        settings.worker_presence_seconds,
+    )
 
 
 def create_worker_app(settings: Settings, redis_url: str) -> Celery:
@@ -100,6 +115,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         store_job_objects(job_id, context.get(), policy)
 
     reapers: list[Reaper] = []
+    presences: list[WorkerPresence] = []
     celery_app = app
 
     def start_reaper(sender: Any = None, **_: object) -> None:
@@ -127,10 +143,15 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         )
         reaper.start()
         reapers.append(reaper)
+        presence = _presence(sender, ctx, settings)
+        presence.start()
+        presences.append(presence)
 
     def stop_reapers(**_: object) -> None:
         for reaper in reapers:
             reaper.stop()
+        for presence in presences:
+            presence.stop()
 
     def stop_gracefully(**_: object) -> None:
         # SIGTERM: Celery takes no more messages and waits for the running tasks; those that

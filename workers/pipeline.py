@@ -58,7 +58,7 @@ from model_proxy.workers.result_objects import ResultObjects, build_result_objec
 from model_proxy.workers.result_store import StoredObjects, describe_objects, store_objects
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.source_headers import SourceHeaders
-from model_proxy.workers.timings import StageTimings, record_finished_run
+from model_proxy.workers.timings import StageTimings, record_finished_run, remember_durations
 
 __all__ = ["JobRunResult", "JobStopped", "run_job"]
 
@@ -221,7 +221,10 @@ def _run_claimed(
             ending = _run_to_end(run, context, policy, timings)
         finally:
             _release_lease(store, job, token)
-    record_finished_run(context.metrics, job, ending, timings, time.perf_counter() - started)
+    total = time.perf_counter() - started
+    record_finished_run(context.metrics, job, ending, timings, total)
+    if ending == "succeeded":
+        remember_durations(context.redis, store.keys, settings, job, timings, total)
     return JobRunResult.HANDED_BACK if ending == _HANDED_BACK else JobRunResult.DONE
 
 

@@ -1,14 +1,20 @@
-"""Where a job's time went: one log line per finished run and the stage metrics."""
+"""Where a job's time went: one log line per finished run, the stage metrics, and the model's
+recent durations in Redis (the API's queue estimates)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from model_proxy.shared.jobs import Job
-from model_proxy.shared.metrics import Metrics
+import redis
 
-__all__ = ["StageTimings", "record_finished_run"]
+from model_proxy.shared.errors import ModelProxyError
+from model_proxy.shared.jobs import Job, JobKeys
+from model_proxy.shared.jobs.durations import RunDurations, record_run_durations
+from model_proxy.shared.metrics import Metrics
+from model_proxy.shared.settings import Settings
+
+__all__ = ["StageTimings", "record_finished_run", "remember_durations"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +67,29 @@ def record_finished_run(
         ("total", total),
     ):
         metrics.observe("stage_seconds", {"stage": stage, "model": model}, seconds)
+
+
+def remember_durations(
+    client: redis.Redis,
+    keys: JobKeys,
+    settings: Settings,
+    job: Job,
+    timings: StageTimings,
+    total: float,
+) -> None:
+    """Fold a run that ended with an answer into its model's recent durations (the basis of
+    the ETA); a Redis blip costs only this one sample."""
+    durations = RunDurations(
+        queue_wait=timings.queue_wait, fetch=timings.fetch, inference=timings.model_call, run=total
+    )
+    try:
+        record_run_durations(
+            client,
+            keys,
+            job.request.model_id,
+            durations,
+            settings.eta_weight,
+            settings.eta_history_ttl_seconds,
+        )
+    except ModelProxyError as error:
+        log.warning("job=%s stage=durations not recorded (%s)", job.id, error.code)

@@ -19,6 +19,7 @@ from model_proxy.broker.deps import NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
+from model_proxy.broker.resources import render_job
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import (
@@ -82,7 +83,8 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSONResponse:
     """The caller's jobs, those it asked for (latest ask first); an admin's: every job, newest
-    first. Anonymous callers are not answered (401)."""
+    first. Anonymous callers are not answered (401). To keep listings cheap, their jobs carry no
+    queue place or estimates (`GET /jobs/{id}` has them)."""
     if who.admin:
         jobs = await services.jobs.recent(limit, state)
     else:
@@ -94,10 +96,11 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobResource, responses=_NOT_FOUND)
 async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResponse:
-    """A job's state, request, progress, stage times and error; to an admin, also who asked
-    for it. Open to whoever holds its id."""
+    """A job's state, request, progress, stage times and error; while queued, its place in its
+    model's queue; until it finishes, estimates of its start and finish (from the model's recent
+    runs); to an admin, also who asked for it. Open to whoever holds its id."""
     job = await _job(services, job_id)
-    return JSONResponse(JobResource.from_job(job, show_requesters=who.admin).to_json())
+    return JSONResponse(await render_job(services, job, show_requesters=who.admin))
 
 
 @router.get(
@@ -132,8 +135,8 @@ async def get_result(
     it; otherwise what became of it."""
     job = await _job(services, job_id)
     if format is ResultFormat.JSON:
-        return await answer_for_job(services.jobs, job, wanted)
-    return await object_for_job(services.jobs, job, format.value)
+        return await answer_for_job(services, job, wanted)
+    return await object_for_job(services, job, format.value)
 
 
 @router.delete(
@@ -164,7 +167,7 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
     if outcome == Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
-    return JSONResponse(JobResource.from_job(current, show_requesters=who.admin).to_json())
+    return JSONResponse(await render_job(services, current, show_requesters=who.admin))
 
 
 @router.post(

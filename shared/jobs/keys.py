@@ -65,3 +65,12 @@ class JobKeys:
         """Sorted set: the runs (by token) calling the model now, scored by when their place
         expires."""
         return f"{self.prefix}:slots:{model_id}"
+
+    def durations(self, model_id: str) -> str:
+        """Hash: the model's recent stage durations (averages over its latest runs)."""
+        return f"{self.prefix}:durations:{model_id}"
+
+    def consumers(self, queue: str) -> str:
+        """Sorted set: the live workers reading ``queue`` (member ``<slots>:<name>``), scored
+        by when their announcement expires."""
+        return f"{self.prefix}:consumers:{queue}"

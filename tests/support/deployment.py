@@ -106,6 +106,16 @@ class Deployment:
     model_url: str
     redis: RedisServer
 
+    def with_models(self, workdir: Path, models: Mapping[str, object]) -> Deployment:
+        """The same deployment with ``models`` added to its models.json (written in
+        ``workdir``), for a test module's own models and workers."""
+        merged = {**json.loads(self.settings.models_file.read_text()), **models}
+        models_file = workdir / "models.json"
+        models_file.write_text(json.dumps(merged))
+        environ = {**self.environ, "MODEL_PROXY_MODELS_FILE": str(models_file)}
+        settings = self.settings.model_copy(update={"models_file": models_file})
+        return Deployment(settings, environ, workdir, self.model_url, self.redis)
+
 
 class BlackHole:
     """A TCP server that accepts connections and never answers: a PACS that hangs."""

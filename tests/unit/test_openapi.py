@@ -191,3 +191,15 @@ def test_an_issuer_adds_the_openid_connect_scheme(tmp_path: Path) -> None:
             {"apiKey": []},
             {"oidc": ["read:model"]},
         ]  # no empty requirement: anonymous requests are refused
+
+
+def test_the_job_resource_describes_its_queue_place_and_estimates(
+    document: dict[str, Any],
+) -> None:
+    schemas = document["components"]["schemas"]
+    properties = schemas["JobResource"]["properties"]
+
+    for name in ("queue", "estimatedStartAt", "estimatedFinishAt"):
+        assert "estimate" in properties[name]["description"] or name == "queue"
+        assert properties[name]["description"]
+    assert set(schemas["QueuePlaceView"]["properties"]) == {"position", "ahead", "concurrency"}

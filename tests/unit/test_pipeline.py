@@ -658,3 +658,28 @@ def test_a_stopping_worker_starts_no_new_job(world: World) -> None:
     assert world.record().state is JobState.QUEUED
     assert world.record().attempts == 0
     assert world.pacs.retrieves == 0
+
+
+# --- the model's recent durations --------------------------------------------------------------
+
+
+def test_a_run_that_answers_is_folded_into_its_models_recent_durations(
+    world: World, client: redis.Redis
+) -> None:
+    world.run()
+
+    recorded = client.hgetall(KEYS.durations(MODEL_ID))
+    assert recorded[b"runs"] == b"1"
+    assert float(recorded[b"run"]) >= float(recorded[b"inference"]) >= 0.0
+    assert {b"queue_wait", b"fetch", b"updated_at"} <= set(recorded)
+
+
+def test_a_run_that_fails_leaves_the_recent_durations_alone(
+    world: World, client: redis.Redis
+) -> None:
+    world.model.answer = answers(ModelFailed("model m answered HTTP 500", status=500))
+
+    world.run()
+
+    assert world.record().state is JobState.FAILED
+    assert client.exists(KEYS.durations(MODEL_ID)) == 0

@@ -92,6 +92,19 @@ class Broker:
         return self.run(lambda jobs: jobs.recent(limit, state))
 
 
+def on_async_client(server: fakeredis.FakeServer, operation: Callable[[Any], Awaitable[T]]) -> T:
+    """``operation`` run on an asyncio client of ``server``, on its own event loop."""
+
+    async def main() -> T:
+        client = fakeredis.FakeAsyncRedis(server=server)
+        try:
+            return await operation(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
 def run_script(client: redis.Redis, call: ScriptCall[T]) -> T:
     """One scripted step on a synchronous client, as the stores run it."""
     return call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
