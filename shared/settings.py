@@ -143,14 +143,10 @@ class Settings(BaseSettings):
         description="How long a viewer's GET waits for its job before answering 202.",
     )
     submit_max_body_bytes: int = Field(
-        default=8192,
-        gt=0,
-        description="Largest JSON body POST /jobs reads; a larger one is refused with 413.",
+        default=8192, gt=0, description="Largest JSON body POST /jobs reads (larger: 413)."
     )
     idempotency_key_ttl_seconds: int = Field(
-        default=24 * 3600,
-        gt=0,
-        description="How long an Idempotency-Key of POST /jobs names its job.",
+        default=24 * 3600, gt=0, description="How long an Idempotency-Key names its job."
     )
     idempotency_wait_seconds: float = Field(
         default=5.0,

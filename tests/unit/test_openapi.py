@@ -191,3 +191,18 @@ def test_an_issuer_adds_the_openid_connect_scheme(tmp_path: Path) -> None:
             {"apiKey": []},
             {"oidc": ["read:model"]},
         ]  # no empty requirement: anonymous requests are refused
+
+
+def test_post_jobs_describes_its_body_answers_and_headers(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/jobs"]["post"]
+
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"task", "model", "study"}
+    assert body["additionalProperties"] is False
+    assert {"server", "series", "instance", "dataFilters", "fresh"} <= set(body["properties"])
+    answers = operation["responses"]
+    assert {"200", "202", "400", "404", "409", "413", "415", "422", "429"} <= set(answers)
+    assert "Preference-Applied" in answers["200"]["headers"]
+    assert "Location" in answers["202"]["headers"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"prefer", "idempotency-key"}
