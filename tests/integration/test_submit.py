@@ -5,6 +5,7 @@ bodies get their documented codes."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +196,22 @@ def test_a_bad_idempotency_key_is_refused(client: TestClient, pacs: PacsData) ->
         answer = client.post("/jobs", json=_body(pacs), headers={"Idempotency-Key": key})
         assert answer.status_code == 400, (key, answer.text)
         assert answer.json()["code"] == "bad_idempotency_key"
+
+
+def test_each_submit_has_its_audit_line(
+    deployment: Deployment, worker: ManagedProcess, pacs: PacsData, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.log"
+    settings = deployment.settings.model_copy(update={"audit_log": str(audit)})
+    with TestClient(create_app(settings, environ=deployment.environ)) as api:
+        made = api.post("/jobs", json=_body(pacs, fresh=True), headers={"Prefer": "wait=30"})
+    assert made.status_code == 200, made.text
+
+    (line,) = [json.loads(text) for text in audit.read_text().splitlines()]
+    assert (line["event"], line["method"], line["route"]) == ("job.submit", "POST", "/jobs")
+    assert (line["status"], line["source"]) == (200, "created")
+    assert line["jobId"] == made.headers["x-job-id"]
+    assert (line["model"], line["study"]) == (Ids.SEGMENTATION, pacs.study_uid)
 
 
 def test_a_foreign_web_page_cannot_submit(client: TestClient, pacs: PacsData) -> None:
