@@ -87,6 +87,7 @@ async def submit_job(
     keys = services.idempotency
     claim = await keys.claim(who.requester, key)
     if claim.job_id is not None:  # a retry: the key's job, whatever became of it
+        note_inference(inference, claim.job_id, "retry")
         return await _answer_job(services, claim.job_id, options, client_gone, waits=True)
     try:
         return await _answer(
