@@ -14,6 +14,7 @@ from model_proxy.broker.bearer_tokens import BearerTokenVerifier
 from model_proxy.broker.check_gate import CheckGate
 from model_proxy.broker.errors import install_error_handlers
 from model_proxy.broker.hosts import HostPolicy, RefuseForeignHosts
+from model_proxy.broker.idempotency import IdempotencyKeys
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
 from model_proxy.broker.openapi import declare_security
@@ -68,6 +69,12 @@ def create_app(
             celery=celery,
             metrics=metrics,
             results=ResultCache(settings.local_cache_seconds),
+            idempotency=IdempotencyKeys(
+                client,
+                keys.prefix,
+                settings.idempotency_key_ttl_seconds,
+                settings.idempotency_wait_seconds,
+            ),
         )
         await events.start()
         await metrics.start()
@@ -112,8 +119,8 @@ def create_app(
         CORSMiddleware,
         allow_origins=["*"] if origins.any_origin else [],
         allow_origin_regex=None if origins.any_origin else origins.regex,
-        allow_methods=["GET", "DELETE", "OPTIONS"],
-        expose_headers=["ETag", "Location", "Retry-After", "X-Job-Id"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        expose_headers=["ETag", "Location", "Preference-Applied", "Retry-After", "X-Job-Id"],
         allow_headers=["*"],
         max_age=600,
     )

@@ -82,6 +82,7 @@ _EVENTS = {
     "get_job": "job.read",
     "get_result": "job.result",
     "cancel_job": "job.cancel",
+    "submit_job": "job.submit",
 }
 _INFERENCE_TAG = "inference"
 _PATH_FIELDS = {"model": "model", "study": "study", "series": "series", "instance": "instance"}

@@ -66,13 +66,16 @@ class AnswerOptions:
     ``respond_async``: ``Prefer: respond-async`` (RFC 7240) or ``?async=true``, answer 202 at
     once; ``fresh``: ``Cache-Control: no-cache`` (or ``no-store``), run the model again instead
     of answering from the cache; ``query``: every query parameter (the data filters among them);
-    ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`).
+    ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`);
+    ``wait_seconds``: how long to wait for the job unless ``respond_async`` (``None``:
+    ``MODEL_PROXY_SYNC_WAIT_SECONDS``; ``POST /jobs`` sets it from ``Prefer: wait=N``).
     """
 
     query: tuple[tuple[str, str], ...]
     respond_async: bool = False
     fresh: bool = False
     negotiated: Negotiated = field(default_factory=Negotiated)
+    wait_seconds: float | None = None
 
 
 async def answer_options(

@@ -1,10 +1,12 @@
-"""The inference service behind the viewer's routes: validate, answer from the cache, or record a
-job (or join the same one already running) for the caller, within its quota, queue it, wait for
-it, and answer with it."""
+"""The inference service behind the viewer's routes and ``POST /jobs``: validate, answer from the
+cache, or record a job (or join the same one already running) for the caller, within its quota,
+queue it, wait for it, and answer with it."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from fastapi import Response
 
@@ -12,6 +14,7 @@ from model_proxy.broker.answers import accepted, answer_for_job, result_answer
 from model_proxy.broker.audit import note_inference
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
+from model_proxy.broker.idempotency import IdempotencyKey
 from model_proxy.broker.jobs import wait_for_job
 from model_proxy.broker.negotiation import Negotiated
 from model_proxy.broker.requesters import Caller
@@ -27,7 +30,7 @@ from model_proxy.shared.errors import (
 from model_proxy.shared.jobs import Admission, Admitted, JobState, new_job, read_answer
 from model_proxy.shared.request import InferenceRequest
 
-__all__ = ["answer_viewer"]
+__all__ = ["answer_viewer", "submit_job"]
 
 
 async def answer_viewer(
@@ -67,25 +70,78 @@ def _request_labels(services: BrokerServices, task: Task, path: ViewerPath) -> d
     }
 
 
+async def submit_job(
+    services: BrokerServices,
+    inference: InferenceRequest,
+    options: AnswerOptions,
+    who: Caller,
+    client_gone: Callable[[], Awaitable[bool]],
+    key: IdempotencyKey | None = None,
+) -> Response:
+    """Answer a request submitted as JSON (``POST /jobs``), validated into ``inference``: as the
+    viewer's routes answer (:func:`_answer`) and, given an ``Idempotency-Key``, with the key's
+    job once it names one (:mod:`~model_proxy.broker.idempotency`): a retry never makes a
+    second job."""
+    if key is None:
+        return await _answer(services, inference, options, who, client_gone)
+    keys = services.idempotency
+    claim = await keys.claim(who.requester, key)
+    if claim.job_id is not None:  # a retry: the key's job, whatever became of it
+        note_inference(inference, claim.job_id, "retry")
+        return await _answer_job(services, claim.job_id, options, client_gone, waits=True)
+    try:
+        return await _answer(
+            services, inference, options, who, client_gone, partial(keys.record, claim)
+        )
+    except BaseException:
+        with contextlib.suppress(ModelProxyError):
+            await keys.release(claim)  # no-op once the job was named; else a retry makes it
+        raise
+
+
 async def _answer(
     services: BrokerServices,
     inference: InferenceRequest,
     options: AnswerOptions,
     who: Caller,
     client_gone: Callable[[], Awaitable[bool]],
+    on_job: Callable[[str], Awaitable[None]] | None = None,
 ) -> Response:
+    """Answer from the cache, or with the job made or joined for ``inference``; ``on_job`` is
+    told the id of the job that answers, before any wait."""
     if not options.fresh:
         cached = await _cached_answer(services, inference, who, options.negotiated)
         if cached is not None:
-            return cached
+            if on_job is not None:
+                await on_job(cached[0])
+            return cached[1]
     admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
-    waits = not options.respond_async and admitted.admission is not Admission.CACHED
-    wait = services.settings.sync_wait_seconds if waits else 0.0
+    if on_job is not None:
+        await on_job(admitted.job_id)
+    waits = admitted.admission is not Admission.CACHED
+    return await _answer_job(services, admitted.job_id, options, client_gone, waits=waits)
+
+
+async def _answer_job(
+    services: BrokerServices,
+    job_id: str,
+    options: AnswerOptions,
+    client_gone: Callable[[], Awaitable[bool]],
+    *,
+    waits: bool,
+) -> Response:
+    """The job's answer (:func:`answer_for_job`) once it finished, or 202 with it when it has
+    not finished within the wait the options ask for (none with ``respond_async``)."""
+    waits = waits and not options.respond_async
+    wait = 0.0
+    if waits:
+        asked = options.wait_seconds
+        wait = services.settings.sync_wait_seconds if asked is None else asked
     current = await wait_for_job(
-        services.jobs, services.events, admitted.job_id, wait, client_gone if waits else None
+        services.jobs, services.events, job_id, wait, client_gone if waits else None
     )
     if current is None:
-        raise UnknownJob(f"job {admitted.job_id} has expired")
+        raise UnknownJob(f"job {job_id} has expired")
     if waits and not current.state.finished and await client_gone():
         return await accepted(
             services, current
@@ -95,10 +151,10 @@ async def _answer(
 
 async def _cached_answer(
     services: BrokerServices, inference: InferenceRequest, who: Caller, wanted: Negotiated
-) -> Response | None:
-    """The stored answer of an earlier job on the same request, if one is still kept. A named
-    caller lists it among its jobs (one more round trip); an anonymous one is answered with the
-    single lookup (none while the answer is kept in memory)."""
+) -> tuple[str, Response] | None:
+    """The stored answer of an earlier job on the same request, if one is still kept, and the
+    job's id. A named caller lists it among its jobs (one more round trip); an anonymous one is
+    answered with the single lookup (none while the answer is kept in memory)."""
     fingerprint = inference.fingerprint()
     cached = services.results.get(fingerprint)
     if cached is None:
@@ -112,7 +168,7 @@ async def _cached_answer(
     note_inference(inference, job_id, "cache")
     if not who.anonymous:
         await services.jobs.note_asked(who.requester, job_id)
-    return result_answer(job_id, answer, wanted)
+    return job_id, result_answer(job_id, answer, wanted)
 
 
 async def _start_or_join_job(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
+from model_proxy.broker.idempotency import IdempotencyKeys
 from model_proxy.broker.jobs import AsyncJobStore, JobEvents
 from model_proxy.broker.metrics import AsyncMetrics
 from model_proxy.broker.result_cache import ResultCache
@@ -35,7 +36,7 @@ class BrokerServices:
     """Everything the API's routes use, built once in the app's lifespan (``create_app``) and
     reached through :func:`model_proxy.broker.deps.get_services`: the settings and catalog, the
     async job store and its event fan-out, the Celery app to enqueue by task name, the metrics
-    and the short-lived copy of stored answers."""
+    the short-lived copy of stored answers, and the idempotency keys of ``POST /jobs``."""
 
     settings: Settings
     catalog: Catalog
@@ -44,6 +45,7 @@ class BrokerServices:
     celery: Celery
     metrics: AsyncMetrics
     results: ResultCache
+    idempotency: IdempotencyKeys
 
     @property
     def redis_url(self) -> str:

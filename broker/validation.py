@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from model_proxy.shared.config import Catalog, Level, Task
-from model_proxy.shared.datafilters import parse_data_filters
+from model_proxy.shared.datafilters import data_filters_from_items, parse_data_filters
 from model_proxy.shared.errors import LevelNotSupported
 from model_proxy.shared.fingerprint import request_fingerprint
 from model_proxy.shared.inputs import plan_inputs
-from model_proxy.shared.request import InferenceRequest
+from model_proxy.shared.request import DataFilter, InferenceRequest
 from model_proxy.shared.uids import check_uid
 
 __all__ = ["ViewerPath", "build_request"]
@@ -38,9 +39,17 @@ class ViewerPath:
 
 
 def build_request(
-    catalog: Catalog, task: Task, path: ViewerPath, query: Iterable[tuple[str, str]] = ()
+    catalog: Catalog,
+    task: Task,
+    path: ViewerPath,
+    query: Iterable[tuple[str, str]] = (),
+    filter_items: Sequence[Any] | None = None,
 ) -> InferenceRequest:
     """Check everything a worker would otherwise find out too late; raise our errors.
+
+    The data filters are read from ``query`` (a viewer's route), or given as JSON objects in
+    ``filter_items`` (the ``dataFilters`` of a ``POST /jobs`` body); at instance level neither
+    is read.
 
     The request's ``sharing_key`` is the fingerprint of what the worker will fetch and of the
     model's and server's settings, so requests that differ only in ignored data filters share
@@ -75,9 +84,19 @@ def build_request(
         study_uid=path.study_uid,
         series_uid=path.series_uid,
         instance_uid=path.instance_uid,
-        data_filters=parse_data_filters(query) if level is not Level.INSTANCE else (),
+        data_filters=_data_filters(level, query, filter_items),
     )
     plan = plan_inputs(request, model)  # rejects missing data filters now, not in the worker
     return request.model_copy(
         update={"sharing_key": request_fingerprint(request, plan, model, server)}
     )
+
+
+def _data_filters(
+    level: Level, query: Iterable[tuple[str, str]], items: Sequence[Any] | None
+) -> tuple[DataFilter, ...]:
+    if level is Level.INSTANCE:
+        return ()
+    if items is not None:
+        return data_filters_from_items(items, "dataFilters")
+    return parse_data_filters(query)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from model_proxy.shared.errors import InvalidDataFilter
 from model_proxy.shared.request import DataFilter
 from model_proxy.shared.uids import check_uid
 
-__all__ = ["MAX_DEPTH", "MAX_FILTERS", "PARAMETER", "parse_data_filters"]
+__all__ = ["MAX_DEPTH", "MAX_FILTERS", "PARAMETER", "data_filters_from_items", "parse_data_filters"]
 
 PARAMETER = "data-filters"
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
@@ -45,8 +45,14 @@ def parse_data_filters(query: Iterable[tuple[str, str]]) -> tuple[DataFilter, ..
             _assign(nested, path, value)
     if nested:
         items.extend(_ordered_values(nested))
+    return data_filters_from_items(items)
+
+
+def data_filters_from_items(items: Sequence[Any], name: str = PARAMETER) -> tuple[DataFilter, ...]:
+    """Check the filters given as JSON objects (``{dataKey, uuid, dataFilter?}``), as a query's
+    JSON array holds them or a ``POST /jobs`` body's ``dataFilters`` (``name``, in messages)."""
     budget = _Budget()
-    return tuple(_to_filter(item, f"{PARAMETER}[{i}]", 1, budget) for i, item in enumerate(items))
+    return tuple(_to_filter(item, f"{name}[{i}]", 1, budget) for i, item in enumerate(items))
 
 
 class _Budget:

@@ -22,11 +22,15 @@ __all__ = [
     "AdminRequired",
     "AuditUnavailable",
     "AuthTokenNeeded",
+    "BadIdempotencyKey",
     "BadModelResponse",
+    "BodyTooLarge",
     "ConfigError",
     "DicomNotFound",
     "Forbidden",
     "HostNotAllowed",
+    "IdempotencyKeyInFlight",
+    "IdempotencyKeyReused",
     "IdentityProviderUnavailable",
     "InputTooLarge",
     "InsufficientScope",
@@ -68,6 +72,7 @@ __all__ = [
     "UnknownJob",
     "UnknownModel",
     "UnknownServer",
+    "UnsupportedMediaType",
     "UpstreamError",
     "UpstreamTimeout",
     "error_from_code",
@@ -115,6 +120,31 @@ class InvalidUid(InvalidRequest):
 
 class InvalidDataFilter(InvalidRequest):
     code = "invalid_data_filter"
+
+
+class BodyTooLarge(InvalidRequest):
+    """A request body larger than the route takes (``POST /jobs``:
+    ``MODEL_PROXY_SUBMIT_MAX_BODY_BYTES``)."""
+
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A request body that is not of the media type the route takes (JSON)."""
+
+    code = "unsupported_media_type"
+
+
+class BadIdempotencyKey(InvalidRequest):
+    """An ``Idempotency-Key`` header that is not 1 to 255 printable ASCII characters."""
+
+    code = "bad_idempotency_key"
+
+
+class IdempotencyKeyReused(InvalidRequest):
+    """An ``Idempotency-Key`` the caller already used for a different request body."""
+
+    code = "idempotency_key_reused"
 
 
 # --- something the request names does not exist ----------------------------------------------
@@ -277,6 +307,12 @@ class JobConflict(ModelProxyError):
 
 class JobFinished(JobConflict):
     code = "job_finished"
+
+
+class IdempotencyKeyInFlight(JobConflict):
+    """The first request with this ``Idempotency-Key`` is still making its job."""
+
+    code = "idempotency_key_in_flight"
 
 
 class JobNotSucceeded(JobConflict):

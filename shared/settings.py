@@ -142,6 +142,18 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a viewer's GET waits for its job before answering 202.",
     )
+    submit_max_body_bytes: int = Field(
+        default=8192, gt=0, description="Largest JSON body POST /jobs reads (larger: 413)."
+    )
+    idempotency_key_ttl_seconds: int = Field(
+        default=24 * 3600, gt=0, description="How long an Idempotency-Key names its job."
+    )
+    idempotency_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a POST /jobs waits for the job of an Idempotency-Key whose first "
+        "request is still making it, before 409 idempotency_key_in_flight.",
+    )
     local_cache_seconds: float = Field(
         default=2.0,
         ge=0,

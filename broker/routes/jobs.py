@@ -1,4 +1,4 @@
-"""``/jobs``: the status, result and cancellation of inference jobs.
+"""``/jobs``: submitting inference jobs as JSON, and their status, result and cancellation.
 
 A job belongs to those who asked for it (:mod:`~model_proxy.broker.requesters`): the listing is
 the caller's own jobs (an admin's: all; an anonymous caller's: none, 401); a job and its result
@@ -8,20 +8,25 @@ no requester is left (an admin's cancels it at once); who asked is shown to admi
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import DICOM_TYPE, answer_for_job, object_for_job
 from model_proxy.broker.audit import note_job, note_listing
-from model_proxy.broker.deps import NegotiatedParam, Services
+from model_proxy.broker.deps import AnswerOptions, NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
+from model_proxy.broker.idempotency import IdempotencyKey
+from model_proxy.broker.inference import submit_job as submit
+from model_proxy.broker.negotiation import negotiate
 from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
 from model_proxy.broker.resources import render_job
 from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
+from model_proxy.broker.submission import JobSubmission, prefer_wait, read_submission
+from model_proxy.broker.validation import build_request
 from model_proxy.shared.errors import (
     JobCancelled,
     JobFinished,
@@ -36,6 +41,11 @@ from model_proxy.shared.tasks import STORE_OBJECTS
 __all__ = ["router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_PREFERENCE_APPLIED = {
+    "description": "`wait=N`: the wait honoured (N capped by `MODEL_PROXY_SYNC_WAIT_SECONDS`)",
+    "schema": {"type": "string"},
+}
 
 
 class ResultFormat(StrEnum):
@@ -92,6 +102,115 @@ async def list_jobs(
     note_listing(jobs)
     resources = [JobResource.from_job(job, show_requesters=who.admin) for job in jobs]
     return JSONResponse({"jobs": [resource.to_json() for resource in resources]})
+
+
+# --- POST /jobs: a request submitted as JSON (broker/submission.py) ---------------------------
+
+_SUBMIT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {"application/json": {"schema": JobSubmission.model_json_schema(by_alias=True)}},
+}
+_SUBMIT_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The model's JSON document: the job finished within `Prefer: wait=N`, "
+        "or an identical request's stored answer (unless `fresh`)",
+        "content": {"application/json": {}},
+        "headers": {**ANSWER_HEADERS, "Preference-Applied": _PREFERENCE_APPLIED},
+    },
+    202: {
+        "description": "The job, queued or running: poll it at `Location`",
+        "model": JobResource,
+        "headers": {
+            "Location": {"description": "The job's URL", "schema": {"type": "string"}},
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}},
+            "Preference-Applied": _PREFERENCE_APPLIED,
+        },
+    },
+    304: NOT_MODIFIED,
+    **errors(400, 404, 409, 410, 429, 502, 503, 504),
+    400: {
+        "model": ErrorBody,
+        "description": "A bad `Idempotency-Key` (`bad_idempotency_key`) or data filter "
+        "(`invalid_data_filter`)",
+    },
+    409: {
+        "model": ErrorBody,
+        "description": "The first request with this `Idempotency-Key` is still being answered "
+        "(`idempotency_key_in_flight`)",
+    },
+    413: {"model": ErrorBody, "description": "The body is too large (`body_too_large`)"},
+    415: {
+        "model": ErrorBody,
+        "description": "The body is not JSON (`unsupported_media_type`)",
+    },
+    422: {
+        "model": ErrorBody,
+        "description": "A body that is not a submission (`invalid_request`), a UID that is not "
+        "a DICOM UID (`invalid_uid`), or an `Idempotency-Key` used with another body "
+        "(`idempotency_key_reused`)",
+    },
+    **_NOT_YOURS,
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobResource,
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra={"requestBody": _SUBMIT_BODY},
+)
+async def submit_job(
+    request: Request,
+    services: Services,
+    who: CallerParam,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N` (RFC 7240): wait up to N seconds (at most "
+            "`MODEL_PROXY_SYNC_WAIT_SECONDS`) and answer 200 with the model's answer when the "
+            "job finishes in time"
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="1 to 255 printable ASCII characters: a retry with the same key and "
+            "body gets the same job, for `MODEL_PROXY_IDEMPOTENCY_KEY_TTL_SECONDS` (a day)"
+        ),
+    ] = None,
+) -> Response:
+    """Ask for an inference with a JSON body, as the viewer's routes ask with a URL: the job
+    is made, or joined when an identical request's job is unfinished, within the same quotas;
+    an identical request's stored answer answers at once (200) unless `fresh`. The answer is
+    202 with the job and `Location`, or, with `Prefer: wait=N`, what the job became within N
+    seconds: 200 with the model's answer, the job's error, or still 202."""
+    settings = services.settings
+    submission = await read_submission(request, settings.submit_max_body_bytes)
+    key = None
+    if idempotency_key is not None:
+        key = IdempotencyKey.checked(idempotency_key, submission.fingerprint())
+    inference = build_request(
+        services.catalog,
+        submission.inference_task,
+        submission.path,
+        filter_items=submission.data_filters or (),
+    )
+    wait = prefer_wait(prefer, settings.sync_wait_seconds)
+    options = AnswerOptions(
+        query=(),
+        respond_async=not wait,
+        fresh=submission.fresh,
+        negotiated=negotiate(request.headers),
+        wait_seconds=wait,
+    )
+    response = await submit(services, inference, options, who, request.is_disconnected, key)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+    return response
+
+
+# --- the job resource ------------------------------------------------------------------------
 
 
 @router.get("/{job_id}", response_model=JobResource, responses=_NOT_FOUND)

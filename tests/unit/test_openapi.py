@@ -203,3 +203,18 @@ def test_the_job_resource_describes_its_queue_place_and_estimates(
         assert "estimate" in properties[name]["description"] or name == "queue"
         assert properties[name]["description"]
     assert set(schemas["QueuePlaceView"]["properties"]) == {"position", "ahead", "concurrency"}
+
+
+def test_post_jobs_describes_its_body_answers_and_headers(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/jobs"]["post"]
+
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["required"]) == {"task", "model", "study"}
+    assert body["additionalProperties"] is False
+    assert {"server", "series", "instance", "dataFilters", "fresh"} <= set(body["properties"])
+    answers = operation["responses"]
+    assert {"200", "202", "400", "404", "409", "413", "415", "422", "429"} <= set(answers)
+    assert "Preference-Applied" in answers["200"]["headers"]
+    assert "Location" in answers["202"]["headers"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"prefer", "idempotency-key"}

@@ -170,3 +170,18 @@ def test_a_refused_page_is_refused_before_credentials_are_asked_for(tmp_path: Pa
     asked = api.delete(job, headers={"Origin": "https://alpha.zhiva.ai"})
     assert asked.status_code == 401
     assert asked.headers["access-control-allow-origin"] == "https://alpha.zhiva.ai"
+
+
+def test_an_allowed_page_may_submit_jobs_and_read_the_wait_applied(api: TestClient) -> None:
+    answer = api.options(
+        "/jobs",
+        headers={
+            "Origin": "https://alpha.zhiva.ai",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, idempotency-key, prefer",
+        },
+    )
+    assert answer.status_code == 200
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    seen = api.get("/healthz", headers={"Origin": "https://alpha.zhiva.ai"})
+    assert "preference-applied" in seen.headers["access-control-expose-headers"].lower()
