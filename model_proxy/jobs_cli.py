@@ -84,13 +84,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     infer.add_argument(
         "-o", "--output", metavar="FILE", type=Path, help="write the JSON here (default: stdout)"
     )
-    infer.add_argument(
-        "--poll",
-        metavar="SECONDS",
-        type=_positive_float,
-        default=0.5,
-        help="how often to ask for the job's state (default %(default)s)",
-    )
+    _add_poll(infer)
     infer.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -132,17 +126,22 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         "API error (such as an unknown job)",
     )
     watch.add_argument("job_id", metavar="ID")
-    watch.add_argument(
-        "--poll",
-        metavar="SECONDS",
-        type=_positive_float,
-        default=0.5,
-        help="how often to ask when events cannot be streamed (default %(default)s)",
-    )
+    _add_poll(watch)
     watch.set_defaults(run=_watch_job)
     cancel = actions.add_parser("cancel", parents=[sub_api], help="cancel a job")
     cancel.add_argument("job_id", metavar="ID")
     cancel.set_defaults(run=_cancel_job)
+
+
+def _add_poll(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=0.5,
+        help="how often to ask for the job's state when its events cannot be streamed "
+        "(default %(default)s)",
+    )
 
 
 # --- argument types ----------------------------------------------------------------------------

@@ -704,17 +704,19 @@ def test_jobs_watch_prints_a_line_per_event_and_exits_0_on_success(
     assert len(lines) == len(SCRIPTS["ok"]) - 1  # after the first poll, one line per event
 
 
-def test_jobs_watch_of_a_failed_job_exits_1(
-    api: FakeApi, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("events", "model", "code", "last"),
+    [("stream", "failing", 1, ["end", "failed"]), ("json", "ok", 0, ["poll", "succeeded"])],
+    ids=["failed-job-exits-1", "polls-when-not-streamed"],
+)
+def test_jobs_watch_ends_with_the_jobs_last_line(
+    api: FakeApi,
+    capsys: pytest.CaptureFixture[str],
+    events: str,
+    model: str,
+    code: int,
+    last: list[str],
 ) -> None:
-    api.events = "stream"
-    code, out = _watch(api, capsys, "failing")
-    assert code == 1 and out.splitlines()[-1].split()[:2] == ["end", "failed"]
-
-
-def test_jobs_watch_polls_when_the_events_cannot_be_streamed(
-    api: FakeApi, capsys: pytest.CaptureFixture[str]
-) -> None:
-    api.events = "json"
-    code, out = _watch(api, capsys, "ok")
-    assert code == 0 and out.splitlines()[-1].split()[:2] == ["poll", "succeeded"]
+    api.events = events
+    exit_code, out = _watch(api, capsys, model)
+    assert exit_code == code and out.splitlines()[-1].split()[:2] == last
