@@ -14,6 +14,7 @@ from model_proxy.broker.answers import accepted, answer_for_job, result_answer
 from model_proxy.broker.audit import note_inference
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
+from model_proxy.broker.event_stream import event_stream_response
 from model_proxy.broker.idempotency import IdempotencyKey
 from model_proxy.broker.jobs import wait_for_job
 from model_proxy.broker.negotiation import Negotiated
@@ -40,8 +41,12 @@ async def answer_viewer(
     options: AnswerOptions,
     who: Caller,
     client_gone: Callable[[], Awaitable[bool]],
+    events: bool = False,
 ) -> Response:
     """Answer the viewer's GET and count the answer by route, model, server and status.
+
+    With ``events`` (``Accept: text/event-stream``) the answer is the job's event stream
+    (:mod:`~model_proxy.broker.event_stream`), whose ``end`` event links to the result.
 
     ``who`` is recorded as a requester of the job; ``client_gone`` says whether the client
     still waits for the answer: the wait ends when it has gone, but the job runs on (a client
@@ -50,7 +55,10 @@ async def answer_viewer(
     labels = _request_labels(services, task, path)
     try:
         inference = build_request(services.catalog, task, path, options.query)
-        response = await _answer(services, inference, options, who, client_gone)
+        if events:
+            response = await _stream_job(services, inference, options, who)
+        else:
+            response = await _answer(services, inference, options, who, client_gone)
     except ModelProxyError as error:
         services.metrics.add("requests", {**labels, "status": str(status_for(error))})
         raise
@@ -147,6 +155,18 @@ async def _answer_job(
             services, current
         )  # nobody reads it; the job runs on for the client's next ask
     return await answer_for_job(services, current, options.negotiated)
+
+
+async def _stream_job(
+    services: BrokerServices, inference: InferenceRequest, options: AnswerOptions, who: Caller
+) -> Response:
+    """The events of the request's job, created or joined as :func:`_answer` does (a stored
+    answer's job when there is one: its stream is its ``end`` event)."""
+    admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+    job = await services.jobs.get(admitted.job_id)
+    if job is None:
+        raise UnknownJob(f"job {admitted.job_id} has expired")
+    return event_stream_response(services, job, show_requesters=who.admin)
 
 
 async def _cached_answer(

@@ -16,7 +16,7 @@ from redis.commands.core import AsyncScript
 from model_proxy.broker.background import BackgroundTask
 from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs import Job, JobKeys, JobState, job_from_fields
-from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, text
+from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, queue_event, text
 from model_proxy.shared.jobs.outcomes import Admitted, Detached, Terminated
 from model_proxy.shared.redis_errors import redis_errors
 
@@ -160,13 +160,18 @@ class AsyncJobStore:
 
 
 class JobEvents:
-    """One subscription to the job-events channel for the whole process, fanned out to waiters."""
+    """One subscription to the job-events channel for the whole process, fanned out to waiters.
+
+    A waiter watches one job; a stream of a queued job also watches its model's queue, woken by
+    the ``queue:<model id>`` messages of the jobs that leave it. ``open_streams`` counts the
+    event streams of this process (:mod:`~model_proxy.broker.event_stream`)."""
 
     def __init__(self, client: aioredis.Redis, channel: str) -> None:
         self._redis = client
         self._channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener = BackgroundTask("job-events", self._listen)
+        self.open_streams = 0
 
     async def start(self) -> None:
         self._listener.start()
@@ -175,17 +180,31 @@ class JobEvents:
         await self._listener.stop()
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+    def watch(self, job_id: str, model_id: str | None = None) -> Iterator[asyncio.Event]:
+        """An event set whenever ``job_id`` changes, and, given ``model_id``, whenever that
+        model's queue does."""
         event = asyncio.Event()
-        self._waiters[job_id].add(event)
+        topics = [job_id] if model_id is None else [job_id, queue_event(model_id)]
+        for topic in topics:
+            self._waiters[topic].add(event)
         try:
             yield event
         finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[job_id]
+            for topic in topics:
+                waiters = self._waiters.get(topic)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._waiters[topic]
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Count one open event stream while the block runs."""
+        self.open_streams += 1
+        try:
+            yield
+        finally:
+            self.open_streams -= 1
 
     async def _listen(self) -> None:
         delay = 0.1
@@ -195,10 +214,10 @@ class JobEvents:
                     await pubsub.subscribe(self._channel)
                     delay = 0.1
                     async for message in pubsub.listen():
-                        job_id = message["data"]
-                        if isinstance(job_id, bytes):
-                            job_id = job_id.decode()
-                        for event in self._waiters.get(job_id, ()):
+                        topic = message["data"]
+                        if isinstance(topic, bytes):
+                            topic = topic.decode()
+                        for event in self._waiters.get(topic, ()):
                             event.set()
             except asyncio.CancelledError:
                 raise

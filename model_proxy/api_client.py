@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 
 from model_proxy.shared.jobs import JobError, JobState
+from model_proxy.sse import ServerEvent, parse_events
 
 __all__ = [
     "FINISHED_STATES",
@@ -27,6 +28,7 @@ __all__ = [
     "JobProgress",
     "JobRequest",
     "JobResource",
+    "StreamUnavailable",
 ]
 
 FINISHED_STATES = frozenset(state.value for state in JobState if state.finished)
@@ -139,6 +141,14 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+class StreamUnavailable(Exception):
+    """The job's event stream could not be opened or broke off (a proxy that buffers or strips
+    ``text/event-stream``, a dropped connection): follow the job by polling instead."""
+
+
+EVENT_STREAM_TYPE = "text/event-stream"
+
+
 class ApiClient:
     """The job API of one model-proxy deployment at ``base_url``."""
 
@@ -197,6 +207,41 @@ class ApiClient:
             return self._job(response)
         return response.content
 
+    def events(
+        self, job_id: str, last_event_id: str | None = None, read_timeout: float | None = None
+    ) -> Iterator[tuple[ServerEvent, JobResource]]:
+        """The job's server-sent events (``GET /jobs/{id}/events``) and the job each carries,
+        until the stream ends (after its ``end`` event). An error answer is :class:`ApiError`;
+        an answer that is no event stream, or a stream that breaks or is silent longer than
+        ``read_timeout`` (default: the client's), :class:`StreamUnavailable`.
+        """
+        headers = {"Accept": EVENT_STREAM_TYPE}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        response = self._request(
+            "GET",
+            _job_path(job_id) + "/events",
+            headers=headers,
+            stream=True,
+            read_timeout=read_timeout,
+        )
+        with response:
+            media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if response.status_code != 200 or media != EVENT_STREAM_TYPE:
+                raise StreamUnavailable(f"the API answered {media or 'no content type'}")
+            try:
+                lines = response.iter_lines(decode_unicode=True)
+                for event in parse_events(line for line in lines if line is not None):
+                    yield event, self._event_job(event)
+            except requests.RequestException as exc:
+                raise StreamUnavailable(f"the event stream broke ({type(exc).__name__})") from None
+
+    def _event_job(self, event: ServerEvent) -> JobResource:
+        try:
+            return JobResource.from_document(json.loads(event.data))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise StreamUnavailable("an event did not carry a job") from None
+
     def cancel(self, job_id: str) -> JobResource:
         return self._job(self._request("DELETE", _job_path(job_id)))
 
@@ -224,14 +269,21 @@ class ApiClient:
         path: str,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        read_timeout: float | None = None,
     ) -> requests.Response:
+        timeout = self._timeout
+        if read_timeout is not None:
+            connect = timeout[0] if isinstance(timeout, tuple) else timeout
+            timeout = (connect, read_timeout)
         try:
             response = self._session.request(
                 method,
                 self._base_url + path,
                 params=params,
                 headers={"Accept": "application/json", **(headers or {})},
-                timeout=self._timeout,
+                timeout=timeout,
+                stream=stream,
             )
         except requests.Timeout:
             raise ApiError(

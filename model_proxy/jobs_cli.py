@@ -23,6 +23,7 @@ from model_proxy.api_client import (
     JobProgress,
     JobResource,
 )
+from model_proxy.following import follow_events
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import JOB_STATES, JobError
 from model_proxy.shared.settings import Settings
@@ -83,13 +84,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     infer.add_argument(
         "-o", "--output", metavar="FILE", type=Path, help="write the JSON here (default: stdout)"
     )
-    infer.add_argument(
-        "--poll",
-        metavar="SECONDS",
-        type=_positive_float,
-        default=0.5,
-        help="how often to ask for the job's state (default %(default)s)",
-    )
+    _add_poll(infer)
     infer.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -117,13 +112,36 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     # --api after the subcommand too; SUPPRESS keeps one given before it.
     sub_api = argparse.ArgumentParser(add_help=False)
     sub_api.add_argument("--api", metavar="URL", default=argparse.SUPPRESS, help="as above")
-    actions = jobs.add_subparsers(dest="jobs_command", metavar="{show,cancel}")
+    actions = jobs.add_subparsers(dest="jobs_command", metavar="{show,watch,cancel}")
     show = actions.add_parser("show", parents=[sub_api], help="a job's full record as JSON")
     show.add_argument("job_id", metavar="ID")
     show.set_defaults(run=_show_job)
+    watch = actions.add_parser(
+        "watch",
+        parents=[sub_api],
+        help="print a line per event of a job until it ends",
+        description="Follow a job's events (polling when they cannot be streamed), one line "
+        "each, until it ends.",
+        epilog="exit status: 0 the job succeeded; 1 it failed or was cancelled; 2 a usage or "
+        "API error (such as an unknown job)",
+    )
+    watch.add_argument("job_id", metavar="ID")
+    _add_poll(watch)
+    watch.set_defaults(run=_watch_job)
     cancel = actions.add_parser("cancel", parents=[sub_api], help="cancel a job")
     cancel.add_argument("job_id", metavar="ID")
     cancel.set_defaults(run=_cancel_job)
+
+
+def _add_poll(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--poll",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=0.5,
+        help="how often to ask for the job's state when its events cannot be streamed "
+        "(default %(default)s)",
+    )
 
 
 # --- argument types ----------------------------------------------------------------------------
@@ -243,7 +261,10 @@ def _follow(
     poll: float,
     deadline: float | None,
 ) -> bytes:
-    """Wait for the job and fetch its result; _JobDidNotSucceed or _GaveUpWaiting otherwise."""
+    """Wait for the job (following its events, else polling) and fetch its result;
+    _JobDidNotSucceed or _GaveUpWaiting otherwise."""
+    followed = follow_events(client, job, lambda _, current: view.show(current), deadline)
+    job = followed or job
     while True:
         job = _wait_until_finished(client, job, view, poll, deadline)
         if job.state != "succeeded":
@@ -439,6 +460,43 @@ def _show_job(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cancel_job(args: argparse.Namespace, settings: Settings) -> int:
     return _on_one_job(args, settings, _print_state, lambda client: client.cancel(args.job_id))
+
+
+def _watch_job(args: argparse.Namespace, settings: Settings) -> int:
+    """A line per event (``<kind> <state> [bar] progress``); polled lines are named ``poll``."""
+
+    def show(kind: str, job: JobResource) -> None:
+        print(f"{kind:<8} {progress_line(job)}", flush=True)
+
+    try:
+        with _api_client(args, settings) as client:
+            job = client.job(args.job_id)
+            followed = follow_events(client, job, show)
+            if followed is None or not followed.finished:
+                job = _poll_lines(client, followed or job, args.poll, show)
+            else:
+                job = followed
+    except ApiError as exc:
+        return _report(exc)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if job.state == "succeeded" else EXIT_JOB_FAILED
+
+
+def _poll_lines(
+    client: ApiClient, job: JobResource, poll: float, show: Callable[[str, JobResource], None]
+) -> JobResource:
+    """Poll until the job has finished, showing it whenever its line changes."""
+    shown = ""
+    while True:
+        line = progress_line(job)
+        if line != shown:
+            show("poll", job)
+            shown = line
+        if job.finished:
+            return job
+        _pause(poll)
+        job = client.job(job.id)
 
 
 def _on_one_job(

@@ -154,6 +154,30 @@ class Settings(BaseSettings):
         description="How long a POST /jobs waits for the job of an Idempotency-Key whose first "
         "request is still making it, before 409 idempotency_key_in_flight.",
     )
+    event_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between the comment heartbeats of an idle event stream (and "
+        "its safety re-read of the job).",
+    )
+    max_event_streams: int = Field(
+        default=2000,
+        ge=1,
+        description="Event streams (`GET /jobs/{id}/events`) one API process keeps open; one "
+        "more is answered 503 `busy`.",
+    )
+    max_event_stream_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long an event stream stays open before the server ends it (the "
+        "client reconnects with `Last-Event-ID`).",
+    )
+    progress_events_per_second: float = Field(
+        default=4.0,
+        gt=0,
+        description="How often a worker writes and announces a job's fetch progress, at most "
+        "(the last instance always).",
+    )
     local_cache_seconds: float = Field(
         default=2.0,
         ge=0,

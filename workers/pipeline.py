@@ -18,6 +18,7 @@ UIDs read back from the job record are checked again before they go into a PACS 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,8 +65,6 @@ __all__ = ["JobRunResult", "JobStopped", "run_job"]
 
 log = logging.getLogger(__name__)
 
-_PROGRESS_EVERY = 0.25  # seconds between progress writes
-
 
 class JobRunResult(Enum):
     """What :func:`run_job` tells the task: the job is dealt with, or it must come back."""
@@ -99,27 +98,45 @@ _HANDED_BACK = "handed_back"  # the ending of a run that gave its job back
 @dataclass
 class _ClaimedRun:
     """A claimed job: its guarded writes, throttled progress, and its cutoff (deadline, lease
-    lost, hand-back)."""
+    lost, hand-back).
+
+    Progress is written and announced (so event streams see it) at most once per
+    ``progress_every`` seconds, and always when it reaches ``instances_total`` (or at the end
+    of the fetch when the total is unknown), never twice the same."""
 
     store: JobStore
     job: Job
     token: str
     cutoff: Cutoff
     time_limit: float
+    progress_every: float = 0.25
+    instances_total: int | None = None
     body_sent: bool = False  # the model has received the whole body
-    _last_progress: float = 0.0
+    _last_progress: float = -math.inf
+    _written_progress: tuple[int, int] | None = None
 
     def write(self, fields: dict[str, str], announce: bool = True) -> None:
         written = self.store.update(self.job.id, self.token, fields, announce)
         if written is not Written.DONE:
             raise JobStopped(written.value)
 
-    def write_progress(self, fields: dict[str, str]) -> None:
-        """A progress write: skipped while Redis is away, so a blip never aborts a model call."""
+    def start_fetch(self, instances_total: int | None) -> None:
+        """A new attempt's fetch begins: its progress starts from zero."""
+        self.instances_total = instances_total
+        self._last_progress, self._written_progress = -math.inf, None
+
+    def write_progress(self, instances: int, fetched: int) -> None:
+        """A progress write, announced: skipped when it says nothing new, and while Redis is
+        away, so a blip never aborts a model call."""
+        if self._written_progress == (instances, fetched):
+            return
+        fields = {"instances_fetched": str(instances), "bytes_fetched": str(fetched)}
         try:
-            self.write(fields, announce=False)
+            self.write(fields, announce=True)
         except QueueUnavailable:
             log.warning("job=%s stage=progress skipped: Redis cannot be reached", self.job.id)
+            return
+        self._written_progress = (instances, fetched)
 
     def check(self) -> None:
         """Raise what ends the run when it was cut off (or ran past its deadline)."""
@@ -148,11 +165,12 @@ class _ClaimedRun:
 
     def progress(self, instances: int, fetched: int) -> None:
         now = time.monotonic()
-        if now - self._last_progress < _PROGRESS_EVERY:
+        last = self.instances_total is not None and instances >= self.instances_total
+        if not last and now - self._last_progress < self.progress_every:
             return
         self._last_progress = now
         self.check()
-        self.write_progress({"instances_fetched": str(instances), "bytes_fetched": str(fetched)})
+        self.write_progress(instances, fetched)
 
 
 def run_job(job_id: str, context: WorkerContext, policy: RetryPolicy | None = None) -> JobRunResult:
@@ -212,7 +230,9 @@ def _run_claimed(
         renew_slot=model is not None and model.max_concurrency is not None,
         on_lost=lambda: cutoff.cut(CutReason.LEASE_LOST),
     )
-    run = _ClaimedRun(store, job, token, cutoff, time_limit)
+    run = _ClaimedRun(
+        store, job, token, cutoff, time_limit, 1.0 / context.settings.progress_events_per_second
+    )
     timings = StageTimings(queue_wait=max(time.time() - job.created_at, 0.0))
     started = time.perf_counter()
     _log_claimed(job, timings)
@@ -445,6 +465,7 @@ def _fetch_and_call_model(
     plan = plan_inputs(request, model)
     _check_uids(plan)
     total = _count_instances(plan, source)
+    run.start_fetch(total)
     if total is not None:
         run.write({"instances_total": str(total)}, announce=False)
     body = _open_body(request, model, plan, source)
@@ -455,8 +476,6 @@ def _fetch_and_call_model(
         body.on_instance = run.progress
         body.on_data = sources
         run.check()
-        run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
-        log.info("job=%s stage=inferring instances_total=%s", job.id, total)
         remaining = max(run.time_left(), 1.0)
         called = time.perf_counter()
         try:
@@ -469,9 +488,7 @@ def _fetch_and_call_model(
             timings.encode += body.encode_seconds
             timings.instances += body.instances_sent
             timings.nbytes += body.bytes_fetched
-    run.write_progress(
-        {"instances_fetched": str(body.instances_sent), "bytes_fetched": str(body.bytes_fetched)}
-    )
+    run.write_progress(body.instances_sent, body.bytes_fetched)
     run.check()
     return _Answer(result, sources)
 
@@ -486,9 +503,18 @@ def _open_body(
 
 
 def _sending(body: ModelBody, run: _ClaimedRun) -> Iterator[bytes]:
-    """The body's chunks; the run notes when the model has had them all."""
+    """The body's chunks, then the job is ``inferring``: the series streams to the model as it
+    is fetched, so the job is ``fetching`` (its progress rising to the total) until the model
+    has the whole input, and ``inferring`` while it computes its answer."""
     yield from body
     run.body_sent = True
+    run.write_progress(body.instances_sent, body.bytes_fetched)
+    try:
+        run.write({"state": JobState.INFERRING.value, "inferring_at": repr(time.time())})
+    except QueueUnavailable:  # a blip never aborts a model call; the state catches up at the end
+        log.warning("job=%s stage=inferring not recorded: Redis cannot be reached", run.job.id)
+        return
+    log.info("job=%s stage=inferring instances=%s", run.job.id, body.instances_sent)
 
 
 def _check_uids(plan: InputPlan) -> None:

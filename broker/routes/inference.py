@@ -21,6 +21,7 @@ from model_proxy.broker.deps import (
     series_path,
     study_path,
 )
+from model_proxy.broker.event_stream import EVENT_STREAM_TYPE, wants_events
 from model_proxy.broker.inference import answer_viewer
 from model_proxy.broker.openapi import ANSWER_HEADERS, DATA_FILTERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import CallerParam
@@ -34,8 +35,10 @@ router = APIRouter(tags=["inference"])
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
-        "description": "The model's JSON document",
-        "content": {"application/json": {}},
+        "description": "The model's JSON document; asked with `Accept: text/event-stream`, "
+        "the job's server-sent events instead (as `GET /jobs/{id}/events`), the last one, "
+        "`end`, carrying the job with its result link",
+        "content": {"application/json": {}, EVENT_STREAM_TYPE: {"schema": {"type": "string"}}},
         "headers": ANSWER_HEADERS,
     },
     304: NOT_MODIFIED,
@@ -85,7 +88,13 @@ def _add_route(
         options: Annotated[AnswerOptions, Depends(answer_options)],
     ) -> Response:
         return await answer_viewer(
-            services, task, viewer_path, options, who, request.is_disconnected
+            services,
+            task,
+            viewer_path,
+            options,
+            who,
+            request.is_disconnected,
+            events=wants_events(request.headers.get("accept")),
         )
 
     endpoint.__name__ = endpoint.__qualname__ = name

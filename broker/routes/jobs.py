@@ -17,6 +17,7 @@ from model_proxy.broker.answers import DICOM_TYPE, answer_for_job, object_for_jo
 from model_proxy.broker.audit import note_job, note_listing
 from model_proxy.broker.deps import AnswerOptions, NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
+from model_proxy.broker.event_stream import EVENT_STREAM_RESPONSES, event_stream_response
 from model_proxy.broker.idempotency import IdempotencyKey
 from model_proxy.broker.inference import submit_job as submit
 from model_proxy.broker.negotiation import negotiate
@@ -220,6 +221,32 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
     runs); to an admin, also who asked for it. Open to whoever holds its id."""
     job = await _job(services, job_id)
     return JSONResponse(await render_job(services, job, show_requesters=who.admin))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=Response,
+    responses={**EVENT_STREAM_RESPONSES, **_NOT_FOUND},
+)
+async def job_events(
+    services: Services,
+    who: CallerParam,
+    job_id: str,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            description="The `id` of the last event received: the job is not sent again "
+            "when that is still its current state"
+        ),
+    ] = None,
+) -> Response:
+    """The job's server-sent events (`text/event-stream`) as it changes: `state`, `progress`,
+    `queue` (while queued) and, when it has finished, `end`, after which the stream ends. Each
+    event's data is the job as `GET /jobs/{id}` renders it. Open to whoever holds its id."""
+    job = await _job(services, job_id)
+    return event_stream_response(
+        services, job, show_requesters=who.admin, last_event_id=last_event_id
+    )
 
 
 @router.get(

@@ -92,7 +92,7 @@ class Job(BaseModel):
     created_at: float
     updated_at: float
     started_at: float | None = None  # last claimed by a worker
-    inferring_at: float | None = None  # the model call began
+    inferring_at: float | None = None  # the model had the whole input and began its answer
     finished_at: float | None = None
     error: JobError | None = None
     instances_fetched: int = 0

@@ -18,7 +18,7 @@ from model_proxy.shared.jobs import outcomes, scripts
 from model_proxy.shared.jobs.keys import JobKeys
 from model_proxy.shared.jobs.model import Job, JobError, JobState, job_to_fields
 
-__all__ = ["JobOperations", "ScriptCall", "text"]
+__all__ = ["JobOperations", "ScriptCall", "queue_event", "text"]
 
 _T = TypeVar("_T")
 
@@ -36,6 +36,11 @@ class ScriptCall(Generic[_T]):
 def text(value: object) -> str:
     """A Redis reply (bytes, or str with ``decode_responses``) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def queue_event(model_id: str) -> str:
+    """The message on the events channel that says model ``model_id``'s queue changed."""
+    return scripts.QUEUE_EVENT_PREFIX + model_id
 
 
 def _admitted(reply: Any) -> outcomes.Admitted:
@@ -145,7 +150,15 @@ class JobOperations:
                 keys.queued(job.request.model_id),
                 keys.states,
             ],
-            [token, int(lease_seconds * 1000), repr(time.time()), keys.events, job.id, self.ttl],
+            [
+                token,
+                int(lease_seconds * 1000),
+                repr(time.time()),
+                keys.events,
+                job.id,
+                self.ttl,
+                queue_event(job.request.model_id),
+            ],
             _as(outcomes.Claim),
         )
 
@@ -196,6 +209,7 @@ class JobOperations:
                 job.id,
                 token,
                 state.value,
+                queue_event(job.request.model_id),
                 *_pairs({**fields, "finished_at": now, "updated_at": now}),
             ],
             _as(outcomes.Written),
@@ -220,6 +234,7 @@ class JobOperations:
             job.id,
             state.value,
             _error_json(error.code, error.message),
+            queue_event(job.request.model_id),
         ]
 
     def _places(self, job: Job) -> list[str]:

@@ -3,7 +3,9 @@
 Every change of a job record goes through one of these, so that no two processes can both
 claim a job, a cancelled or finished job never comes back to life, a worker that lost its lease
 cannot write, and a write after a record expired leaves nothing behind. Each script publishes
-the job id on the events channel when the job changed visibly.
+the job id on the events channel when the job changed visibly; one that moves a job out of its
+model's queue (claimed, ended, requeued) also publishes ``queue:<model id>`` there, since the
+positions of the jobs still queued behind it changed (:data:`QUEUE_EVENT_PREFIX`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "DETACH",
     "FINISH",
     "NOTE_ASKED",
+    "QUEUE_EVENT_PREFIX",
     "RECOVER_QUEUED",
     "RELEASE_LEASE",
     "RENEW_LEASE",
@@ -25,6 +28,9 @@ __all__ = [
     "TERMINATE",
     "UPDATE",
 ]
+
+QUEUE_EVENT_PREFIX = "queue:"
+"""A message ``queue:<model id>`` on the events channel: that model's queue changed."""
 
 _FINISHED = "(state == 'succeeded' or state == 'failed' or state == 'cancelled')"
 _STATES = ", ".join(f"'{state.value}'" for state in JobState)
@@ -167,7 +173,7 @@ return {id, result}
 """
 
 # KEYS: job, lease, running, queued, state-index prefix.
-# ARGV: token, lease ms, now, channel, id, ttl
+# ARGV: token, lease ms, now, channel, id, ttl, queue message
 CLAIM = f"""
 {_MOVE}
 {_unfinished_or("'missing'", "'finished'")}
@@ -179,6 +185,7 @@ move(KEYS[5], KEYS[1], ARGV[5], state, 'fetching')
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 redis.call('ZREM', KEYS[4], ARGV[5])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('PUBLISH', ARGV[4], ARGV[7])
 return 'claimed'
 """
 
@@ -198,7 +205,8 @@ return 'done'
 """
 
 # KEYS: job, lease, running, active, cached, staged result, result, state-index prefix.
-# ARGV: ttl, channel, id, token, final state, field, value, ...   Returns as UPDATE.
+# ARGV: ttl, channel, id, token, final state, queue message, field, value, ...   Returns as
+# UPDATE. (The queue message: a finished run changes the estimates of the jobs still queued.)
 # A succeeding worker stages its result under a key of its own; only the run that still holds
 # the lease moves it into place, so a late worker can neither overwrite nor delete it.
 FINISH = f"""
@@ -209,7 +217,7 @@ local function refuse(code)
 end
 {_unfinished_or("refuse('gone')", "refuse('ended')", "refuse('lost')")}
 if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
-redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'state', ARGV[5], unpack(ARGV, 7))
 move(KEYS[8], KEYS[1], ARGV[3], state, ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
@@ -217,10 +225,11 @@ redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 if ARGV[5] == 'succeeded' then redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[1]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[6])
 return 'done'
 """
 
-# Ends an unfinished job from outside its worker, with KEYS[1..5] and ARGV[1..5] as TERMINATE
+# Ends an unfinished job from outside its worker, with KEYS[1..5] and ARGV[1..6] as TERMINATE
 # takes them; expects ``state`` set and ``move`` defined.
 _END = """
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'finished_at', ARGV[1], 'updated_at', ARGV[1],
@@ -230,11 +239,12 @@ redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[6])
 """
 
 # Ends a job from outside its worker (an admin's cancel, or a failed enqueue).
 # KEYS: job, running, queued, active, state-index prefix.
-# ARGV: now, channel, id, final state, error json
+# ARGV: now, channel, id, final state, error json, queue message
 # Returns 'terminated', 'finished' (already) or 'missing'.
 TERMINATE = f"""
 {_MOVE}
@@ -247,13 +257,13 @@ return 'terminated'
 # left, so two leaving at once never leave it running for nobody, nor cancel it under one still
 # attached.
 # KEYS: as TERMINATE, then the requester's index.
-# ARGV: as TERMINATE, then the requester.
+# ARGV: as TERMINATE, then the requester (ARGV[7]).
 # Returns 'detached' (it left, or had left already; others remain), 'cancelled' (it was the last),
 # 'not_requester', 'finished' or 'missing'.
 DETACH = f"""
 {_MOVE}
 {_unfinished_or("'missing'", "'finished'")}
-local field = '{ASKER_FIELD}' .. ARGV[6]
+local field = '{ASKER_FIELD}' .. ARGV[7]
 local asks = tonumber(redis.call('HGET', KEYS[1], field) or '0')
 if asks == 0 then
   if redis.call('ZSCORE', KEYS[6], ARGV[3]) then return 'detached' end

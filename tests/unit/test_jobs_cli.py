@@ -118,6 +118,7 @@ class FakeApi:
     jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
     busy_polls: int = 0  # how many GET /jobs/{id} answer 503 before the script goes on
+    events: str = "missing"  # GET /jobs/{id}/events: "missing" (404), "stream", or "json"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answer(self, method: str, url: str, headers: dict[str, str]) -> Answer:
@@ -135,6 +136,8 @@ class FakeApi:
                     return error(404, "job_not_found", f"no job {segments[1]}")
                 if len(segments) == 3 and segments[2] == "result" and method == "GET":
                     return self.result(segments[1])
+                if len(segments) == 3 and segments[2] == "events" and self.events != "missing":
+                    return self.stream(segments[1])
                 if len(segments) == 2 and method == "GET":
                     return self.poll(segments[1])
                 if len(segments) == 2 and method == "DELETE":
@@ -168,6 +171,21 @@ class FakeApi:
         if len(script) > 1:
             script.pop(0)
         return ok(self.current(job_id))
+
+    def stream(self, job_id: str) -> Answer:
+        """Every remaining step of the job's script as an event (``json``: a proxy that
+        answers with the job as JSON instead)."""
+        if self.events == "json":
+            return ok(self.current(job_id))
+        script = self.jobs[job_id]
+        chunks = [b"retry: 2000\n\n", b": keep-alive\n\n"]
+        for number, document in enumerate(script, start=1):
+            done = document["state"] in ("succeeded", "failed", "cancelled")
+            kind = "end" if done else "state"
+            data = json.dumps(document)
+            chunks.append(f"event: {kind}\nid: {number}\ndata: {data}\n\n".encode())
+        del script[:-1]
+        return 200, {"Content-Type": "text/event-stream; charset=utf-8"}, b"".join(chunks)
 
     def result(self, job_id: str) -> Answer:
         document = self.current(job_id)
@@ -634,3 +652,71 @@ def test_progress_line(changes: dict[str, Any], line: str) -> None:
     document = job_document("ab" * 16, state, **changes)
 
     assert progress_line(JobResource.from_document(document), width=4) == line
+
+
+# --- following the job's events ----------------------------------------------------------------
+
+
+def _polls(api: FakeApi, job_id: str) -> int:
+    return sum(1 for r in api.received if r.method == "GET" and r.path == f"/jobs/{job_id}")
+
+
+def test_infer_follows_the_jobs_events_without_polling(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.events = "stream"
+    code, out, err = infer(api, capsys, "ok", STUDY, SERIES)
+    assert code == 0 and out.encode() == RESULT
+    job_id = SCRIPTS["ok"][0]["id"]
+    assert _polls(api, job_id) == 0
+    events = [r for r in api.received if r.path == f"/jobs/{job_id}/events"]
+    assert len(events) == 1 and events[0].headers["Accept"] == "text/event-stream"
+    assert "succeeded" in err
+
+
+@pytest.mark.parametrize("events", ["json", "missing"])
+def test_infer_polls_when_the_events_cannot_be_streamed(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], events: str
+) -> None:
+    """A proxy that answers the stream with JSON, or an API without the route."""
+    api.events = events
+    code, out, _ = infer(api, capsys, "ok", STUDY, SERIES)
+    assert code == 0 and out.encode() == RESULT
+    assert _polls(api, SCRIPTS["ok"][0]["id"]) >= 1
+
+
+def _watch(api: FakeApi, capsys: pytest.CaptureFixture[str], model: str) -> tuple[int, str]:
+    client = ApiClient(api.base_url, new_session(1))
+    submitted = client.submit("segmentation", model, STUDY, SERIES)
+    assert isinstance(submitted, JobResource)
+    code, out, _ = run(capsys, "jobs", "watch", submitted.id, "--api", api.base_url)
+    return code, out
+
+
+def test_jobs_watch_prints_a_line_per_event_and_exits_0_on_success(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.events = "stream"
+    code, out = _watch(api, capsys, "ok")
+    lines = out.splitlines()
+    assert code == 0
+    assert [line.split()[:2] for line in lines][-1] == ["end", "succeeded"]
+    assert len(lines) == len(SCRIPTS["ok"]) - 1  # after the first poll, one line per event
+
+
+@pytest.mark.parametrize(
+    ("events", "model", "code", "last"),
+    [("stream", "failing", 1, ["end", "failed"]), ("json", "ok", 0, ["poll", "succeeded"])],
+    ids=["failed-job-exits-1", "polls-when-not-streamed"],
+)
+def test_jobs_watch_ends_with_the_jobs_last_line(
+    api: FakeApi,
+    capsys: pytest.CaptureFixture[str],
+    events: str,
+    model: str,
+    code: int,
+    last: list[str],
+) -> None:
+    api.events = events
+    exit_code, out = _watch(api, capsys, model)
+    assert exit_code == code and out.splitlines()[-1].split()[:2] == last

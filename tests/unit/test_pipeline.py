@@ -683,3 +683,46 @@ def test_a_run_that_fails_leaves_the_recent_durations_alone(
 
     assert world.record().state is JobState.FAILED
     assert client.exists(KEYS.durations(MODEL_ID)) == 0
+
+
+# --- progress announced, throttled -------------------------------------------------------------
+
+
+class _RecordingStore(JobStore):
+    """The job store, noting the progress it wrote and announced."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client, TTL, KEYS)
+        self.announced_progress: list[int] = []
+
+    def update(self, job_id: str, token: str, fields: dict[str, str], announce: bool) -> Any:
+        written = super().update(job_id, token, fields, announce)
+        if announce and "instances_fetched" in fields:
+            self.announced_progress.append(int(fields["instances_fetched"]))
+        return written
+
+
+@pytest.mark.parametrize(
+    ("per_second", "expected"),
+    [(1e9, [1, 2, 3]), (0.001, [1, 3])],
+    ids=["every-instance", "first-and-last"],
+)
+def test_progress_is_announced_at_most_at_the_rate_and_always_at_the_total(
+    client: redis.Redis, per_second: float, expected: list[int]
+) -> None:
+    store = _RecordingStore(client)
+    settings = Settings(job_lease_seconds=30.0, progress_events_per_second=per_second)
+    world = make_world(client, store=store, settings=settings)
+    pubsub = client.pubsub()
+    pubsub.subscribe(KEYS.events)
+    pubsub.get_message()
+
+    assert world.run() is JobRunResult.DONE
+
+    assert store.announced_progress == expected  # the total once, never repeated at the end
+    announced = [m["data"] for m in iter(pubsub.get_message, None)]
+    pubsub.close()
+    job_messages = [m for m in announced if m == world.job.id.encode()]
+    # claim, each progress write, inferring, succeeded
+    assert len(job_messages) == 3 + len(expected)
+    assert world.record().instances_fetched == len(INSTANCES)

@@ -110,12 +110,18 @@ def run_script(client: redis.Redis, call: ScriptCall[T]) -> T:
     return call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
 
 
-def announced(pubsub: Any) -> list[str]:
-    """The job ids published on the events channel since the last look."""
+def published(pubsub: Any) -> list[str]:
+    """Every message published on the events channel since the last look."""
     messages = []
     while (message := pubsub.get_message()) is not None:
         messages.append(message["data"].decode())
     return messages
+
+
+def announced(pubsub: Any) -> list[str]:
+    """The job ids published on the events channel since the last look (not the messages
+    that a model's queue changed)."""
+    return [message for message in published(pubsub) if not message.startswith("queue:")]
 
 
 def lapse(client: redis.Redis, job: Job) -> None:

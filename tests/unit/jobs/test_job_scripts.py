@@ -18,6 +18,7 @@ from tests.unit.jobs.support import (
     announced,
     lapse,
     make_job,
+    published,
 )
 
 # --- the events channel, step by step ---------------------------------------------------------
@@ -62,4 +63,38 @@ def test_which_steps_announce(client: redis.Redis, store: JobStore, broker: Brok
         "succeed": 1,
         "release": 0,
         "cancel too late": 0,
+    }
+
+
+def test_a_job_leaving_its_models_queue_tells_that_models_streams(
+    client: redis.Redis, store: JobStore, broker: Broker
+) -> None:
+    """Claiming, finishing and cancelling a job publish ``queue:<model id>``: the jobs still
+    queued behind it moved up (their own ids are not published)."""
+    pubsub = client.pubsub()
+    pubsub.subscribe(KEYS.events)
+    pubsub.get_message()
+    first, second, third = (make_job(study_uid=f"1.2.{n}") for n in (3, 4, 5))
+    model = first.request.model_id
+    for job in (first, second, third):
+        assert broker.submit(job).created
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("create", lambda: None),
+        ("claim", lambda: store.claim(first, "worker-a", LEASE)),
+        ("progress", lambda: store.update(first.id, "worker-a", {"bytes_fetched": "1"}, True)),
+        ("succeed", lambda: store.succeed(first, "worker-a", RESULT)),
+        ("cancel", lambda: broker.cancel(third)),
+    ]
+    seen = {}
+    for name, step in steps:
+        step()
+        seen[name] = [m for m in published(pubsub) if m.startswith("queue:")]
+    pubsub.close()
+    queue = [f"queue:{model}"]
+    assert seen == {
+        "create": [],
+        "claim": queue,
+        "progress": [],
+        "succeed": queue,
+        "cancel": queue,
     }
