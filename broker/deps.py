@@ -66,13 +66,15 @@ class AnswerOptions:
     ``respond_async``: ``Prefer: respond-async`` (RFC 7240) or ``?async=true``, answer 202 at
     once; ``fresh``: ``Cache-Control: no-cache`` (or ``no-store``), run the model again instead
     of answering from the cache; ``query``: every query parameter (the data filters among them);
-    ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`).
+    ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`);
+    ``callback``: ``?callback=<url>``, POSTed the job when it ends (implies ``respond_async``).
     """
 
     query: tuple[tuple[str, str], ...]
     respond_async: bool = False
     fresh: bool = False
     negotiated: Negotiated = field(default_factory=Negotiated)
+    callback: str | None = None
 
 
 async def answer_options(
@@ -89,6 +91,13 @@ async def answer_options(
         str | None,
         Query(alias="async", description="`true` (or `1`, `yes`): as `Prefer: respond-async`"),
     ] = None,
+    callback: Annotated[
+        str | None,
+        Query(
+            description="A URL (of an origin in `MODEL_PROXY_CALLBACK_ORIGINS`) that the job "
+            "is POSTed to, signed, when it ends; implies `Prefer: respond-async` (202)",
+        ),
+    ] = None,
 ) -> AnswerOptions:
     preferences = {
         token.split("=")[0].strip()
@@ -99,9 +108,12 @@ async def answer_options(
     directives = (cache_control or "").lower()
     return AnswerOptions(
         query=tuple(request.query_params.multi_items()),
-        respond_async="respond-async" in preferences or flag in ("true", "1", "yes"),
+        respond_async="respond-async" in preferences
+        or flag in ("true", "1", "yes")
+        or callback is not None,
         fresh=any(d.strip() in ("no-cache", "no-store") for d in directives.split(",")),
         negotiated=negotiate(request.headers),
+        callback=callback,
     )
 
 

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Most specific first: the first class in an error's MRO that is listed here decides.
 _STATUS: dict[type[ModelProxyError], int] = {
     ours.InvalidUid: 422,
+    ours.CallbackNotAllowed: 422,
+    ours.TooManyCallbacks: 422,
     ours.InvalidRequest: 400,
     ours.InvalidCredentials: 401,
     ours.InsufficientScope: 403,

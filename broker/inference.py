@@ -10,6 +10,7 @@ from fastapi import Response
 
 from model_proxy.broker.answers import accepted, answer_for_job, result_answer
 from model_proxy.broker.audit import note_inference
+from model_proxy.broker.callbacks import check_callback, register_callback
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
 from model_proxy.broker.jobs import wait_for_job
@@ -74,11 +75,16 @@ async def _answer(
     who: Caller,
     client_gone: Callable[[], Awaitable[bool]],
 ) -> Response:
-    if not options.fresh:
+    callback = options.callback
+    if callback is not None:
+        check_callback(services, callback)  # refused before any job is made
+    if not options.fresh and callback is None:
         cached = await _cached_answer(services, inference, who, options.negotiated)
         if cached is not None:
             return cached
     admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+    if callback is not None:
+        await register_callback(services, admitted.job_id, callback, who.requester)
     waits = not options.respond_async and admitted.admission is not Admission.CACHED
     wait = services.settings.sync_wait_seconds if waits else 0.0
     current = await wait_for_job(

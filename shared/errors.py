@@ -23,6 +23,7 @@ __all__ = [
     "AuditUnavailable",
     "AuthTokenNeeded",
     "BadModelResponse",
+    "CallbackNotAllowed",
     "ConfigError",
     "DicomNotFound",
     "Forbidden",
@@ -61,6 +62,7 @@ __all__ = [
     "ResultExpired",
     "ServiceBusy",
     "ServiceUnavailable",
+    "TooManyCallbacks",
     "TooManyFailures",
     "TooManyJobs",
     "Unauthenticated",
@@ -115,6 +117,19 @@ class InvalidUid(InvalidRequest):
 
 class InvalidDataFilter(InvalidRequest):
     code = "invalid_data_filter"
+
+
+class CallbackNotAllowed(InvalidRequest):
+    """A callback URL that is not among ``MODEL_PROXY_CALLBACK_ORIGINS`` (or callbacks are not
+    allowed at all): refused at submit, and again before each delivery."""
+
+    code = "callback_not_allowed"
+
+
+class TooManyCallbacks(InvalidRequest):
+    """The job already has as many callbacks as it keeps (``MODEL_PROXY_MAX_CALLBACKS_PER_JOB``)."""
+
+    code = "too_many_callbacks"
 
 
 # --- something the request names does not exist ----------------------------------------------

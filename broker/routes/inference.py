@@ -24,9 +24,9 @@ from model_proxy.broker.deps import (
 from model_proxy.broker.inference import answer_viewer
 from model_proxy.broker.openapi import ANSWER_HEADERS, DATA_FILTERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import CallerParam
-from model_proxy.broker.schemas import ErrorBody, JobResource
 from model_proxy.broker.validation import ViewerPath
 from model_proxy.shared.config import Task
+from model_proxy.shared.schemas import ErrorBody, JobResource
 
 __all__ = ["router"]
 

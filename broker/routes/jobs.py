@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import DICOM_TYPE, answer_for_job, object_for_job
 from model_proxy.broker.audit import note_job, note_listing
+from model_proxy.broker.callbacks import dispatch_callbacks, job_callbacks
 from model_proxy.broker.deps import NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
-from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import (
     JobCancelled,
@@ -30,6 +30,7 @@ from model_proxy.shared.errors import (
     UnknownJob,
 )
 from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
+from model_proxy.shared.schemas import ErrorBody, JobList, JobResource
 from model_proxy.shared.tasks import STORE_OBJECTS
 
 __all__ = ["router"]
@@ -97,7 +98,14 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
     """A job's state, request, progress, stage times and error; to an admin, also who asked
     for it. Open to whoever holds its id."""
     job = await _job(services, job_id)
-    return JSONResponse(JobResource.from_job(job, show_requesters=who.admin).to_json())
+    return JSONResponse(await _resource(services, job, who))
+
+
+async def _resource(services: BrokerServices, job: Job, who: Caller) -> dict[str, object]:
+    """The job as ``who`` sees it: who asked to an admin; its callbacks, the URLs ``who``
+    gave (all, to an admin) in full."""
+    callbacks = await job_callbacks(services, job.id, who.requester, who.admin)
+    return JobResource.from_job(job, show_requesters=who.admin, callbacks=callbacks).to_json()
 
 
 @router.get(
@@ -164,7 +172,9 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
     if outcome == Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
-    return JSONResponse(JobResource.from_job(current, show_requesters=who.admin).to_json())
+    if current.state.finished:
+        await dispatch_callbacks(services, job_id)
+    return JSONResponse(await _resource(services, current, who))
 
 
 @router.post(

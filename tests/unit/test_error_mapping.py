@@ -19,6 +19,8 @@ EXPECTED_STATUS: dict[str, int] = {
     "InvalidRequest": 400,
     "InvalidUid": 422,
     "InvalidDataFilter": 400,
+    "CallbackNotAllowed": 422,
+    "TooManyCallbacks": 422,
     "NotFound": 404,
     "NoResultObject": 404,
     "UnknownModel": 404,
