@@ -57,7 +57,7 @@ def check_callback_url(url: str, origins: frozenset[Origin]) -> str:
         raise CallbackNotAllowed(f"a callback URL has at most {MAX_URL_LENGTH} characters")
     parts = urlsplit(url)
     if parts.scheme.lower() not in _DEFAULT_PORTS:
-        raise CallbackNotAllowed("a callback URL is http or https")
+        raise CallbackNotAllowed(f"a callback URL is http or https, of an origin of {_SETTING}")
     if "@" in parts.netloc:
         raise CallbackNotAllowed("a callback URL carries no user name or password")
     origin = _origin_of(parts)
