@@ -7,7 +7,6 @@ A worker delivers them (:mod:`model_proxy.workers.webhooks`); the records are
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, TypeVar
 
@@ -29,7 +28,6 @@ from model_proxy.shared.webhooks.records import (
 
 __all__ = ["check_callback", "dispatch_callbacks", "job_callbacks", "register_callback"]
 
-log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
