@@ -39,6 +39,8 @@ class WebhookReceiver:
                     answers = receiver._statuses[self.path]
                     status = answers.pop(0) if answers else 200
                 self.send_response(status)
+                if 300 <= status < 400:  # a redirect a client must not follow
+                    self.send_header("Location", "/redirected")
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
