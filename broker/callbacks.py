@@ -11,7 +11,7 @@ import time
 from typing import Any, TypeVar
 
 from model_proxy.broker.services import BrokerServices
-from model_proxy.shared.errors import TooManyCallbacks, UnknownJob
+from model_proxy.shared.errors import QueueUnavailable, TooManyCallbacks, UnknownJob
 from model_proxy.shared.jobs import JobState
 from model_proxy.shared.jobs.operations import ScriptCall
 from model_proxy.shared.redis_errors import redis_errors
@@ -76,7 +76,12 @@ async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
     queued once, whoever calls this: the worker that finished it, a cancel, a registration)."""
     fields = CallbackFields(services.settings.redis_prefix)
     for cid in await _run(services, claim_unsent_call(fields, job_id)):
-        await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.queue_name)
+        try:
+            await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.queue_name)
+        except QueueUnavailable:
+            with redis_errors():  # left for the next call to queue
+                await services.jobs.redis.hdel(fields.key(job_id), fields.sent(cid))
+            raise
 
 
 async def job_callbacks(

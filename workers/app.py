@@ -125,6 +125,9 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
 
         transport_options = dict(celery_app.conf.broker_transport_options or {})
 
+        def queue_webhooks(job_id: str) -> None:
+            dispatch_callbacks(ctx, job_id, send_webhook)
+
         def enqueue(job_id: str, queue: str) -> None:
             celery_app.send_task(RUN_INFERENCE, args=[job_id], queue=queue or settings.queue_name)
 
@@ -140,6 +143,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
             queued_bound=settings.queued_recovery_seconds,
             enqueue=enqueue,
             with_messages=with_messages,
+            ended=queue_webhooks,
         )
         reaper.start()
         reapers.append(reaper)

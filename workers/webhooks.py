@@ -52,7 +52,8 @@ _RETRIED_STATUSES = frozenset({408, 429})
 
 def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     """Queue the first try of each callback of job ``job_id`` not queued yet, once the job has
-    ended; returns how many were queued."""
+    ended; returns how many were queued. One that could not be sent is left to be queued by the
+    next call (a task message of the job delivered again)."""
     job = context.store.get(job_id)
     if job is None or not job.state.finished:
         return 0
@@ -60,9 +61,17 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     call = claim_unsent_call(CallbackFields(context.settings.redis_prefix), job_id)
     with redis_errors():
         claimed = call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
+    sent = 0
     for cid in claimed:
-        send(job_id, cid)
-    return len(claimed)
+        try:
+            send(job_id, cid)
+        except Exception as exc:  # kombu's errors: the next end of the job queues it again
+            with redis_errors():
+                client.hdel(call.keys[0], CallbackFields.sent(cid))
+            log.warning("job=%s stage=webhook not queued (%s)", job_id, type(exc).__name__)
+            continue
+        sent += 1
+    return sent
 
 
 def deliver_webhook(context: WorkerContext, job_id: str, cid: str, attempt: int) -> float | None:

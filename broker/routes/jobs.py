@@ -7,6 +7,7 @@ no requester is left (an admin's cancels it at once); who asked is shown to admi
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from model_proxy.shared.errors import (
     JobNotSucceeded,
     NoResultObject,
     NotYourJob,
+    QueueUnavailable,
     UnknownJob,
 )
 from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
@@ -173,7 +175,9 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
     if current.state.finished:
-        await dispatch_callbacks(services, job_id)
+        # the queue away: the worker that takes the job's task message queues them instead
+        with contextlib.suppress(QueueUnavailable):
+            await dispatch_callbacks(services, job_id)
     return JSONResponse(await _resource(services, current, who))
 
 

@@ -200,3 +200,17 @@ def test_others_see_a_callback_without_its_query() -> None:
 
     assert CallbackView.from_callback(callback, show_url=True).url.endswith("?token=abc#frag")
     assert CallbackView.from_callback(callback, show_url=False).url == "https://a.example/hook"
+
+
+def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
+    client: redis.Redis, receiver: WebhookReceiver
+) -> None:
+    job = record(client)
+    register(client, job, f"{receiver.origin}/retry-send")
+    ctx = context(client, settings_for(receiver.origin))
+
+    def broker_away(job_id: str, cid: str) -> None:
+        raise ConnectionError("broker away")
+
+    assert dispatch_callbacks(ctx, job.id, broker_away) == 0
+    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 1
