@@ -56,6 +56,12 @@ _RESPONSES[429] = {
     "description": "Too many jobs of this model are waiting (`queue_full`), or the caller "
     "already waits for its limit of unfinished jobs (`too_many_jobs`); see Retry-After",
 }
+_RESPONSES[422] = {
+    **_RESPONSES[422],
+    "description": f"{_RESPONSES[422]['description']}; a `callback` not allowed "
+    "(`callback_not_allowed`: see `MODEL_PROXY_CALLBACK_ORIGINS`), or one more than the job "
+    "keeps (`too_many_callbacks`)",
+}
 _STUDY = "/{model}/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
 _INSTANCE = _SERIES + "/instances/{instance}"

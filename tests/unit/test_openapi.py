@@ -191,3 +191,19 @@ def test_an_issuer_adds_the_openid_connect_scheme(tmp_path: Path) -> None:
             {"apiKey": []},
             {"oidc": ["read:model"]},
         ]  # no empty requirement: anonymous requests are refused
+
+
+@pytest.mark.parametrize("path", viewer_paths())
+def test_each_viewer_route_documents_its_callback(document: dict[str, Any], path: str) -> None:
+    operation = document["paths"][path]["get"]
+    parameters = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    callback = parameters[("query", "callback")]
+    assert "MODEL_PROXY_CALLBACK_ORIGINS" in callback["description"]
+    assert "callback_not_allowed" in operation["responses"]["422"]["description"]
+
+
+def test_the_job_resource_documents_its_callbacks(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "callbacks" in schemas["JobResource"]["properties"]
+    assert {"url", "attempts", "delivered", "failed"} <= set(schemas["CallbackView"]["properties"])
+    assert {"at", "status", "error"} <= set(schemas["CallbackAttemptView"]["properties"])

@@ -8,8 +8,9 @@ import base64
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from model_proxy.cli import main
 from model_proxy.shared.errors import CallbackNotAllowed
-from model_proxy.shared.settings import Settings
+from model_proxy.shared.settings import Settings, get_settings
 from model_proxy.shared.webhooks import (
     check_callback_url,
     next_delay,
@@ -137,3 +138,33 @@ def test_the_backoff_doubles_from_one_second_up_to_its_cap() -> None:
 def test_the_backoff_gives_up_when_the_next_try_would_start_past_the_total_time() -> None:
     assert next_delay(3, elapsed=5.0, total=9.0, longest=60.0) == 4.0
     assert next_delay(3, elapsed=5.5, total=9.0, longest=60.0) is None
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"MODEL_PROXY_WEBHOOK_SECRET": "whsec_topsecret!!"}, "MODEL_PROXY_WEBHOOK_SECRET"),
+        ({"MODEL_PROXY_CALLBACK_ORIGINS": "https://a.example"}, "MODEL_PROXY_WEBHOOK_SECRET"),
+        ({"MODEL_PROXY_CALLBACK_ORIGINS": "https://a.example/x"}, "MODEL_PROXY_CALLBACK_ORIGINS"),
+    ],
+)
+def test_serve_and_the_worker_refuse_to_start_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    environ: dict[str, str],
+    named: str,
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        code = main([command])
+    finally:
+        get_settings.cache_clear()
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert named in error
+    assert "topsecret" not in error
