@@ -20,6 +20,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from model_proxy.shared.settings import Settings
 from tests.support.deployment import Deployment, Ids, PacsData, own_api_and_worker
 from tests.support.webhook_receiver import Received, WebhookReceiver
 
@@ -32,35 +33,26 @@ PUBLIC_URL = "https://proxy.example.org"
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver()
-    yield hook
-    hook.close()
+    with WebhookReceiver() as hook:
+        yield hook
 
 
 @pytest.fixture(scope="module")
 def api(
     deployment: Deployment, receiver: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    webhook_settings = {
-        "callback_origins": [receiver.origin],
+    values = {
+        "callback_origins": receiver.origin,
         "webhook_secret": SECRET,
-        "webhook_retry_seconds": 20.0,
-        "webhook_backoff_max_seconds": 0.3,
-        "webhook_timeout_seconds": 3.0,
+        "webhook_retry_seconds": "20",
+        "webhook_backoff_max_seconds": "0.3",  # tries 0.3 s apart
+        "webhook_timeout_seconds": "3",
         "public_url": PUBLIC_URL,
     }
-    environ = {
-        **deployment.environ,
-        "MODEL_PROXY_CALLBACK_ORIGINS": receiver.origin,
-        "MODEL_PROXY_WEBHOOK_SECRET": SECRET,
-        "MODEL_PROXY_WEBHOOK_RETRY_SECONDS": "20",
-        "MODEL_PROXY_WEBHOOK_BACKOFF_MAX_SECONDS": "0.3",
-        "MODEL_PROXY_WEBHOOK_TIMEOUT_SECONDS": "3",
-        "MODEL_PROXY_PUBLIC_URL": PUBLIC_URL,
-    }
+    parsed = Settings(**values)
     local = Deployment(
-        deployment.settings.model_copy(update=webhook_settings),
-        environ,
+        deployment.settings.model_copy(update={name: getattr(parsed, name) for name in values}),
+        {**deployment.environ, **{f"MODEL_PROXY_{name.upper()}": v for name, v in values.items()}},
         deployment.workdir,
         deployment.model_url,
         deployment.redis,

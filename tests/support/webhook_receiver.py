@@ -20,7 +20,8 @@ class Received:
 
 
 class WebhookReceiver:
-    """A threaded HTTP server on 127.0.0.1 (a free port), stopped by :meth:`close`."""
+    """A threaded HTTP server on 127.0.0.1 (a free port), stopped by :meth:`close` (or at the
+    end of a ``with`` block)."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -79,3 +80,9 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def __enter__(self) -> WebhookReceiver:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -35,9 +35,8 @@ TTL = 3600
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver()
-    yield hook
-    hook.close()
+    with WebhookReceiver() as hook:
+        yield hook
 
 
 def settings_for(*origins: str) -> Settings:
