@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.negotiation import Negotiated, etag_matches
 from model_proxy.broker.resources import render_job
-from model_proxy.broker.schemas import job_url
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import (
     JobCancelled,
@@ -27,6 +26,7 @@ from model_proxy.shared.errors import (
     error_from_code,
 )
 from model_proxy.shared.jobs import Job, JobState, StoredAnswer, decompressed_chunks, read_answer
+from model_proxy.shared.schemas import job_url
 
 __all__ = ["DICOM_TYPE", "accepted", "answer_for_job", "object_for_job", "result_answer"]
 

@@ -69,6 +69,7 @@ class AnswerOptions:
     ``negotiated``: gzip or not, and ``If-None-Match`` (:mod:`~model_proxy.broker.negotiation`);
     ``wait_seconds``: how long to wait for the job unless ``respond_async`` (``None``:
     ``MODEL_PROXY_SYNC_WAIT_SECONDS``; ``POST /jobs`` sets it from ``Prefer: wait=N``).
+    ``callback``: ``?callback=<url>``, POSTed the job when it ends (implies ``respond_async``).
     """
 
     query: tuple[tuple[str, str], ...]
@@ -76,6 +77,7 @@ class AnswerOptions:
     fresh: bool = False
     negotiated: Negotiated = field(default_factory=Negotiated)
     wait_seconds: float | None = None
+    callback: str | None = None
 
 
 async def answer_options(
@@ -92,6 +94,13 @@ async def answer_options(
         str | None,
         Query(alias="async", description="`true` (or `1`, `yes`): as `Prefer: respond-async`"),
     ] = None,
+    callback: Annotated[
+        str | None,
+        Query(
+            description="A URL (of an origin in `MODEL_PROXY_CALLBACK_ORIGINS`) that the job "
+            "is POSTed to, signed, when it ends; implies `Prefer: respond-async` (202)",
+        ),
+    ] = None,
 ) -> AnswerOptions:
     preferences = {
         token.split("=")[0].strip()
@@ -102,9 +111,12 @@ async def answer_options(
     directives = (cache_control or "").lower()
     return AnswerOptions(
         query=tuple(request.query_params.multi_items()),
-        respond_async="respond-async" in preferences or flag in ("true", "1", "yes"),
+        respond_async="respond-async" in preferences
+        or flag in ("true", "1", "yes")
+        or callback is not None,
         fresh=any(d.strip() in ("no-cache", "no-store") for d in directives.split(",")),
         negotiated=negotiate(request.headers),
+        callback=callback,
     )
 
 

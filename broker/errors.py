@@ -22,6 +22,8 @@ _STATUS: dict[type[ModelProxyError], int] = {
     ours.BodyTooLarge: 413,
     ours.UnsupportedMediaType: 415,
     ours.IdempotencyKeyReused: 422,
+    ours.CallbackNotAllowed: 422,
+    ours.TooManyCallbacks: 422,
     ours.InvalidRequest: 400,
     ours.InvalidCredentials: 401,
     ours.InsufficientScope: 403,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from model_proxy.broker.services import BrokerServices
@@ -28,33 +27,11 @@ from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs import Job, JobState
 from model_proxy.shared.jobs.consumers import consumer_slots
 from model_proxy.shared.jobs.durations import recent_durations
+from model_proxy.shared.jobs.estimate import NO_ESTIMATE, JobEstimate, QueuePlace
 from model_proxy.shared.jobs.operations import text
 from model_proxy.shared.redis_errors import redis_errors
 
 __all__ = ["JobEstimate", "QueuePlace", "estimate_job", "seconds_until_start"]
-
-
-@dataclass(frozen=True)
-class QueuePlace:
-    """A queued job's place: 1-based ``position``, the jobs ``ahead`` of it, and how many of
-    its model's jobs run at once (``concurrency``)."""
-
-    position: int
-    ahead: int
-    concurrency: int
-
-
-@dataclass(frozen=True)
-class JobEstimate:
-    """What the job resource shows of the future: the queue place (while queued) and the
-    estimated start and finish (Unix seconds; None when unknown)."""
-
-    queue: QueuePlace | None = None
-    start_at: float | None = None
-    finish_at: float | None = None
-
-
-NO_ESTIMATE = JobEstimate()
 
 
 def seconds_until_start(

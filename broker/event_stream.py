@@ -31,11 +31,12 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from model_proxy.broker.requesters import Caller
 from model_proxy.broker.resources import render_job
-from model_proxy.broker.schemas import ErrorBody
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import ServiceBusy
 from model_proxy.shared.jobs import Job, JobState
+from model_proxy.shared.schemas import ErrorBody
 
 __all__ = [
     "EVENT_STREAM_RESPONSES",
@@ -113,7 +114,7 @@ async def job_events(
     services: BrokerServices,
     job: Job,
     *,
-    show_requesters: bool = False,
+    who: Caller | None = None,
     last_event_id: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The stream's bytes: the retry hint, the job now (unless ``last_event_id`` shows the
@@ -133,7 +134,7 @@ async def job_events(
                 if current is None:
                     return
                 job = current
-                rendered = await render_job(services, job, show_requesters=show_requesters)
+                rendered = await render_job(services, job, who)
                 if rendered != sent:
                     step = step + 1 if sent is not None and job.updated_at == sent_at else 0
                     ident = event_id(job, step)
@@ -158,7 +159,7 @@ def event_stream_response(
     services: BrokerServices,
     job: Job,
     *,
-    show_requesters: bool = False,
+    who: Caller | None = None,
     last_event_id: str | None = None,
 ) -> StreamingResponse:
     """The job's events as the answer, or :class:`ServiceBusy` (503 ``busy``) when this
@@ -166,5 +167,5 @@ def event_stream_response(
     limit = services.settings.max_event_streams
     if services.events.open_streams >= limit:
         raise ServiceBusy(f"this API process already serves {limit} event streams; try again")
-    stream = job_events(services, job, show_requesters=show_requesters, last_event_id=last_event_id)
+    stream = job_events(services, job, who=who, last_event_id=last_event_id)
     return StreamingResponse(stream, media_type=EVENT_STREAM_TYPE, headers=_STREAM_HEADERS)

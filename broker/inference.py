@@ -12,6 +12,7 @@ from fastapi import Response
 
 from model_proxy.broker.answers import accepted, answer_for_job, result_answer
 from model_proxy.broker.audit import note_inference
+from model_proxy.broker.callbacks import check_callback, register_callback
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
 from model_proxy.broker.event_stream import event_stream_response
@@ -116,14 +117,21 @@ async def _answer(
     on_job: Callable[[str], Awaitable[None]] | None = None,
 ) -> Response:
     """Answer from the cache, or with the job made or joined for ``inference``; ``on_job`` is
-    told the id of the job that answers, before any wait."""
-    if not options.fresh:
+    told the id of the job that answers, before any wait. A ``callback`` is checked before any
+    job is made, and registered with the job (a stored answer's job too: a finished job's
+    callback is posted at once)."""
+    callback = options.callback
+    if callback is not None:
+        check_callback(services, callback)
+    if not options.fresh and callback is None:
         cached = await _cached_answer(services, inference, who, options.negotiated)
         if cached is not None:
             if on_job is not None:
                 await on_job(cached[0])
             return cached[1]
     admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+    if callback is not None:
+        await register_callback(services, admitted.job_id, callback, who.requester)
     if on_job is not None:
         await on_job(admitted.job_id)
     waits = admitted.admission is not Admission.CACHED
@@ -166,7 +174,7 @@ async def _stream_job(
     job = await services.jobs.get(admitted.job_id)
     if job is None:
         raise UnknownJob(f"job {admitted.job_id} has expired")
-    return event_stream_response(services, job, show_requesters=who.admin)
+    return event_stream_response(services, job, who=who)
 
 
 async def _cached_answer(

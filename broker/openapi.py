@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from model_proxy.broker.schemas import ErrorBody
 from model_proxy.shared.datafilters import MAX_FILTERS, PARAMETER
+from model_proxy.shared.schemas import ErrorBody
 
 __all__ = ["ANSWER_HEADERS", "DATA_FILTERS", "NOT_MODIFIED", "declare_security", "errors"]
 

@@ -17,8 +17,8 @@ from fastapi import Depends, Request
 
 from model_proxy.broker.access import ANONYMOUS, Principal
 from model_proxy.broker.deps import Services
-from model_proxy.broker.schemas import ErrorBody
 from model_proxy.shared.errors import AdminRequired, Unauthenticated
+from model_proxy.shared.schemas import ErrorBody
 
 __all__ = [
     "ADMIN_WHEN_CLOSED",

@@ -55,14 +55,14 @@ class BrokerServices:
     async def enqueue(self, job: Job, task: str = RUN_INFERENCE) -> None:
         """Queue ``task`` (by default: the job's inference) for the job by name on its model's
         queue; the record must already exist."""
+        await self.send(task, [job.id], job.queue)
+
+    async def send(self, task: str, args: list[str], queue: str) -> None:
+        """Queue ``task`` by name with ``args`` on ``queue``."""
 
         def send() -> None:
             self.celery.send_task(
-                task,
-                args=[job.id],
-                queue=job.queue,
-                retry=True,
-                retry_policy=_PUBLISH_RETRY,
+                task, args=args, queue=queue, retry=True, retry_policy=_PUBLISH_RETRY
             )
 
         try:

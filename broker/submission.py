@@ -23,6 +23,7 @@ from model_proxy.broker.validation import ViewerPath
 from model_proxy.shared.config import Task
 from model_proxy.shared.datafilters import MAX_FILTERS
 from model_proxy.shared.errors import BodyTooLarge, UnsupportedMediaType
+from model_proxy.shared.webhooks.urls import MAX_URL_LENGTH
 
 __all__ = ["JobSubmission", "prefer_wait", "read_submission"]
 
@@ -40,7 +41,8 @@ class JobSubmission(BaseModel):
     the task as the job resource names it (``segmentation``, ...); ``server`` absent: the
     default server; ``series`` and ``instance`` absent: the whole study, or series; ``fresh``:
     run the model again rather than answer from the stored answer of an identical request (as
-    ``Cache-Control: no-cache`` on the viewer's routes)."""
+    ``Cache-Control: no-cache`` on the viewer's routes); ``callback``: a webhook for when the job
+    ends (as the viewer's routes' ``callback`` query parameter)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -58,6 +60,13 @@ class JobSubmission(BaseModel):
         "of the viewer's routes; read at study and series level",
     )
     fresh: bool = False
+    callback: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        description="A URL POSTed the job, signed, when it ends (a webhook); its origin must be "
+        "among `MODEL_PROXY_CALLBACK_ORIGINS`, else 422 `callback_not_allowed`",
+    )
 
     @model_validator(mode="after")
     def _instance_needs_series(self) -> JobSubmission:

@@ -25,6 +25,7 @@ __all__ = [
     "BadIdempotencyKey",
     "BadModelResponse",
     "BodyTooLarge",
+    "CallbackNotAllowed",
     "ConfigError",
     "DicomNotFound",
     "Forbidden",
@@ -65,6 +66,7 @@ __all__ = [
     "ResultExpired",
     "ServiceBusy",
     "ServiceUnavailable",
+    "TooManyCallbacks",
     "TooManyFailures",
     "TooManyJobs",
     "Unauthenticated",
@@ -145,6 +147,19 @@ class IdempotencyKeyReused(InvalidRequest):
     """An ``Idempotency-Key`` the caller already used for a different request body."""
 
     code = "idempotency_key_reused"
+
+
+class CallbackNotAllowed(InvalidRequest):
+    """A callback URL that is not among ``MODEL_PROXY_CALLBACK_ORIGINS`` (or callbacks are not
+    allowed at all): refused at submit, and again before each delivery."""
+
+    code = "callback_not_allowed"
+
+
+class TooManyCallbacks(InvalidRequest):
+    """The job already has as many callbacks as it keeps (``MODEL_PROXY_MAX_CALLBACKS_PER_JOB``)."""
+
+    code = "too_many_callbacks"
 
 
 # --- something the request names does not exist ----------------------------------------------

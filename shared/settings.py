@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model_proxy.shared.webhooks.signing import signing_key
+from model_proxy.shared.webhooks.urls import parse_origins
 
 __all__ = ["Settings", "get_settings"]
 
@@ -22,7 +25,11 @@ class Settings(BaseSettings):
 
     # populate_by_name: Settings(show_status_page=True) works although that field has env aliases
     model_config = SettingsConfigDict(
-        env_prefix="MODEL_PROXY_", extra="ignore", populate_by_name=True
+        env_prefix="MODEL_PROXY_",
+        extra="ignore",
+        populate_by_name=True,
+        # an invalid value is named, never shown: it may be a secret
+        hide_input_in_errors=True,
     )
 
     redis_url: str | None = Field(
@@ -323,6 +330,62 @@ class Settings(BaseSettings):
         description="The API key `model-proxy infer` and `model-proxy jobs` send (needed to "
         "list jobs: anonymous callers are not answered).",
     )
+
+    callback_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Where job callbacks (`?callback=`) may point: comma-separated origins, "
+        "`scheme://host[:port]`, matched exactly; empty: callbacks are refused.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The key that signs webhooks, `whsec_<base64>` (Standard Webhooks); "
+        "needed when callback origins are set.",
+    )
+    webhook_retry_seconds: float = Field(
+        default=3600.0, gt=0, description="How long a webhook is retried before it fails."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds each webhook POST may take."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two tries of a webhook."
+    )
+    webhook_max_answer_bytes: int = Field(
+        default=64 * 2**10, gt=0, description="Most bytes of a callback's answer read (none kept)."
+    )
+    max_callbacks_per_job: int = Field(
+        default=10, gt=0, description="Most callbacks one job keeps (identical requests share it)."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The API's public base URL; webhooks' job links are made absolute with it "
+        "(unset: relative).",
+    )
+
+    @field_validator("callback_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            parse_origins(value)  # a malformed origin stops the start, naming the setting
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            signing_key(value)  # a malformed secret stops the start, naming the setting
+        return value
+
+    @model_validator(mode="after")
+    def _callbacks_need_a_secret(self) -> Settings:
+        if self.callback_origins and self.webhook_secret is None:
+            raise ValueError(
+                "MODEL_PROXY_CALLBACK_ORIGINS allows callbacks but MODEL_PROXY_WEBHOOK_SECRET is "
+                "not set: webhooks are signed; set it to whsec_<base64 of 24 to 64 random bytes>"
+            )
+        return self
 
     @field_validator("show_status_page", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown, w
 
 from model_proxy.shared.queue import create_celery, jobs_with_messages
 from model_proxy.shared.settings import Settings
-from model_proxy.shared.tasks import RUN_INFERENCE, STORE_OBJECTS
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE, STORE_OBJECTS
 from model_proxy.workers.context import WorkerContext, build_context
 from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.presence import WorkerPresence
@@ -20,6 +20,7 @@ from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.stopping import RunningJobs
 from model_proxy.workers.store_again import store_job_objects
+from model_proxy.workers.webhooks import deliver_webhook, dispatch_callbacks
 
 __all__ = ["create_worker_app"]
 
@@ -101,6 +102,8 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
                 kwargs={"transient_retries": transient_retries + 1},
                 countdown=delay,
             ) from error
+        if result is JobRunResult.DONE:
+            dispatch_callbacks(context.get(), job_id, send_webhook)
         if result is JobRunResult.DEFERRED:
             # the model is at its concurrency limit: back to the queue, not blocking a thread
             raise self.retry(countdown=_DEFERRED_RETRY_SECONDS)
@@ -114,6 +117,19 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         recorded in the job (``POST /jobs/{id}/store``)."""
         store_job_objects(job_id, context.get(), policy)
 
+    def send_webhook(job_id: str, cid: str) -> None:
+        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.queue_name)
+
+    @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
+    def deliver_webhooks(self: Task, job_id: str, callback_id: str, attempt: int = 1) -> None:
+        """Thin: one try of one callback of an ended job; the next try comes back as a new
+        message after its backoff (no thread waits), until it is delivered or given up."""
+        delay = deliver_webhook(context.get(), job_id, callback_id, attempt)
+        if delay is not None:
+            raise self.retry(
+                args=[job_id, callback_id], kwargs={"attempt": attempt + 1}, countdown=delay
+            )
+
     reapers: list[Reaper] = []
     presences: list[WorkerPresence] = []
     celery_app = app
@@ -124,6 +140,9 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         ctx = context.get()
 
         transport_options = dict(celery_app.conf.broker_transport_options or {})
+
+        def queue_webhooks(job_id: str) -> None:
+            dispatch_callbacks(ctx, job_id, send_webhook)
 
         def enqueue(job_id: str, queue: str) -> None:
             celery_app.send_task(RUN_INFERENCE, args=[job_id], queue=queue or settings.queue_name)
@@ -140,6 +159,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
             queued_bound=settings.queued_recovery_seconds,
             enqueue=enqueue,
             with_messages=with_messages,
+            ended=queue_webhooks,
         )
         reaper.start()
         reapers.append(reaper)

@@ -42,6 +42,8 @@ class WorkerContext:
     model_client: ModelClient
     runs: RunningJobs = field(default_factory=RunningJobs)
     """The runs of this process, which a stopping worker hands back after its grace period."""
+    webhook_session: requests.Session = field(default_factory=lambda: new_session(1))
+    """POSTs webhooks (:mod:`~model_proxy.workers.webhooks`)."""
 
 
 def build_context(
@@ -88,4 +90,5 @@ def build_context(
             limits=limits,
         ),
         runs=runs if runs is not None else RunningJobs(),
+        webhook_session=new_session(settings.worker_concurrency),
     )

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Enqueue = Callable[[str, str], None]
 """Sends the task of a job (its id, its queue)."""
+Ended = Callable[[str], None]
+"""Told the id of each job the reaper ended (failed for good): its webhooks are queued."""
 JobsWithMessages = Callable[[Iterable[str]], set[str]]
 """The ids of the jobs a task message is waiting for, in the given queues or taken by a worker."""
 
@@ -49,8 +51,18 @@ def _send(enqueue: Enqueue, job: Job) -> bool:
     return True
 
 
-def reap_once(store: JobStore, max_attempts: int, enqueue: Enqueue) -> int:
-    """Queue again every job whose lease lapsed; returns how many tasks were sent."""
+def _tell_ended(ended: Ended, job: Job) -> None:
+    try:
+        ended(job.id)
+    except Exception as exc:  # Redis or the broker away: the job's webhooks are not sent
+        log.warning("job=%s stage=reaper webhooks not queued (%s)", job.id, type(exc).__name__)
+
+
+def reap_once(
+    store: JobStore, max_attempts: int, enqueue: Enqueue, ended: Ended | None = None
+) -> int:
+    """Queue again every job whose lease lapsed; returns how many tasks were sent. A job
+    failed for good (its workers died ``max_attempts`` times) is given to ``ended``."""
     requeued = 0
     for job_id in store.abandoned():
         job = store.get(job_id)
@@ -65,6 +77,8 @@ def reap_once(store: JobStore, max_attempts: int, enqueue: Enqueue) -> int:
             log.error(
                 "job=%s stage=reaped its workers stopped %d times; failed", job.id, max_attempts
             )
+            if ended is not None:
+                _tell_ended(ended, job)
     return requeued
 
 
@@ -101,6 +115,7 @@ class Reaper:
     queued_bound: float
     enqueue: Enqueue
     with_messages: JobsWithMessages
+    ended: Ended | None = None
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread = field(init=False, repr=False)
 
@@ -125,7 +140,7 @@ class Reaper:
         if not lock.acquire():
             return
         try:
-            reap_once(self.store, self.max_attempts, self.enqueue)
+            reap_once(self.store, self.max_attempts, self.enqueue, self.ended)
             recover_queued(self.store, self.queued_bound, self.with_messages, self.enqueue)
         finally:
             lock.release()

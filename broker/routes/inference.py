@@ -25,9 +25,9 @@ from model_proxy.broker.event_stream import EVENT_STREAM_TYPE, wants_events
 from model_proxy.broker.inference import answer_viewer
 from model_proxy.broker.openapi import ANSWER_HEADERS, DATA_FILTERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import CallerParam
-from model_proxy.broker.schemas import ErrorBody, JobResource
 from model_proxy.broker.validation import ViewerPath
 from model_proxy.shared.config import Task
+from model_proxy.shared.schemas import ErrorBody, JobResource
 
 __all__ = ["router"]
 
@@ -58,6 +58,12 @@ _RESPONSES[429] = {
     "model": ErrorBody,
     "description": "Too many jobs of this model are waiting (`queue_full`), or the caller "
     "already waits for its limit of unfinished jobs (`too_many_jobs`); see Retry-After",
+}
+_RESPONSES[422] = {
+    **_RESPONSES[422],
+    "description": f"{_RESPONSES[422]['description']}; a `callback` not allowed "
+    "(`callback_not_allowed`: see `MODEL_PROXY_CALLBACK_ORIGINS`), or one more than the job "
+    "keeps (`too_many_callbacks`)",
 }
 _STUDY = "/{model}/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"

@@ -7,6 +7,7 @@ no requester is left (an admin's cancels it at once); who asked is shown to admi
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from model_proxy.broker.answers import DICOM_TYPE, answer_for_job, object_for_job
 from model_proxy.broker.audit import note_job, note_listing
+from model_proxy.broker.callbacks import dispatch_callbacks
 from model_proxy.broker.deps import AnswerOptions, NegotiatedParam, Services
 from model_proxy.broker.errors import error_response
 from model_proxy.broker.event_stream import EVENT_STREAM_RESPONSES, event_stream_response
@@ -24,7 +26,6 @@ from model_proxy.broker.negotiation import negotiate
 from model_proxy.broker.openapi import ANSWER_HEADERS, NOT_MODIFIED, errors
 from model_proxy.broker.requesters import Caller, CallerParam, named_caller
 from model_proxy.broker.resources import render_job
-from model_proxy.broker.schemas import ErrorBody, JobList, JobResource
 from model_proxy.broker.services import BrokerServices
 from model_proxy.broker.submission import JobSubmission, prefer_wait, read_submission
 from model_proxy.broker.validation import build_request
@@ -34,9 +35,11 @@ from model_proxy.shared.errors import (
     JobNotSucceeded,
     NoResultObject,
     NotYourJob,
+    QueueUnavailable,
     UnknownJob,
 )
 from model_proxy.shared.jobs import Detached, Job, JobState, Terminated
+from model_proxy.shared.schemas import ErrorBody, JobList, JobResource
 from model_proxy.shared.tasks import STORE_OBJECTS
 
 __all__ = ["router"]
@@ -204,6 +207,7 @@ async def submit_job(
         fresh=submission.fresh,
         negotiated=negotiate(request.headers),
         wait_seconds=wait,
+        callback=submission.callback,
     )
     response = await submit(services, inference, options, who, request.is_disconnected, key)
     if wait is not None:
@@ -220,7 +224,7 @@ async def get_job(services: Services, who: CallerParam, job_id: str) -> JSONResp
     model's queue; until it finishes, estimates of its start and finish (from the model's recent
     runs); to an admin, also who asked for it. Open to whoever holds its id."""
     job = await _job(services, job_id)
-    return JSONResponse(await render_job(services, job, show_requesters=who.admin))
+    return JSONResponse(await render_job(services, job, who))
 
 
 @router.get(
@@ -244,9 +248,7 @@ async def job_events(
     `queue` (while queued) and, when it has finished, `end`, after which the stream ends. Each
     event's data is the job as `GET /jobs/{id}` renders it. Open to whoever holds its id."""
     job = await _job(services, job_id)
-    return event_stream_response(
-        services, job, show_requesters=who.admin, last_event_id=last_event_id
-    )
+    return event_stream_response(services, job, who=who, last_event_id=last_event_id)
 
 
 @router.get(
@@ -313,7 +315,11 @@ async def cancel_job(services: Services, who: CallerParam, job_id: str) -> Respo
     if outcome == Terminated.MISSING:
         raise UnknownJob(f"Not found: no job {job_id!r} (unknown, or expired)")
     current = await _job(services, job_id)
-    return JSONResponse(await render_job(services, current, show_requesters=who.admin))
+    if current.state.finished:
+        # the queue away: the worker that takes the job's task message queues them instead
+        with contextlib.suppress(QueueUnavailable):
+            await dispatch_callbacks(services, job_id)
+    return JSONResponse(await render_job(services, current, who))
 
 
 @router.post(
@@ -350,6 +356,4 @@ async def store_job_objects(services: Services, who: CallerParam, job_id: str) -
             NoResultObject(f"job {job_id} made no DICOM object to store"), jobId=job_id
         )
     await services.enqueue(job, STORE_OBJECTS)
-    return JSONResponse(
-        JobResource.from_job(job, show_requesters=who.admin).to_json(), status_code=202
-    )
+    return JSONResponse(await render_job(services, job, who), status_code=202)

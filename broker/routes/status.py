@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException
 
 from model_proxy.broker.deps import Services
 from model_proxy.broker.requesters import ADMIN_WHEN_CLOSED, admin_when_closed
-from model_proxy.broker.schemas import ErrorBody
 from model_proxy.broker.status import check_status
 from model_proxy.broker.status_page import prefers_html, render_status_page
+from model_proxy.shared.schemas import ErrorBody
 
 __all__ = ["router"]
 

@@ -24,6 +24,8 @@ EXPECTED_STATUS: dict[str, int] = {
     "BadIdempotencyKey": 400,
     "IdempotencyKeyReused": 422,
     "IdempotencyKeyInFlight": 409,
+    "CallbackNotAllowed": 422,
+    "TooManyCallbacks": 422,
     "NotFound": 404,
     "NoResultObject": 404,
     "UnknownModel": 404,

@@ -218,3 +218,19 @@ def test_post_jobs_describes_its_body_answers_and_headers(document: dict[str, An
     assert "Location" in answers["202"]["headers"]
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     assert headers == {"prefer", "idempotency-key"}
+
+
+@pytest.mark.parametrize("path", viewer_paths())
+def test_each_viewer_route_documents_its_callback(document: dict[str, Any], path: str) -> None:
+    operation = document["paths"][path]["get"]
+    parameters = {(p["in"], p["name"]): p for p in operation["parameters"]}
+    callback = parameters[("query", "callback")]
+    assert "MODEL_PROXY_CALLBACK_ORIGINS" in callback["description"]
+    assert "callback_not_allowed" in operation["responses"]["422"]["description"]
+
+
+def test_the_job_resource_documents_its_callbacks(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "callbacks" in schemas["JobResource"]["properties"]
+    assert {"url", "attempts", "delivered", "failed"} <= set(schemas["CallbackView"]["properties"])
+    assert {"at", "status", "error"} <= set(schemas["CallbackAttemptView"]["properties"])

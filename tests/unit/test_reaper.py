@@ -166,8 +166,11 @@ def test_after_max_attempts_the_job_fails_and_is_not_enqueued(
         assert reap_once(store, MAX_ATTEMPTS, enqueue) == 1
     assert store.claim(job, "worker-last", LEASE) is Claim.CLAIMED
     lapse(client, job)
+    ended: list[str] = []
 
-    assert reap_once(store, MAX_ATTEMPTS, enqueue) == 0
+    assert reap_once(store, MAX_ATTEMPTS, enqueue, ended.append) == 0
+
+    assert ended == [job.id]  # its webhooks are queued
 
     assert enqueue.calls == [(job.id, "gpu")] * (MAX_ATTEMPTS - 1)
     failed = store.get(job.id)

@@ -32,7 +32,8 @@ def test_the_level_follows_from_the_uids_given() -> None:
     [
         {"colour": "blue"},
         {"data_filters": []},  # the field is named dataFilters, as in the job resource
-        {"callback": "https://example.org/hook"},  # not (yet) a field
+        {"callback": ""},
+        {"callback": "https://example.org/" + "a" * 2048},
         {"instance": "1.2.5"},  # an instance needs its series
         {"task": "classifications"},
         {"model": ""},

@@ -33,6 +33,7 @@ def worker_with(
     """The worker app with ``run`` as its pipeline, building no real context."""
     monkeypatch.setattr(worker_app, "build_context", lambda settings, url, **_: object())
     monkeypatch.setattr(worker_app, "run_job", lambda job_id, context, policy: run(job_id))
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", lambda context, job_id, send: 0)
     return app
 
 
@@ -99,3 +100,21 @@ def test_a_job_handed_back_by_a_stopping_worker_is_published_again(
 
     assert result.successful()
     assert calls == ["job-1", "job-1"]
+
+
+def test_a_run_that_is_done_queues_the_jobs_webhooks_and_one_deferred_does_not(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    results = [JobRunResult.DEFERRED, JobRunResult.DONE]
+    worker_with(monkeypatch, app, lambda job_id: results.pop(0))
+    dispatched: list[str] = []
+    monkeypatch.setattr(
+        worker_app,
+        "dispatch_callbacks",
+        lambda context, job_id, send: dispatched.append(job_id) or 1,
+    )
+
+    result = apply(app, "job-1")
+
+    assert result.successful()
+    assert dispatched == ["job-1"]  # once: after the run that ended it

@@ -1,4 +1,6 @@
-"""The shapes of the API's own JSON answers, for clients and the OpenAPI document."""
+"""The shapes of the API's own JSON answers, for clients and the OpenAPI document.
+
+In ``shared`` because the workers send the same job resource to webhooks."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from model_proxy.broker.estimates import NO_ESTIMATE, JobEstimate
 from model_proxy.shared.jobs import Job, JobError, JobState
+from model_proxy.shared.jobs.estimate import NO_ESTIMATE, JobEstimate
+from model_proxy.shared.webhooks.records import Callback
+from model_proxy.shared.webhooks.urls import public_url
 
-__all__ = ["ErrorBody", "JobList", "JobResource", "job_url"]
+__all__ = ["CallbackView", "ErrorBody", "JobList", "JobResource", "job_url"]
 
 
 def job_url(job_id: str) -> str:
@@ -70,6 +74,36 @@ class QueuePlaceView(_Camel):
     )
 
 
+class CallbackAttemptView(_Camel):
+    at: dt.datetime
+    status: int | None = Field(description="The HTTP status the callback answered")
+    error: str | None = Field(
+        description="Why no status: `timeout`, `unreachable`, `callback_not_allowed`, ..."
+    )
+
+
+class CallbackView(_Camel):
+    url: str = Field(
+        description="The callback URL; without its query and fragment for all but the one "
+        "who gave it and admins"
+    )
+    attempts: list[CallbackAttemptView]
+    delivered: bool = Field(description="A try was answered 2xx")
+    failed: bool = Field(description="Given up: refused (4xx), or retried for too long")
+
+    @classmethod
+    def from_callback(cls, callback: Callback, *, show_url: bool) -> CallbackView:
+        return cls(
+            url=callback.url if show_url else public_url(callback.url),
+            attempts=[
+                CallbackAttemptView(at=_moment(a.at), status=a.status, error=a.error)
+                for a in callback.attempts
+            ],
+            delivered=callback.delivered,
+            failed=callback.outcome == "failed",
+        )
+
+
 class JobResource(_Camel):
     id: str
     state: JobState
@@ -118,16 +152,28 @@ class JobResource(_Camel):
         description="Who asked for the job and waits for it (principal names, or "
         "`anonymous@<address>`); shown to admins only",
     )
+    callbacks: list[CallbackView] | None = Field(
+        default=None,
+        description="The job's webhooks (`?callback=`) and each POST tried; shown when it has "
+        "any (not in the webhook's own body)",
+    )
 
     @classmethod
     def from_job(
-        cls, job: Job, *, show_requesters: bool = False, estimate: JobEstimate = NO_ESTIMATE
+        cls,
+        job: Job,
+        *,
+        show_requesters: bool = False,
+        estimate: JobEstimate = NO_ESTIMATE,
+        callbacks: list[CallbackView] | None = None,
+        base_url: str = "",
     ) -> JobResource:
         """The resource of ``job``, with the ``estimate`` of its queue place and times
-        (:func:`~model_proxy.broker.estimates.estimate_job`; none by default)."""
+        (:func:`~model_proxy.broker.estimates.estimate_job`; none by default), ``callbacks``
+        when it has some, and its links under ``base_url`` (empty: relative)."""
         request = job.request
         place = estimate.queue
-        url = job_url(job.id)
+        url = base_url.rstrip("/") + job_url(job.id)
         return cls(
             id=job.id,
             state=job.state,
@@ -162,11 +208,15 @@ class JobResource(_Camel):
             estimated_finish_at=_moment(estimate.finish_at),
             links=JobLinks.model_validate({"self": url, "result": f"{url}/result"}),
             requested_by=list(job.requesters) if show_requesters else None,
+            callbacks=callbacks or None,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The resource as JSON; ``requestedBy`` only when shown (to an admin)."""
-        hidden = {"requested_by"} if self.requested_by is None else None
+        """The resource as JSON; ``requestedBy`` only when shown (to an admin), ``callbacks``
+        only when the job has some."""
+        hidden = {
+            name for name in ("requested_by", "callbacks") if getattr(self, name) is None
+        } or None
         return self.model_dump(mode="json", by_alias=True, exclude=hidden)
 
 
