@@ -294,9 +294,9 @@ def _result_objects(run: _ClaimedRun, context: WorkerContext, answer: _Answer) -
         answer.sources.problem(),
     )
     log.info(
-        "job=%s stage=objects made=%s error=%s seconds=%.3f",
+        "job=%s stage=objects made=%d error=%s seconds=%.3f",
         run.job.id,
-        ",".join(made.objects) or "-",
+        len(made.objects),
         made.error.code if made.error else "-",
         time.perf_counter() - started,
     )

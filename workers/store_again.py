@@ -31,7 +31,7 @@ def store_job_objects(job_id: str, context: WorkerContext, policy: RetryPolicy) 
     if job is None or job.state is not JobState.SUCCEEDED or not job.outputs:
         log.info("job=%s stage=stow-again skipped: no succeeded job with objects", job_id)
         return False
-    objects = store.get_objects(job_id, job.output_formats)
+    objects = store.get_objects(job_id, [output.key for output in job.outputs])
     if not objects:
         log.info("job=%s stage=stow-again skipped: its objects expired", job_id)
         return False
