@@ -298,3 +298,25 @@ def test_a_study_segmented_in_two_series_makes_a_seg_per_series(
     other = api.get(f"/jobs/{job_id}/result", params={"format": "seg", "series": "1.2.3"})
     assert other.status_code == 404
     assert other.json()["code"] == "result_object_not_found"
+
+
+def test_storing_a_running_job_is_409_job_not_succeeded(api: TestClient, pacs: PacsData) -> None:
+    item = pacs.ct_small
+    url = f"/segmentations/{Ids.SLOW_MODEL}/studies/{item.study_uid}/series/{item.series_uid}"
+    started = api.get(url, headers={"Prefer": "respond-async", "Cache-Control": "no-cache"})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    deadline = time.monotonic() + 10
+    while api.get(f"/jobs/{job_id}").json()["state"] != "inferring":  # the model is slow
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        response = api.post(f"/jobs/{job_id}/store")
+        assert response.status_code == 409
+        assert response.json() == {
+            "code": "job_not_succeeded",
+            "message": f"job {job_id} is inferring: only a succeeded job is stored",
+            "jobId": job_id,
+        }
+    finally:
+        api.delete(f"/jobs/{job_id}")
