@@ -10,6 +10,7 @@ strong ``ETag`` read from the stored header (one per representation: the gzip on
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import Response
@@ -19,13 +20,21 @@ from model_proxy.broker.errors import error_response
 from model_proxy.broker.negotiation import Negotiated, etag_matches
 from model_proxy.broker.resources import render_job
 from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.dicomweb.multipart import encode_dicom_parts
 from model_proxy.shared.errors import (
     JobCancelled,
     NoResultObject,
     ResultExpired,
     error_from_code,
 )
-from model_proxy.shared.jobs import Job, JobState, StoredAnswer, decompressed_chunks, read_answer
+from model_proxy.shared.jobs import (
+    Job,
+    JobOutput,
+    JobState,
+    StoredAnswer,
+    decompressed_chunks,
+    read_answer,
+)
 from model_proxy.shared.schemas import job_url
 
 __all__ = ["DICOM_TYPE", "accepted", "answer_for_job", "object_for_job", "result_answer"]
@@ -64,24 +73,59 @@ async def _json_of(answer: StoredAnswer) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def object_for_job(services: BrokerServices, job: Job, kind: str) -> Response:
-    """200 with the DICOM object ``kind`` (``seg``, ``sr``) made from the job's answer, 404
-    ``result_object_not_found`` when it made none; otherwise as :func:`answer_for_job`."""
+async def object_for_job(
+    services: BrokerServices, job: Job, kind: str, series: str | None = None
+) -> Response:
+    """200 with the DICOM objects ``kind`` (``seg``, ``sr``) made from the job's answer: one as
+    ``application/dicom``, several (a SEG per segmented series) as ``multipart/related`` parts
+    each naming its SOP Instance UID; ``series`` (the object's or its source series) picks
+    among them. 404 ``result_object_not_found`` when it made none; otherwise as
+    :func:`answer_for_job`."""
     if job.state is not JobState.SUCCEEDED:
         return await _unfinished(services, job)
-    if kind not in job.output_formats:
+    chosen = [output for output in job.outputs if output.format == kind]
+    if series is not None:
+        chosen = [
+            output
+            for output in chosen
+            if series in (output.series_instance_uid, output.source_series_instance_uid)
+        ]
+    if not chosen:
+        of_series = f" of series {series}" if series is not None else ""
         why = f": {job.output_error.message}" if job.output_error is not None else ""
         return error_response(
-            NoResultObject(f"job {job.id} made no {kind} object{why}"), jobId=job.id
+            NoResultObject(f"job {job.id} made no {kind} object{of_series}{why}"), jobId=job.id
         )
-    data = await services.jobs.get_object(job.id, kind)
-    if data is None:
-        return error_response(
-            ResultExpired(f"the {kind} object of job {job.id} has expired"), jobId=job.id
-        )
-    disposition = f'attachment; filename="{job.id}-{kind}.dcm"'
-    headers = {"X-Job-Id": job.id, "Content-Disposition": disposition}
-    return Response(data, media_type=DICOM_TYPE, headers=headers)
+    found: list[tuple[JobOutput, bytes]] = []
+    for output in chosen:
+        data = await services.jobs.get_object(job.id, output.key)
+        if data is None:
+            return error_response(
+                ResultExpired(f"the {kind} object of job {job.id} has expired"), jobId=job.id
+            )
+        found.append((output, data))
+    if len(found) == 1:
+        disposition = f'attachment; filename="{job.id}-{kind}.dcm"'
+        headers = {"X-Job-Id": job.id, "Content-Disposition": disposition}
+        return Response(found[0][1], media_type=DICOM_TYPE, headers=headers)
+    boundary = uuid.uuid4().hex
+    parts = [(data, _part_headers(job.id, output)) for output, data in found]
+    return Response(
+        encode_dicom_parts(parts, boundary),
+        media_type=f'multipart/related; type="{DICOM_TYPE}"; boundary={boundary}',
+        headers={"X-Job-Id": job.id},
+    )
+
+
+def _part_headers(job_id: str, output: JobOutput) -> dict[str, str]:
+    """A part's ``Content-Location``: the URL of that object alone, by its series."""
+    location = f"{job_url(job_id)}/result?format={output.format}"
+    if output.series_instance_uid:
+        location += f"&series={output.series_instance_uid}"
+    headers = {"Content-Location": location}
+    if output.sop_instance_uid:
+        headers["Content-ID"] = f"<{output.sop_instance_uid}>"
+    return headers
 
 
 async def answer_for_job(services: BrokerServices, job: Job, wanted: Negotiated) -> Response:

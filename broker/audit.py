@@ -13,8 +13,8 @@ an answer with data into 503 ``audit_unavailable`` (fail closed: nothing is serv
 does not show), logs an error on the service log and counts ``audit_failures`` in ``/metrics``.
 Routes add what only they know (job id, model, server, study) with :func:`note_job`,
 :func:`note_inference` and :func:`note_listing`; the rest comes from the request (principal,
-client, route template, path parameters). A line never holds a credential, a data filter's
-value nor the model's answer.
+client, route template, path parameters; a result read's ``format``). A line never holds a
+credential, a data filter's value nor the model's answer.
 
 :class:`AuditLog` is the sink (``MODEL_PROXY_AUDIT_LOG``): standard output (``stdout`` or
 ``-``), which the service log (standard error) never uses, or a file opened for each line with
@@ -73,14 +73,16 @@ FIELDS = (
     "study",
     "series",
     "instance",
+    "format",
 )
 """Every line has these keys, in this order (``null`` when the request did not say)."""
 
+_RESULT = "job.result"  # its line names the format served: json, seg or sr
 # Route name (or tag) -> event. The viewer's routes share the tag "inference".
 _EVENTS = {
     "list_jobs": "jobs.list",
     "get_job": "job.read",
-    "get_result": "job.result",
+    "get_result": _RESULT,
     "cancel_job": "job.cancel",
     "submit_job": "job.submit",
 }
@@ -321,6 +323,8 @@ def _new_entry(
         entry[field] = _text(params.get(param))
     if event == "inference":
         entry["server"] = _text(_query_value(scope, "server"))
+    if event == _RESULT:
+        entry["format"] = _text(_query_value(scope, "format") or "json")
     return entry
 
 

@@ -87,10 +87,10 @@ class AsyncJobStore:
         assert value is None or isinstance(value, bytes)
         return value
 
-    async def get_object(self, job_id: str, kind: str) -> bytes | None:
-        """The DICOM object ``kind`` (``seg``, ``sr``) made from the job's answer, if any."""
+    async def get_object(self, job_id: str, name: str) -> bytes | None:
+        """The DICOM object made from the job's answer named ``name`` (``JobOutput.key``)."""
         with redis_errors():
-            value = await self._redis.get(self.keys.result_object(job_id, kind))
+            value = await self._redis.get(self.keys.result_object(job_id, name))
         assert value is None or isinstance(value, bytes)
         return value
 

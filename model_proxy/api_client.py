@@ -23,6 +23,7 @@ from model_proxy.sse import ServerEvent, parse_events
 __all__ = [
     "FINISHED_STATES",
     "TASK_ROUTES",
+    "Answer",
     "ApiClient",
     "ApiError",
     "JobProgress",
@@ -137,6 +138,19 @@ class JobResource:
         )
 
 
+class Answer(bytes):
+    """The model's JSON as received, and the job that made it (the API's ``X-Job-Id``; None
+    when the API did not name one)."""
+
+    job_id: str | None = None
+
+    @classmethod
+    def of(cls, response: requests.Response) -> Answer:
+        answer = cls(response.content)
+        answer.job_id = response.headers.get("X-Job-Id")
+        return answer
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -175,7 +189,8 @@ class ApiClient:
         data_filters: Sequence[object] | None = None,
         fresh: bool = False,
     ) -> JobResource | bytes:
-        """Ask for an inference: the new job, or the model's JSON when a cached answer exists."""
+        """Ask for an inference: the new job, or the model's JSON (with the job that made it)
+        when a cached answer exists."""
         if task not in TASK_ROUTES:
             raise ValueError(f"unknown task {task!r}")
         segments = [TASK_ROUTES[task], model, "studies", study]
@@ -195,7 +210,7 @@ class ApiClient:
         response = self._request("GET", path, params=params, headers=headers)
         if response.status_code == 202:
             return self._job(response)
-        return response.content
+        return Answer.of(response)
 
     def job(self, job_id: str) -> JobResource:
         return self._job(self._request("GET", _job_path(job_id)))
@@ -241,6 +256,18 @@ class ApiClient:
             return JobResource.from_document(json.loads(event.data))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise StreamUnavailable("an event did not carry a job") from None
+
+    def result_object(self, job_id: str, kind: str, series: str | None = None) -> bytes:
+        """The DICOM object ``kind`` (``seg``, ``sr``) the job made (of ``series``, its own or
+        its source series, when the job made several)."""
+        params = {"format": kind} if series is None else {"format": kind, "series": series}
+        path = _job_path(job_id) + "/result"
+        response = self._request(
+            "GET", path, params=params, headers={"Accept": "application/dicom"}
+        )
+        if response.headers.get("Content-Type", "").split(";")[0].strip() != "application/dicom":
+            raise self._bad_answer(response, "one DICOM object")
+        return response.content
 
     def cancel(self, job_id: str) -> JobResource:
         return self._job(self._request("DELETE", _job_path(job_id)))

@@ -23,6 +23,7 @@ from model_proxy.api_client import (
     JobProgress,
     JobResource,
 )
+from model_proxy.dicom_out import DicomOutError, prepare_directory, write_job_objects
 from model_proxy.following import follow_events
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import JOB_STATES, JobError
@@ -83,6 +84,12 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     infer.add_argument(
         "-o", "--output", metavar="FILE", type=Path, help="write the JSON here (default: stdout)"
+    )
+    infer.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        type=Path,
+        help="also write the DICOM objects the job made (SEG, SR) as DIR/<SOPInstanceUID>.dcm",
     )
     _add_poll(infer)
     infer.add_argument(
@@ -203,6 +210,12 @@ class _GaveUpWaiting(Exception):
 def _submit_inference(args: argparse.Namespace, settings: Settings) -> int:
     view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
     job_id: str | None = None
+    if args.dicom_out is not None:
+        try:
+            prepare_directory(args.dicom_out)
+        except DicomOutError as exc:
+            _say(str(exc))
+            return EXIT_API_ERROR
     with _api_client(args, settings) as client:
         deadline = None if args.timeout is None else time.monotonic() + args.timeout
         try:
@@ -219,10 +232,13 @@ def _submit_inference(args: argparse.Namespace, settings: Settings) -> int:
             if isinstance(submitted, bytes):
                 _say("answered from the cache")
                 result = submitted
+                job_id = getattr(submitted, "job_id", None)
             else:
                 job_id = submitted.id
                 _say(f"job {job_id} submitted")
                 result = _follow(client, submitted, view, args.poll, deadline)
+            if args.dicom_out is not None:
+                _write_objects(client, job_id, args.dicom_out)
         except KeyboardInterrupt:
             view.end()
             if job_id is None:
@@ -250,8 +266,23 @@ def _submit_inference(args: argparse.Namespace, settings: Settings) -> int:
             if job_id is not None:
                 _say(f"job {job_id} may go on; see: model-proxy jobs show {job_id}")
             return EXIT_API_ERROR
+        except DicomOutError as exc:
+            view.end()
+            _say(str(exc))
+            return EXIT_API_ERROR
     view.end()
     return _write_result(result, args.output)
+
+
+def _write_objects(client: ApiClient, job_id: str | None, directory: Path) -> None:
+    """``--dicom-out``: the job's DICOM objects as files in ``directory``, each named on stderr."""
+    if job_id is None:
+        raise DicomOutError("the API did not name the job of its answer: no DICOM objects to fetch")
+    written = write_job_objects(client, job_id, directory)
+    for path in written:
+        _say(f"wrote {path}")
+    if not written:
+        _say(f"job {job_id} made no DICOM object")
 
 
 def _follow(

@@ -7,8 +7,10 @@ reject a request early; the worker builds it again to fetch and encode.
 A study-level request sends the study's image series only: series whose Modality is in
 :data:`NON_IMAGE_MODALITIES` (results such as SEG and SR, including those model-proxy stores,
 reports, presentation states) are left out unless the model's entry says
-``"includeNonImageSeries": true``. A series or instance the request names is sent whatever its
-Modality: the viewer chose it.
+``"includeNonImageSeries": true``. The series model-proxy itself stored into the study are left
+out as well, whatever their Modality, unless the entry says ``"includeOwnResults": true``: the
+worker names them in ``skip_series`` (it knows them from Redis). A series or instance the request
+names is sent whatever its Modality: the viewer chose it.
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ NON_IMAGE_MODALITIES = frozenset(
 class InstanceList:
     """Every instance of a study (``series_uid`` None) or of a series: a JSON array of strings.
 
-    Of a study, the series whose Modality is in ``skip_modalities`` are left out."""
+    Of a study, the series whose Modality is in ``skip_modalities`` are left out, and those in
+    ``skip_series``."""
 
     study_uid: str
     series_uid: str | None = None
     skip_modalities: frozenset[str] = frozenset()
+    skip_series: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

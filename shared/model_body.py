@@ -71,8 +71,10 @@ class ModelBody:
             for leaf in _leaves(plan):
                 if isinstance(leaf, SingleInstance):
                     stream = source.retrieve(leaf.study_uid, leaf.series_uid, leaf.instance_uid)
-                elif leaf.series_uid is None and leaf.skip_modalities:
-                    stream = source.retrieve_study(leaf.study_uid, leaf.skip_modalities)
+                elif leaf.series_uid is None and (leaf.skip_modalities or leaf.skip_series):
+                    stream = source.retrieve_study(
+                        leaf.study_uid, leaf.skip_modalities, leaf.skip_series
+                    )
                 else:
                     stream = source.retrieve(leaf.study_uid, leaf.series_uid)
                 body.streams.append(stream)

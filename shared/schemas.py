@@ -61,6 +61,11 @@ class JobOutputView(_Camel):
     sop_class_uid: str | None = Field(alias="sopClassUID")
     series_instance_uid: str | None = Field(alias="seriesInstanceUID")
     sop_instance_uid: str | None = Field(alias="sopInstanceUID")
+    source_series_instance_uid: str | None = Field(
+        default=None,
+        alias="sourceSeriesInstanceUID",
+        description="A SEG's source series (one SEG per segmented series)",
+    )
     server: str | None = Field(description="The servers.json key of the PACS it is stored into")
     stored: bool = Field(description="The PACS confirmed it stored the object")
 

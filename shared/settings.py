@@ -302,7 +302,12 @@ class Settings(BaseSettings):
     max_result_object_bytes: int = Field(
         default=256 * 2**20,
         gt=0,
-        description="Largest DICOM object (SEG, SR) a job keeps beside its answer.",
+        description="Most bytes of DICOM objects (SEG, SR) a job keeps beside its answer.",
+    )
+    own_series_ttl_seconds: int = Field(
+        default=30 * 24 * 3600,
+        gt=0,
+        description="How long the series stored into a study are left out of its model inputs.",
     )
     token_refresh_margin: float = Field(
         default=60.0, ge=0, description="Refresh an access token this many seconds before exp."

@@ -56,6 +56,7 @@ from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.cutoff import Cutoff, CutReason
 from model_proxy.workers.lease import LeaseHeartbeat
 from model_proxy.workers.result_objects import ResultObjects, build_result_objects
+from model_proxy.workers.result_series import own_series, without_own_series
 from model_proxy.workers.result_store import StoredObjects, describe_objects, store_objects
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.source_headers import SourceHeaders
@@ -317,9 +318,9 @@ def _result_objects(run: _ClaimedRun, context: WorkerContext, answer: _Answer) -
         answer.sources.problem(),
     )
     log.info(
-        "job=%s stage=objects made=%s error=%s seconds=%.3f",
+        "job=%s stage=objects made=%d error=%s seconds=%.3f",
         run.job.id,
-        ",".join(made.objects) or "-",
+        len(made.objects),
         made.error.code if made.error else "-",
         time.perf_counter() - started,
     )
@@ -342,7 +343,7 @@ def _stow_objects(
     except ModelProxyError as error:
         outputs = describe_objects(made.objects, server_id)
         return StoredObjects(outputs, JobError(code=error.code, message=error.message))
-    return store_objects(
+    kept = store_objects(
         run.job.id,
         made.objects,
         source,
@@ -351,6 +352,8 @@ def _stow_objects(
         run.time_left,
         run.cutoff.wait,  # a cut run is not stopped here: the answer is recorded all the same
     )
+    own_series(context).remember(request.study_uid, kept.outputs)
+    return kept
 
 
 def _call_model_with_retries(
@@ -463,6 +466,7 @@ def _fetch_and_call_model(
     model = context.catalog.model(request.model_id)
     source = context.sources.source_for(request.server_id, request.model_id)
     plan = plan_inputs(request, model)
+    plan = without_own_series(plan, model, context)
     _check_uids(plan)
     total = _count_instances(plan, source)
     run.start_fetch(total)

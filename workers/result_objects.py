@@ -1,9 +1,10 @@
 """The DICOM objects a job's answer becomes at its end, for a model whose models.json entry has
-``store``: a SEG from a segmentation answer, a TID 1500 SR from an annotation or prediction
-answer (and from a segmentation answer's ``metadata``).
+``store``: a SEG per series a segmentation answer segments, a TID 1500 SR from an annotation
+or prediction answer (and from a segmentation answer's ``metadata``).
 
 Building never fails the job: what cannot be built is reported beside the objects that were
-(``outputError`` of the job), and the answer is stored all the same.
+(``outputError`` of the job), and the answer is stored all the same. The objects of a job
+together are at most ``MODEL_PROXY_MAX_RESULT_OBJECT_BYTES``: one that would pass it is not kept.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ _Builder = Callable[[Mapping[str, Any], Sequence[Dataset], ModelIdentity], Datas
 
 @dataclass(frozen=True)
 class ResultObjects:
-    """The objects made (format -> DICOM file bytes) and why any asked for was not."""
+    """The objects made (SOP Instance UID -> DICOM file bytes) and why any asked for was not."""
 
     objects: dict[str, bytes] = field(default_factory=dict)
     error: JobError | None = None
@@ -54,7 +55,7 @@ def build_result_objects(
     header_problem: str | None = None,
 ) -> ResultObjects:
     """The objects ``model.store`` asks for, made from the model's JSON ``answer`` and the
-    headers of the instances it was sent; each at most ``max_bytes`` as a DICOM file."""
+    headers of the instances it was sent; at most ``max_bytes`` together as DICOM files."""
     if model.store is None:
         return ResultObjects()
     objects: dict[str, bytes] = {}
@@ -68,8 +69,9 @@ def build_result_objects(
     identity = identity_of(model_id, model)
     for kind in model.store.objects:
         try:
-            dataset = _build(kind, model.task, document, sources, identity)
-            objects[kind.value] = _file(dataset, kind, max_bytes)
+            for dataset in _build(kind, model.task, document, sources, identity, errors):
+                data = _file(dataset, kind, max_bytes - sum(map(len, objects.values())))
+                objects[str(dataset.SOPInstanceUID)] = data
         except UnconvertibleAnswer as error:
             errors.append(error)
         except Exception:
@@ -97,36 +99,41 @@ def _build(
     document: Mapping[str, Any],
     sources: Sequence[Dataset],
     identity: ModelIdentity,
-) -> Dataset:
+    errors: list[ModelProxyError],
+) -> Iterator[Dataset]:
+    """The objects of ``kind``: a SEG per segmented series (one that cannot be made is
+    reported in ``errors`` and the others are made), or the one SR."""
     if kind is ResultObject.SEG:
-        return segmentation_to_seg(document, _segmented_series(document, sources), identity)
+        for series_uid in _segmented_series(document):
+            series = [ds for ds in sources if str(ds.get("SeriesInstanceUID", "")) == series_uid]
+            try:
+                yield segmentation_to_seg(document, series, identity)
+            except UnconvertibleAnswer as error:
+                errors.append(error)
+        return
     annotated = task is Task.ANNOTATION and any("rois" in f.frame for f in frames(document))
     if not annotated and next(metadata_entries(document), None) is None:
         raise UnconvertibleAnswer("the answer has no ROI and no metadata entry to report")
     builder: _Builder = annotations_to_sr if task is Task.ANNOTATION else predictions_to_sr
-    return builder(document, sources, identity)
+    yield builder(document, sources, identity)
 
 
-def _segmented_series(document: Mapping[str, Any], sources: Sequence[Dataset]) -> list[Dataset]:
-    """The sources of the one series the answer segments (one SEG per job so far)."""
-    series = {found.series_uid for found in frames(document) if "segments" in found.frame}
+def _segmented_series(document: Mapping[str, Any]) -> list[str]:
+    """The series the answer segments, in the answer's order."""
+    series = {found.series_uid: None for found in frames(document) if "segments" in found.frame}
     if not series:
         raise UnconvertibleAnswer("the answer segments no instance")
-    if len(series) > 1:
-        raise UnconvertibleAnswer(
-            f"the answer segments {len(series)} series; a job makes one segmentation object"
-        )
-    (series_uid,) = series
-    return [ds for ds in sources if str(ds.get("SeriesInstanceUID", "")) == series_uid]
+    return list(series)
 
 
-def _file(dataset: Dataset, kind: ResultObject, max_bytes: int) -> bytes:
+def _file(dataset: Dataset, kind: ResultObject, room: int) -> bytes:
+    """The object as a DICOM file, when it fits in the ``room`` the job's objects have left."""
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
-    if len(data) > max_bytes:
+    if len(data) > room:
         raise UnconvertibleAnswer(
-            f"the {kind.value} object is {len(data)} bytes, over the cap of {max_bytes} "
-            "(MODEL_PROXY_MAX_RESULT_OBJECT_BYTES)"
+            f"the {kind.value} object is {len(data)} bytes, over the {max(room, 0)} bytes left "
+            "of the cap of the job's objects (MODEL_PROXY_MAX_RESULT_OBJECT_BYTES)"
         )
     return data

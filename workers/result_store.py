@@ -27,6 +27,8 @@ __all__ = ["StoredObjects", "describe_objects", "store_objects"]
 
 log = logging.getLogger(__name__)
 
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
 
 @dataclass(frozen=True)
 class StoredObjects:
@@ -37,8 +39,9 @@ class StoredObjects:
 
 
 def describe_objects(objects: Mapping[str, bytes], server_id: str) -> tuple[JobOutput, ...]:
-    """The ``outputs`` entries of ``objects`` (format -> Part-10 file), none stored yet."""
-    return tuple(_output(kind, data, server_id) for kind, data in objects.items())
+    """The ``outputs`` entries of ``objects`` (SOP Instance UID -> Part-10 file), none stored
+    yet."""
+    return tuple(_output(data, server_id) for data in objects.values())
 
 
 def store_objects(
@@ -102,17 +105,29 @@ def _not_stored(
     return StoredObjects(outputs, JobError(code=error.code, message=error.message))
 
 
-def _output(kind: str, data: bytes, server_id: str) -> JobOutput:
+def _output(data: bytes, server_id: str) -> JobOutput:
     header = pydicom.dcmread(
         io.BytesIO(data),
         stop_before_pixels=True,
-        specific_tags=["SOPClassUID", "SeriesInstanceUID", "SOPInstanceUID"],
+        specific_tags=[
+            "SOPClassUID",
+            "SeriesInstanceUID",
+            "SOPInstanceUID",
+            "ReferencedSeriesSequence",
+        ],
     )
+    sop_class = _uid(header, "SOPClassUID")
+    source_series = None
+    if sop_class == SEGMENTATION_STORAGE:
+        referenced = header.get("ReferencedSeriesSequence") or []
+        if len(referenced) == 1:
+            source_series = _uid(referenced[0], "SeriesInstanceUID")
     return JobOutput(
-        format=kind,
-        sop_class_uid=_uid(header, "SOPClassUID"),
+        format="seg" if sop_class == SEGMENTATION_STORAGE else "sr",
+        sop_class_uid=sop_class,
         series_instance_uid=_uid(header, "SeriesInstanceUID"),
         sop_instance_uid=_uid(header, "SOPInstanceUID"),
+        source_series_instance_uid=source_series,
         server=server_id,
     )
 

@@ -15,6 +15,7 @@ from model_proxy.shared.errors import ModelProxyError
 from model_proxy.shared.jobs import Job, JobError, JobState
 from model_proxy.workers.context import WorkerContext
 from model_proxy.workers.cutoff import Cutoff
+from model_proxy.workers.result_series import own_series
 from model_proxy.workers.result_store import StoredObjects, describe_objects, store_objects
 from model_proxy.workers.retry import RetryPolicy
 
@@ -31,7 +32,7 @@ def store_job_objects(job_id: str, context: WorkerContext, policy: RetryPolicy) 
     if job is None or job.state is not JobState.SUCCEEDED or not job.outputs:
         log.info("job=%s stage=stow-again skipped: no succeeded job with objects", job_id)
         return False
-    objects = store.get_objects(job_id, job.output_formats)
+    objects = store.get_objects(job_id, [output.key for output in job.outputs])
     if not objects:
         log.info("job=%s stage=stow-again skipped: its objects expired", job_id)
         return False
@@ -53,6 +54,7 @@ def store_job_objects(job_id: str, context: WorkerContext, policy: RetryPolicy) 
                 cutoff.time_left,
                 cutoff.wait,
             )
+        own_series(context).remember(job.request.study_uid, kept.outputs)
     return store.record_store(job_id, kept.outputs, kept.error)
 
 

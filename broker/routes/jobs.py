@@ -255,8 +255,8 @@ async def job_events(
     "/{job_id}/result",
     responses={
         200: {
-            "description": "The model's JSON document",
-            "content": {"application/json": {}, DICOM_TYPE: {}},
+            "description": "The model's JSON document, or the DICOM object(s) made from it",
+            "content": {"application/json": {}, DICOM_TYPE: {}, "multipart/related": {}},
             "headers": ANSWER_HEADERS,
         },
         304: NOT_MODIFIED,
@@ -277,14 +277,23 @@ async def get_result(
             "it (`application/dicom`; 404 `result_object_not_found` when the job made none)"
         ),
     ] = ResultFormat.JSON,
+    series: Annotated[
+        str | None,
+        Query(
+            description="With `seg` or `sr`: only the object of this series (its own "
+            "SeriesInstanceUID or that of the series it was made on)",
+            max_length=64,
+        ),
+    ] = None,
 ) -> Response:
     """The model's JSON once the job succeeded (gzipped for a client that accepts gzip; 304
     when `If-None-Match` names its `ETag`), or with `?format=seg|sr` the DICOM object made from
-    it; otherwise what became of it."""
+    it (several, a SEG per segmented series, as `multipart/related; type="application/dicom"`;
+    `series` picks one); otherwise what became of it."""
     job = await _job(services, job_id)
     if format is ResultFormat.JSON:
         return await answer_for_job(services, job, wanted)
-    return await object_for_job(services, job, format.value)
+    return await object_for_job(services, job, format.value, series)
 
 
 @router.delete(

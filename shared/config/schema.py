@@ -141,6 +141,8 @@ class ModelConfig(_TlsOptions):
     max_answer_bytes: int | None = Field(default=None, gt=0)
     # model-proxy's own, optional: also send a study's SEG, SR and other non-image series
     include_non_image_series: bool = False
+    # model-proxy's own, optional: also send the series model-proxy itself stored in the study
+    include_own_results: bool = False
 
     @model_validator(mode="after")
     def _objects_fit_task(self) -> Self:

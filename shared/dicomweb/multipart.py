@@ -1,4 +1,5 @@
-"""An incremental reader of ``multipart/related`` bodies (RFC 2046), free of I/O.
+"""An incremental reader of ``multipart/related`` bodies (RFC 2046), free of I/O, and the
+writer of the DICOM ones model-proxy sends (STOW-RS requests, a job's several objects).
 
 Feed it the chunks of a WADO-RS response as they arrive; it hands back each part's body as soon as
 the part is complete, so a series is never held in memory whole. It tolerates what PACS servers
@@ -13,7 +14,7 @@ it, before it arrives whole).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -21,6 +22,7 @@ __all__ = [
     "MultipartReader",
     "PartTooLarge",
     "boundary_from_content_type",
+    "encode_dicom_parts",
     "iter_parts",
 ]
 
@@ -204,3 +206,18 @@ def iter_parts(
         if reader.done:
             return
     yield from reader.close()
+
+
+def encode_dicom_parts(parts: Sequence[tuple[bytes, Mapping[str, str]]], boundary: str) -> bytes:
+    """A ``multipart/related; type="application/dicom"`` body: one ``application/dicom`` part
+    per file, as it is, with its length and the extra ``headers`` given beside it."""
+    out = bytearray()
+    for data, headers in parts:
+        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n".encode()
+        for name, value in headers.items():
+            out += f"{name}: {value}\r\n".encode()
+        out += f"Content-Length: {len(data)}\r\n\r\n".encode()
+        out += data
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)

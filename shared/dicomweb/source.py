@@ -5,7 +5,8 @@ A source may carry :class:`SizeLimits`: an instance longer than ``instance`` byt
 soon as the bytes arrive. A source made by :meth:`DicomWebSource.for_job` counts the input of all
 its retrieves together; any other counts each retrieve alone.
 
-A study-level retrieve may leave out series by Modality (:meth:`DicomWebSource.retrieve_study`):
+A study-level retrieve may leave out series by Modality or by UID (those model-proxy stored;
+:meth:`DicomWebSource.retrieve_study`):
 the study's series are listed with QIDO-RS and only the others are retrieved, one after another,
 as one stream.
 """
@@ -226,24 +227,34 @@ class DicomWebSource:
                 what = "instance"
         return self._stream(self._open(path, what), what)
 
-    def retrieve_study(self, study_uid: str, skip_modalities: frozenset[str]) -> InstanceStream:
+    def retrieve_study(
+        self,
+        study_uid: str,
+        skip_modalities: frozenset[str],
+        skip_series: frozenset[str] = frozenset(),
+    ) -> InstanceStream:
         """Open a WADO-RS retrieve of a study's instances, without its series whose Modality
-        is in ``skip_modalities``: when the study has such series, its other series are
-        retrieved one after another; a study with nothing else fails with ``dicom_not_found``."""
-        if not skip_modalities:
+        is in ``skip_modalities`` or whose UID is in ``skip_series``: when the study has such
+        series, its other series are retrieved one after another; a study with nothing else
+        fails with ``dicom_not_found``."""
+        if not skip_modalities and not skip_series:
             return self.retrieve(study_uid)
         listed = self.list_series(study_uid)
-        kept = [item for item in listed if item.modality not in skip_modalities]
+        kept = [
+            item
+            for item in listed
+            if item.modality not in skip_modalities and item.series_uid not in skip_series
+        ]
         if len(kept) == len(listed):
             return self.retrieve(study_uid)
         if not kept:
             raise DicomNotFound(
-                f"the study has only series of modalities models do not take "
+                f"the study has only series models do not take "
                 f"({', '.join(sorted({str(item.modality) for item in listed}))}) on server "
                 f"{self.server_id}"
             )
         log.info(
-            "server %s: the study retrieve leaves out %d of %d series by modality",
+            "server %s: the study retrieve leaves out %d of %d series (modality, our own)",
             self.server_id,
             len(listed) - len(kept),
             len(listed),

@@ -27,6 +27,7 @@ import pydicom
 import requests
 from pydicom.errors import InvalidDicomError
 
+from model_proxy.shared.dicomweb.multipart import encode_dicom_parts
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.errors import PacsAuthFailed, PacsStoreFailed
 
@@ -184,14 +185,7 @@ def store_instances(
 def encode_store_body(instances: Sequence[bytes], boundary: str) -> bytes:
     """The ``multipart/related`` body of a STOW-RS request: one ``application/dicom`` part
     per file, as it is."""
-    out = bytearray()
-    for data in instances:
-        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n".encode()
-        out += f"Content-Length: {len(data)}\r\n\r\n".encode()
-        out += data
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out)
+    return encode_dicom_parts([(data, {}) for data in instances], boundary)
 
 
 def parse_store_response(

@@ -27,9 +27,10 @@ class JobKeys:
     def result(self, job_id: str) -> str:
         return f"{self.prefix}:result:{job_id}"
 
-    def result_object(self, job_id: str, kind: str) -> str:
-        """A DICOM object (``seg``, ``sr``) made from the job's answer; lives as long as it."""
-        return f"{self.prefix}:object:{job_id}:{kind}"
+    def result_object(self, job_id: str, name: str) -> str:
+        """A DICOM object made from the job's answer, by its ``JobOutput.key`` (its SOP
+        Instance UID); lives as long as the answer."""
+        return f"{self.prefix}:object:{job_id}:{name}"
 
     def staged_result(self, job_id: str, token: str) -> str:
         """A result written by one run, moved into place only if that run may finish the job."""

@@ -62,8 +62,8 @@ class JobError(BaseModel):
 
 class JobOutput(BaseModel):
     """One DICOM object made from a job's answer (``format``: ``seg``, ``sr``) and where it
-    went: its UIDs, the servers.json key of the PACS it was meant for, and whether that PACS
-    stored it."""
+    went: its UIDs, the series it was made on (a SEG's one source series), the servers.json key
+    of the PACS it was meant for, and whether that PACS stored it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -71,8 +71,15 @@ class JobOutput(BaseModel):
     sop_class_uid: str | None = None
     series_instance_uid: str | None = None
     sop_instance_uid: str | None = None
+    source_series_instance_uid: str | None = None
     server: str | None = None
     stored: bool = False
+
+    @property
+    def key(self) -> str:
+        """What names the kept object among the job's: its SOP Instance UID (older records:
+        its format)."""
+        return self.sop_instance_uid or self.format
 
 
 class Job(BaseModel):

@@ -73,10 +73,10 @@ class JobStore:
         store_error: JobError | None = None,
     ) -> Written:
         """Store the result and mark the job succeeded, at once: waiters find both. The DICOM
-        ``objects`` made from it (format -> file) are stored first, as long-lived as the result,
-        and named in the record (``outputs``: what became of each; by default only its format)
-        with ``object_error`` (why one asked for was not made) and ``store_error`` (why one
-        made was not stored into the PACS)."""
+        ``objects`` made from it (``JobOutput.key`` -> file) are stored first, as long-lived as
+        the result, and named in the record (``outputs``: what became of each; by default
+        only its format) with ``object_error`` (why one asked for was not made) and
+        ``store_error`` (why one made was not stored into the PACS)."""
         objects = objects or {}
         if outputs is None:
             outputs = [JobOutput(format=kind) for kind in objects]
@@ -88,13 +88,13 @@ class JobStore:
         fields = output_fields(outputs, object_error, store_error)
         return self._run(self._operations.succeed(job, token, fields))
 
-    def get_objects(self, job_id: str, kinds: Sequence[str]) -> dict[str, bytes]:
-        """The DICOM objects ``kinds`` (``seg``, ``sr``) of the job that are still kept."""
+    def get_objects(self, job_id: str, names: Sequence[str]) -> dict[str, bytes]:
+        """The DICOM objects of the job named ``names`` (:attr:`JobOutput.key`) still kept."""
         with redis_errors():
-            values = self._redis.mget([self.keys.result_object(job_id, kind) for kind in kinds])
+            values = self._redis.mget([self.keys.result_object(job_id, name) for name in names])
         return {
-            kind: value
-            for kind, value in zip(kinds, values, strict=True)
+            name: value
+            for name, value in zip(names, values, strict=True)
             if isinstance(value, bytes)
         }
 

@@ -117,6 +117,7 @@ def test_every_access_and_refusal_has_its_line_and_no_log_holds_the_key(
         assert line["server"] == Ids.PACS  # the default server, also where no route saw it
         assert line["jobId"] == (None if line is refused else job_id)
     assert [line["series"] for line in lines[:5]] == [item.series_uid] * 5
+    assert [line["format"] for line in lines[:5]] == [None, None, None, "json", None]
     # the listing's line of the job names its study, as a read does
     assert listed["route"] == "/jobs"
     assert cancel["error"] == "job_finished" and cancel["method"] == "DELETE"

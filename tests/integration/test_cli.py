@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import requests
 
@@ -34,6 +37,36 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_PROXY_")}
     return {**env, **extra}
+
+
+@contextmanager
+def serving_api(
+    port: int,
+    env: dict[str, str],
+    tmp_path: Path,
+    cwd: Path | None = None,
+    verify: str | None = None,
+) -> Iterator[ManagedProcess]:
+    """A ``model-proxy serve`` process on ``port``, ready, stopped at the end; over HTTPS with
+    the certificate ``verify`` when given."""
+    base = f"https://127.0.0.1:{port}" if verify else f"http://127.0.0.1:{port}"
+    api = ManagedProcess(
+        "serve",
+        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
+        tmp_path / "serve.log",
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        wait_until(
+            lambda: requests.get(f"{base}/healthz", verify=verify or True, timeout=1).ok,
+            60,
+            "serve",
+            alive=lambda: api.alive,
+        )
+        yield api
+    finally:
+        api.stop()
 
 
 @pytest.fixture()
@@ -114,21 +147,8 @@ def test_serve_without_a_redis_url_runs_everything_in_one_process(
         (tmp_path / name).write_text((deployment.workdir / name).read_text())
     port = free_port()
     env = clean_env(MP_TEST_PACS_PASSWORD=pacs.orthanc.password)
-    process = ManagedProcess(
-        "serve",
-        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
-        tmp_path / "serve.log",
-        env=env,
-        cwd=tmp_path,
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: requests.get(f"{base}/healthz", timeout=1).ok,
-            60,
-            "serve",
-            alive=lambda: process.alive,
-        )
+    with serving_api(port, env, tmp_path, cwd=tmp_path) as process:
         item = pacs.series_b[0]
         response = requests.get(
             f"{base}/segmentations/{Ids.SEGMENTATION}/studies/{item.study_uid}"
@@ -143,8 +163,6 @@ def test_serve_without_a_redis_url_runs_everything_in_one_process(
         assert mask.shape == (item.rows, item.columns)
         assert "embedded Redis" in process.log_text()
         assert (tmp_path / "model-proxy-data").is_dir()
-    finally:
-        process.stop()
     assert process.process.returncode == 0, process.log_text()[-2000:]
     redis_log = (tmp_path / "model-proxy-data" / "redis.log").read_text()
     assert "ready to exit" in redis_log.lower() or "bye" in redis_log.lower()
@@ -168,25 +186,9 @@ def test_tls_writes_a_certificate_that_serve_uses_for_https(
     assert again.returncode == 2
     assert "--force" in again.stderr
     port = free_port()
-    process = ManagedProcess(
-        "https-serve",
-        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
-        tmp_path / "serve.log",
-        env=env,
-        cwd=tmp_path,
-    )
-    base = f"https://127.0.0.1:{port}"
     cert = str(tmp_path / "zhiva.crt")
-    try:
-        wait_until(
-            lambda: requests.get(f"{base}/healthz", verify=cert, timeout=1).ok,
-            60,
-            "https serve",
-            alive=lambda: process.alive,
-        )
+    with serving_api(port, env, tmp_path, cwd=tmp_path, verify=cert) as process:
         assert "serving over HTTPS" in process.log_text()
-    finally:
-        process.stop()
 
 
 def test_a_certificate_without_its_key_stops_the_start(configs: Path) -> None:
@@ -211,20 +213,8 @@ def test_infer_and_jobs_talk_to_a_running_api(
         "MODEL_PROXY_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
         "MODEL_PROXY_API_KEY": key,  # jobs are listed to those who asked for them
     }
-    api = ManagedProcess(
-        "api-for-cli",
-        [sys.executable, "-m", "model_proxy", "serve", "--port", str(port)],
-        tmp_path / "api.log",
-        env=env,
-    )
     item = pacs.series_a[0]
-    try:
-        wait_until(
-            lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok,
-            60,
-            "api",
-            alive=lambda: api.alive,
-        )
+    with serving_api(port, env, tmp_path):
         inferred = run_cli(
             "infer",
             Ids.SEGMENTATION,
@@ -237,8 +227,6 @@ def test_infer_and_jobs_talk_to_a_running_api(
             env=env,
         )
         listed = run_cli("jobs", "--limit", "5", cwd=tmp_path, env=env)
-    finally:
-        api.stop()
 
     assert inferred.returncode == 0, inferred.stderr
     result = json.loads((tmp_path / "result.json").read_text())
@@ -293,3 +281,37 @@ def test_check_of_an_invalid_file_exits_2(configs: Path) -> None:
     result = run_cli("check", cwd=configs, env=clean_env())
     assert result.returncode == 2
     assert "servers.json: not valid JSON" in result.stderr
+
+
+def test_infer_dicom_out_writes_the_objects_the_job_lists(
+    tmp_path: Path, deployment: Deployment, pacs: PacsData, worker: ManagedProcess
+) -> None:
+    port = free_port()
+    env = {**deployment.environ, "MODEL_PROXY_API_URL": f"http://127.0.0.1:{port}"}
+    item = pacs.series_a[0]
+    out = tmp_path / "objects" / "new"
+    with serving_api(port, env, tmp_path):
+        args = ["infer", Ids.SEG_OBJECTS, item.study_uid, item.series_uid]
+        args += ["--no-cache", "--output", str(tmp_path / "result.json"), "--dicom-out", str(out)]
+        fresh = run_cli(*args, cwd=tmp_path, env=env)
+        assert fresh.returncode == 0, fresh.stderr
+        job_id = fresh.stderr.split("job ", 1)[1].split()[0]
+        outputs = requests.get(f"http://127.0.0.1:{port}/jobs/{job_id}", timeout=10).json()
+        written = {path.name: path for path in out.iterdir()}
+        for path in written.values():
+            path.unlink()
+        # from the cache: the answer names the job that made it, whose objects are written
+        cached = run_cli(*[a for a in args if a != "--no-cache"], cwd=tmp_path, env=env)
+
+    expected = {output["sopInstanceUID"] for output in outputs["outputs"]}
+    assert len(expected) == 1
+    assert set(written) == {f"{uid}.dcm" for uid in expected}
+    assert f"wrote {out}" in fresh.stderr
+    assert cached.returncode == 0, cached.stderr
+    assert "answered from the cache" in cached.stderr
+    assert {path.name for path in out.iterdir()} == set(written)  # written again
+    for name in written:
+        ds = pydicom.dcmread(out / name)
+        assert f"{ds.SOPInstanceUID}.dcm" == name
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+        assert ds.StudyInstanceUID == item.study_uid

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 import requests
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
 from devtools.dicom import ct_series
+from devtools.redis_server import RedisServer
 from tests.support.deployment import Ids, PacsData
 from tests.support.derived import read_header, text_report
 
@@ -64,3 +66,49 @@ def test_a_series_the_viewer_names_is_sent_whatever_its_modality(
     response = api.get(path)
     assert response.status_code == 502
     assert f"instance {header.SOPInstanceUID} has no pixel data" in response.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def study_with_our_seg(pacs: PacsData, api: TestClient) -> tuple[str, list[str], str, str]:
+    """A CT study into which a job of ours stored its SEG; (study, CT SOPs, SEG series, SEG)."""
+    study_uid = generate_uid()
+    ct = ct_series(study_uid=study_uid, slices=2, rows=16, columns=16, seed=23)
+    for item in ct:
+        pacs.orthanc.upload(item.data)
+    response = api.get(f"/segmentations/{Ids.SEG_OBJECTS}/studies/{study_uid}")
+    assert response.status_code == 200, response.text
+    (output,) = api.get(f"/jobs/{response.headers['X-Job-Id']}").json()["outputs"]
+    assert output["stored"] is True
+    return (
+        study_uid,
+        [item.sop_uid for item in ct],
+        output["seriesInstanceUID"],
+        output["sopInstanceUID"],
+    )
+
+
+def test_the_series_we_stored_are_remembered_per_study_for_a_bounded_time(
+    study_with_our_seg: tuple[str, list[str], str, str], redis_server: RedisServer
+) -> None:
+    study_uid, _, seg_series, _ = study_with_our_seg
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = client.scan_iter(f"*:own-series:{study_uid}")
+    assert client.smembers(key) == {seg_series.encode()}
+    assert 29 * 86400 < client.ttl(key) <= 30 * 86400
+
+
+def test_a_model_taking_non_image_series_is_not_sent_our_own_seg(
+    api: TestClient, study_with_our_seg: tuple[str, list[str], str, str], model_log: str
+) -> None:
+    study_uid, ct_sops, _, _ = study_with_our_seg
+    response = api.get(f"/segmentations/{Ids.ALL_SERIES}/studies/{study_uid}")
+    assert response.status_code == 200, response.text
+    assert sorted(sent_to_model(model_log)) == sorted(ct_sops)
+
+
+def test_a_model_asking_for_our_own_results_is_sent_our_seg(
+    api: TestClient, study_with_our_seg: tuple[str, list[str], str, str], model_log: str
+) -> None:
+    study_uid, ct_sops, _, seg_sop = study_with_our_seg
+    api.get(f"/segmentations/{Ids.OWN_RESULTS}/studies/{study_uid}")
+    assert sorted(sent_to_model(model_log)) == sorted([*ct_sops, seg_sop])

@@ -17,8 +17,11 @@ import pytest
 import redis
 import requests
 from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
 
+from devtools.dicom import ct_series
 from devtools.redis_server import RedisServer
+from model_proxy.shared.dicomweb.multipart import boundary_from_content_type, iter_parts
 from tests.support.dciodvfy import dciodvfy_errors
 from tests.support.deployment import Ids, PacsData
 
@@ -125,6 +128,7 @@ def test_a_segmentation_job_stores_its_seg_into_the_study(api: TestClient, pacs:
         "sopClassUID": "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
         "seriesInstanceUID": served.SeriesInstanceUID,
         "sopInstanceUID": served.SOPInstanceUID,
+        "sourceSeriesInstanceUID": pacs.series_a[0].series_uid,
         "server": Ids.PACS,
         "stored": True,
     }
@@ -224,3 +228,95 @@ def test_only_a_succeeded_job_with_objects_is_stored_again(api: TestClient, pacs
 
     missing = api.post(f"/jobs/{'0' * 32}/store")
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_job"
+
+
+@pytest.fixture(scope="module")
+def two_series(pacs: PacsData) -> tuple[str, dict[str, set[str]]]:
+    """A study of its own with two CT series; (study, series UID -> its SOP Instance UIDs)."""
+    study_uid = generate_uid()
+    series: dict[str, set[str]] = {}
+    for seed in (31, 32):
+        for item in ct_series(study_uid=study_uid, slices=2, rows=16, columns=16, seed=seed):
+            pacs.orthanc.upload(item.data)
+            series.setdefault(item.series_uid, set()).add(item.sop_uid)
+    return study_uid, series
+
+
+def _referenced(seg: pydicom.Dataset) -> dict[str, set[str]]:
+    return {
+        str(series.SeriesInstanceUID): {
+            str(item.ReferencedSOPInstanceUID) for item in series.ReferencedInstanceSequence
+        }
+        for series in seg.ReferencedSeriesSequence
+    }
+
+
+def test_a_study_segmented_in_two_series_makes_a_seg_per_series(
+    api: TestClient, pacs: PacsData, two_series: tuple[str, dict[str, set[str]]], tmp_path: Path
+) -> None:
+    study_uid, series = two_series
+    response = api.get(f"/segmentations/{Ids.SEG_OBJECTS}/studies/{study_uid}")
+    assert response.status_code == 200, response.text
+    job_id = response.headers["X-Job-Id"]
+    job = api.get(f"/jobs/{job_id}").json()
+    assert job["outputError"] is None and job["storeError"] is None
+    outputs = job["outputs"]
+    assert [output["format"] for output in outputs] == ["seg", "seg"]
+    assert all(output["stored"] for output in outputs)
+    assert {output["sourceSeriesInstanceUID"] for output in outputs} == set(series)
+
+    both = api.get(f"/jobs/{job_id}/result", params={"format": "seg"})
+    assert both.status_code == 200
+    content_type = both.headers["content-type"]
+    assert content_type.startswith('multipart/related; type="application/dicom"')
+    parts = list(iter_parts([both.content], boundary_from_content_type(content_type)))
+    read = [pydicom.dcmread(io.BytesIO(part)) for part in parts]
+    assert [ds.SOPInstanceUID for ds in read] == [o["sopInstanceUID"] for o in outputs]
+    for output in outputs:
+        assert f"Content-ID: <{output['sopInstanceUID']}>".encode() in both.content
+
+    for output in outputs:
+        source = output["sourceSeriesInstanceUID"]
+        for pick in (source, output["seriesInstanceUID"]):
+            one = api.get(f"/jobs/{job_id}/result", params={"format": "seg", "series": pick})
+            assert one.status_code == 200 and one.headers["content-type"] == "application/dicom"
+            seg = pydicom.dcmread(io.BytesIO(one.content))
+            assert seg.SOPInstanceUID == output["sopInstanceUID"]
+            assert _referenced(seg) == {source: series[source]}
+        path = tmp_path / f"{output['sopInstanceUID']}.dcm"
+        path.write_bytes(one.content)
+        assert dciodvfy_errors(path) == []
+        found = requests.get(
+            f"{pacs.orthanc.dicomweb}/studies/{study_uid}/series/{output['seriesInstanceUID']}"
+            "/instances",
+            auth=(pacs.orthanc.user, pacs.orthanc.password),
+            headers={"Accept": "application/dicom+json"},
+            timeout=10,
+        ).json()
+        assert [item["00080018"]["Value"][0] for item in found] == [output["sopInstanceUID"]]
+
+    other = api.get(f"/jobs/{job_id}/result", params={"format": "seg", "series": "1.2.3"})
+    assert other.status_code == 404
+    assert other.json()["code"] == "result_object_not_found"
+
+
+def test_storing_a_running_job_is_409_job_not_succeeded(api: TestClient, pacs: PacsData) -> None:
+    item = pacs.ct_small
+    url = f"/segmentations/{Ids.SLOW_MODEL}/studies/{item.study_uid}/series/{item.series_uid}"
+    started = api.get(url, headers={"Prefer": "respond-async", "Cache-Control": "no-cache"})
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    deadline = time.monotonic() + 10
+    while api.get(f"/jobs/{job_id}").json()["state"] != "inferring":  # the model is slow
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        response = api.post(f"/jobs/{job_id}/store")
+        assert response.status_code == 409
+        assert response.json() == {
+            "code": "job_not_succeeded",
+            "message": f"job {job_id} is inferring: only a succeeded job is stored",
+            "jobId": job_id,
+        }
+    finally:
+        api.delete(f"/jobs/{job_id}")

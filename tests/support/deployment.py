@@ -79,6 +79,7 @@ class Ids:
     }
     MULTIPART_DEADLINE = "690d2a2b-3c4d-4e5f-b96a-e4556677889a"  # slow, timeLimit 1.5 s
     ALL_SERIES = "7a1e3b3c-4d5e-4f60-8a7b-0a1b2c3d4e5f"  # includeNonImageSeries
+    OWN_RESULTS = "8b2f4c4d-5e6f-4071-9b8c-1b2c3d4e5f60"  # and includeOwnResults
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,7 @@ def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole
         "timeLimit": 1.5,
     }
     models[Ids.ALL_SERIES] = {**models[Ids.SEGMENTATION], "includeNonImageSeries": True}
+    models[Ids.OWN_RESULTS] = {**models[Ids.ALL_SERIES], "includeOwnResults": True}
     (workdir / "servers.json").write_text(json.dumps(servers, indent=2))
     (workdir / "models.json").write_text(json.dumps(models, indent=2))
 

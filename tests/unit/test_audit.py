@@ -192,9 +192,12 @@ def test_a_request_that_fails_inside_still_has_its_line(tmp_path: Path) -> None:
     api = TestClient(app, raise_server_exceptions=False)
     assert api.get(f"/jobs/{JOB_ID}/result").status_code == 500
     assert api.get("/openapi.json").status_code == 200
-    (line,) = _lines(path)
+    assert api.get(f"/jobs/{JOB_ID}/result", params={"format": "seg"}).status_code == 500
+    line, seg = _lines(path)
     assert (line["event"], line["status"], line["jobId"]) == ("job.result", 500, JOB_ID)
     assert line["principalKind"] == "anonymous" and line["route"] == "/jobs/{job_id}/result"
+    # a result read names the format asked for (json by default)
+    assert (line["format"], seg["format"]) == ("json", "seg")
 
 
 def test_the_api_records_a_cancel_refused_for_its_origin(tmp_path: Path) -> None:

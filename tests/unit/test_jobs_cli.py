@@ -423,6 +423,18 @@ def test_an_unavailable_api_while_polling_is_waited_out(
     assert capsysbinary.readouterr().out == RESULT
 
 
+def test_a_dicom_out_folder_that_cannot_be_written_exits_2_before_submitting(
+    api: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = infer(api, capsys, "ok", STUDY, "--dicom-out", str(blocker / "out"))
+
+    assert code == 2
+    assert err.startswith(f"model-proxy: cannot write DICOM files in {blocker / 'out'}: ")
+    assert api.received == []
+
+
 def test_an_unknown_model_exits_2(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = infer(api, capsys, "nonexistent", STUDY)
 

@@ -14,6 +14,7 @@ from model_proxy.shared.dicomweb.multipart import (
     MultipartReader,
     PartTooLarge,
     boundary_from_content_type,
+    encode_dicom_parts,
     iter_parts,
 )
 
@@ -340,3 +341,22 @@ def test_endless_transport_padding_is_refused() -> None:
 def test_headers_just_under_their_cap_are_read() -> None:
     headers = b"X-Long: " + b"y" * (MAX_HEADER_BYTES - 8)
     assert list(iter_parts([multipart([(headers, b"x")])], BOUNDARY)) == [b"x"]
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+def test_written_dicom_parts_read_back_with_their_headers() -> None:
+    files = [b"\x00" * 10 + b"DICM first", b"second\r\n--not-a-boundary"]
+    body = encode_dicom_parts(
+        [(files[0], {"Content-ID": "<1.2.3>"}), (files[1], {})], BOUNDARY.decode()
+    )
+    assert list(iter_parts([body], BOUNDARY)) == files
+    first_head = body.split(b"\r\n\r\n", 1)[0]
+    assert first_head.split(b"\r\n") == [
+        b"--" + BOUNDARY,
+        DICOM_HEADERS,
+        b"Content-ID: <1.2.3>",
+        b"Content-Length: 20",
+    ]
+    assert body.endswith(b"--" + BOUNDARY + b"--\r\n")

@@ -20,8 +20,30 @@ STUDY = "1.2.826.0.1.3680043.8.498.1313"
 MODEL_ID = "cf8063dc-d4bb-4b68-8e74-eba77c248c8b"
 
 
-def _files() -> list[bytes]:
-    return [f.data for f in ct_series(study_uid=STUDY, slices=3, rows=16, columns=12, seed=3)]
+def _files(seed: int = 3) -> list[bytes]:
+    return [f.data for f in ct_series(study_uid=STUDY, slices=3, rows=16, columns=12, seed=seed)]
+
+
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _by_kind(objects: dict[str, bytes]) -> dict[str, list[pydicom.Dataset]]:
+    """The objects made, read back, by kind (``seg`` or ``sr``), each keyed by its own UID."""
+    kinds: dict[str, list[pydicom.Dataset]] = {}
+    for uid, data in objects.items():
+        ds = pydicom.dcmread(io.BytesIO(data))
+        assert ds.SOPInstanceUID == uid
+        kinds.setdefault("seg" if ds.SOPClassUID == SEG_CLASS else "sr", []).append(ds)
+    return kinds
+
+
+def _referenced(seg: pydicom.Dataset) -> dict[str, set[str]]:
+    return {
+        str(series.SeriesInstanceUID): {
+            str(item.ReferencedSOPInstanceUID) for item in series.ReferencedInstanceSequence
+        }
+        for series in seg.ReferencedSeriesSequence
+    }
 
 
 def _model(task: str, objects: list[str] | None) -> ModelConfig:
@@ -39,16 +61,15 @@ def _headers(files: list[bytes]) -> SourceHeaders:
 
 
 def _segmentation(headers: SourceHeaders) -> dict[str, Any]:
-    first = headers.headers[0]
-    series: dict[str, Any] = {}
+    study: dict[str, Any] = {"metadata": [{"title": "Volume", "value": "12.5 mL"}]}
     for ds in headers.headers:
         mask = np.zeros((int(ds.Rows), int(ds.Columns)), dtype=int)
         mask[2:5, 3:7] = 1
+        series = study.setdefault(str(ds.SeriesInstanceUID), {})
         series[str(ds.SOPInstanceUID)] = {
             "segments": [{"className": "Dense", "points": mask.tolist()}]
         }
-    volume = {"title": "Volume", "value": "12.5 mL"}
-    return {STUDY: {"metadata": [volume], str(first.SeriesInstanceUID): series}}
+    return {STUDY: study}
 
 
 def test_headers_are_kept_without_pixels_or_the_instance_bytes() -> None:
@@ -83,15 +104,40 @@ def test_a_segmentation_answer_becomes_a_seg_that_highdicom_reads() -> None:
         "j", answer, kept.headers, MODEL_ID, _model("segmentation", ["seg", "sr"]), 2**30
     )
     assert made.error is None
-    assert set(made.objects) == {"seg", "sr"}
-    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(made.objects["seg"])))
+    kinds = _by_kind(made.objects)
+    assert sorted(kinds) == ["seg", "sr"] and len(kinds["seg"]) == len(kinds["sr"]) == 1
+    seg = hd.seg.Segmentation.from_dataset(kinds["seg"][0])
     assert seg.SegmentSequence[0].SegmentLabel == "Dense"
-    referenced = {
-        str(item.ReferencedSOPInstanceUID)
-        for series in seg.ReferencedSeriesSequence
-        for item in series.ReferencedInstanceSequence
-    }
-    assert referenced == {str(ds.SOPInstanceUID) for ds in kept.headers}
+    series_uid = str(kept.headers[0].SeriesInstanceUID)
+    assert _referenced(seg) == {series_uid: {str(ds.SOPInstanceUID) for ds in kept.headers}}
+
+
+def test_a_study_segmented_in_two_series_makes_a_seg_per_series() -> None:
+    kept = _headers([*_files(3), *_files(4)])
+    answer = json.dumps(_segmentation(kept)).encode()
+    made = build_result_objects(
+        "j", answer, kept.headers, MODEL_ID, _model("segmentation", ["seg"]), 2**30
+    )
+    assert made.error is None
+    segs = _by_kind(made.objects)["seg"]
+    expected: dict[str, set[str]] = {}
+    for ds in kept.headers:
+        expected.setdefault(str(ds.SeriesInstanceUID), set()).add(str(ds.SOPInstanceUID))
+    assert len(expected) == 2
+    assert [_referenced(seg) for seg in segs] == [{uid: sops} for uid, sops in expected.items()]
+    assert len({str(seg.SeriesInstanceUID) for seg in segs}) == 2
+
+
+def test_the_cap_bounds_a_jobs_objects_together() -> None:
+    kept = _headers([*_files(3), *_files(4)])
+    answer = json.dumps(_segmentation(kept)).encode()
+    model = _model("segmentation", ["seg"])
+    alone = build_result_objects("j", answer, kept.headers, MODEL_ID, model, 2**30)
+    sizes = sorted(len(data) for data in alone.objects.values())
+    assert len(sizes) == 2
+    made = build_result_objects("j", answer, kept.headers, MODEL_ID, model, sum(sizes) - 1)
+    assert len(made.objects) == 1
+    assert made.error is not None and "MODEL_PROXY_MAX_RESULT_OBJECT_BYTES" in made.error.message
 
 
 def test_a_failed_build_is_recorded_and_the_others_are_kept() -> None:
@@ -108,7 +154,7 @@ def test_a_failed_build_is_recorded_and_the_others_are_kept() -> None:
         _model("segmentation", ["seg", "sr"]),
         2**30,
     )
-    assert set(made.objects) == {"sr"}
+    assert sorted(_by_kind(made.objects)) == ["sr"]
     assert made.error is not None
     assert made.error.code == "model_answer_unconvertible"
     assert "1.2.3.999" in made.error.message

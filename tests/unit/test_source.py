@@ -159,6 +159,14 @@ def test_a_study_retrieve_leaves_out_series_of_skipped_modalities() -> None:
     assert session.urls == [f"{root}/series", f"{root}/series/1.2.1", f"{root}/series/1.2.3"]
 
 
+def test_a_study_retrieve_leaves_out_the_series_named_whatever_their_modality() -> None:
+    listed = series_list(("1.2.1", "CT"), ("1.2.2", "SEG"), ("1.2.3", "CT"))
+    pacs, session = source(listed, multipart(b"ct1"), limits=None)
+    ours = frozenset({"1.2.2", "1.2.3"})
+    assert read(pacs.retrieve_study("1.2", frozenset(), ours)) == [b"ct1"]
+    assert session.urls[1:] == ["http://pacs/dicom-web/studies/1.2/series/1.2.1"]
+
+
 def test_a_study_without_skipped_series_is_one_retrieve() -> None:
     listed = series_list(("1.2.1", "CT"), ("1.2.2", "MR"))
     pacs, session = source(listed, multipart(b"ct", b"mr"), limits=None)
