@@ -14,22 +14,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TypeVar
 
 from model_proxy.api_client import (
     TASK_ROUTES,
     ApiClient,
     ApiError,
-    JobProgress,
     JobResource,
 )
 from model_proxy.dicom_out import DicomOutError, prepare_directory, write_job_objects
 from model_proxy.following import follow_events
+from model_proxy.progress_view import ProgressView, progress_line, progress_text
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import JOB_STATES, JobError
 from model_proxy.shared.settings import Settings
 
-__all__ = ["ProgressView", "progress_line", "register_job_commands"]
+__all__ = ["register_job_commands"]
 
 
 _N = TypeVar("_N", int, float)
@@ -43,7 +43,6 @@ EXIT_INTERRUPTED = 130
 _HTTP_TIMEOUT = (10.0, 60.0)  # connect, read: per request, not for the whole job
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})  # while polling: wait and ask again
 _MAX_RETRIES = 10  # in a row
-_BAR_WIDTH = 24
 
 _EPILOG = (
     "exit status: 0 the result was written; 1 the job failed or was cancelled; 2 a usage or API "
@@ -385,77 +384,6 @@ def _retry_hint(exc: ApiError) -> str:
 # --- progress ----------------------------------------------------------------------------------
 
 
-class ProgressView:
-    """A job's state and progress: one line redrawn on a terminal, else a line per state."""
-
-    def __init__(self, stream: TextIO, *, tty: bool, width: int = _BAR_WIDTH) -> None:
-        self._stream = stream
-        self._tty = tty
-        self._width = width
-        self._state: str | None = None
-        self._line = ""
-
-    def show(self, job: JobResource) -> None:
-        line = progress_line(job, self._width)
-        if self._tty:
-            if line != self._line:
-                padding = " " * max(len(self._line) - len(line), 0)
-                self._stream.write(f"\r{line}{padding}")
-                self._stream.flush()
-                self._line = line
-        elif job.state != self._state:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-        self._state = job.state
-
-    def end(self) -> None:
-        """Finish a redrawn line, so that what follows starts on a line of its own."""
-        if self._tty and self._line:
-            self._stream.write("\n")
-            self._stream.flush()
-        self._line = ""
-
-
-def progress_line(job: JobResource, width: int = _BAR_WIDTH) -> str:
-    """``fetching  [######------------------] 3/10 instances``: state, bar when a total is known."""
-    progress = job.progress
-    done, total = _measure(progress)
-    bar = ""
-    if total:
-        filled = min(max(round(width * done / total), 0), width)
-        bar = "[" + "#" * filled + "-" * (width - filled) + "]"
-    attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
-    parts = [f"{job.state:<9}", bar, _progress_text(progress)]
-    return " ".join(part for part in parts if part).rstrip() + attempt
-
-
-def _measure(progress: JobProgress) -> tuple[int, int | None]:
-    if progress.instances_total:
-        return progress.instances_fetched, progress.instances_total
-    if progress.bytes_total:
-        return progress.bytes_fetched, progress.bytes_total
-    return 0, None
-
-
-def _progress_text(progress: JobProgress) -> str:
-    if progress.instances_total:
-        return f"{progress.instances_fetched}/{progress.instances_total} instances"
-    if progress.bytes_total:
-        return f"{_size(progress.bytes_fetched)} of {_size(progress.bytes_total)}"
-    if progress.bytes_fetched or progress.instances_fetched:
-        return f"{progress.instances_fetched} instances, {_size(progress.bytes_fetched)}"
-    return ""
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
 # --- model-proxy jobs --------------------------------------------------------------------------
 
 
@@ -476,7 +404,7 @@ def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
             job.request.task,
             job.request.model,
             job.request.level,
-            _progress_text(job.progress) or "-",
+            progress_text(job.progress) or "-",
             _timestamp(job.created_at),
         )
         for job in jobs

@@ -19,7 +19,7 @@ import pytest
 from model_proxy import jobs_cli
 from model_proxy.api_client import ApiClient, ApiError, JobResource
 from model_proxy.cli import main
-from model_proxy.jobs_cli import ProgressView, progress_line
+from model_proxy.progress_view import ProgressView, progress_line
 from model_proxy.shared.http import new_session
 from model_proxy.shared.settings import get_settings
 
