@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -93,6 +93,14 @@ class AsyncJobStore:
             value = await self._redis.get(self.keys.result_object(job_id, name))
         assert value is None or isinstance(value, bytes)
         return value
+
+    async def objects_kept(self, job_id: str, names: Sequence[str]) -> bool:
+        """Whether every one of the job's DICOM objects ``names`` is still stored (one round
+        trip, no object read)."""
+        keys = [self.keys.result_object(job_id, name) for name in names]
+        with redis_errors():
+            count = await self._redis.exists(*keys)
+        return int(count) == len(keys)
 
     async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> Terminated:
         """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
