@@ -145,6 +145,25 @@ def queued(server: fakeredis.FakeServer) -> Job:
     return job
 
 
+@pytest.fixture
+def behind(server: fakeredis.FakeServer, queued: Job) -> Job:
+    """A job of the same model queued after ``queued``: second in line."""
+    job = make_job(study_uid="1.2.0")
+    Broker(server).submit(job)
+    return job
+
+
+async def _opening(stream: AsyncIterator[bytes]) -> tuple[str, str, dict[str, Any]]:
+    """The first event of a stream, after its retry hint."""
+    await _next(stream)
+    return _parse(await _next(stream))
+
+
+def _same_update_new_id(ident: str, before: str) -> bool:
+    """An id for a change the record does not date: the same number, another digest."""
+    return ident != before and ident.split("-")[0] == before.split("-")[0]
+
+
 def test_a_stream_sends_the_job_then_each_change_and_ends_after_the_end_event(
     server: fakeredis.FakeServer, queued: Job
 ) -> None:
@@ -197,25 +216,21 @@ def test_a_client_that_has_the_current_state_is_not_sent_it_again(
 
 
 def test_a_reconnecting_client_is_sent_at_once_a_queue_move_it_missed(
-    server: fakeredis.FakeServer, queued: Job
+    server: fakeredis.FakeServer, queued: Job, behind: Job
 ) -> None:
     """A queue move leaves ``updatedAt`` as it was; the id's digest still tells the client's
     last event (second in line) from the job now (first)."""
-    behind = make_job(study_uid="1.2.0")
-    Broker(server).submit(behind)
 
     async def scenario(services: BrokerServices, store: JobStore) -> None:
         stream = job_events(services, behind)
-        await _next(stream)
-        _, last_id, data = _parse(await _next(stream))
+        _, last_id, data = await _opening(stream)
         assert data["queue"]["position"] == 2
         await stream.aclose()  # the client goes away; the job ahead is claimed meanwhile
         store.claim(queued, "worker-a", LEASE)
         resumed = job_events(services, behind, last_event_id=last_id)
-        await _next(resumed)
-        kind, ident, data = _parse(await _next(resumed, timeout=1.0))  # before any heartbeat
+        kind, ident, data = await _opening(resumed)  # at once: the heartbeat is 5 s away
         assert (kind, data["queue"]["position"]) == ("state", 1)
-        assert ident != last_id and ident.split("-")[0] == last_id.split("-")[0]
+        assert _same_update_new_id(ident, last_id)
         await resumed.aclose()
 
     streaming(server, scenario, event_heartbeat_seconds=5.0)
@@ -238,22 +253,19 @@ def test_a_finished_job_sends_its_end_event_even_to_a_client_that_has_it(
 
 
 def test_a_queued_job_is_woken_when_its_models_queue_moves(
-    server: fakeredis.FakeServer, queued: Job
+    server: fakeredis.FakeServer, queued: Job, behind: Job
 ) -> None:
     """The job ahead of it claimed publishes only its own id and ``queue:<model>``; the queued
     job's stream re-renders and sends ``queue`` with its new place."""
-    behind = make_job(study_uid="1.2.0")
-    Broker(server).submit(behind)
 
     async def scenario(services: BrokerServices, store: JobStore) -> None:
         stream = job_events(services, behind)
-        await _next(stream)
-        kind, first_id, data = _parse(await _next(stream))
+        _, first_id, data = await _opening(stream)
         assert data["queue"]["position"] == 2
         store.claim(queued, "worker-a", LEASE)
         kind, ident, data = _parse(await _next(stream, timeout=1.0))  # before any heartbeat
         assert (kind, data["queue"]["position"]) == ("queue", 1)
-        assert ident != first_id and ident.split("-")[0] == first_id.split("-")[0]
+        assert _same_update_new_id(ident, first_id)
         await stream.aclose()
 
     streaming(server, scenario)
