@@ -10,8 +10,9 @@ strong ``ETag`` read from the stored header (one per representation: the gzip on
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,7 +21,7 @@ from model_proxy.broker.errors import error_response
 from model_proxy.broker.negotiation import Negotiated, etag_matches
 from model_proxy.broker.resources import render_job
 from model_proxy.broker.services import BrokerServices
-from model_proxy.shared.dicomweb.multipart import encode_dicom_parts
+from model_proxy.shared.dicomweb.multipart import closing_delimiter, dicom_part_chunks
 from model_proxy.shared.errors import (
     JobCancelled,
     NoResultObject,
@@ -37,7 +38,16 @@ from model_proxy.shared.jobs import (
 )
 from model_proxy.shared.schemas import job_url
 
-__all__ = ["DICOM_TYPE", "accepted", "answer_for_job", "object_for_job", "result_answer"]
+__all__ = [
+    "DICOM_TYPE",
+    "accepted",
+    "answer_for_job",
+    "object_for_job",
+    "object_parts",
+    "result_answer",
+]
+
+log = logging.getLogger(__name__)
 
 DICOM_TYPE = "application/dicom"
 
@@ -96,25 +106,39 @@ async def object_for_job(
         return error_response(
             NoResultObject(f"job {job.id} made no {kind} object{of_series}{why}"), jobId=job.id
         )
-    found: list[tuple[JobOutput, bytes]] = []
-    for output in chosen:
-        data = await services.jobs.get_object(job.id, output.key)
+    expired = ResultExpired(f"the {kind} object of job {job.id} has expired")
+    if len(chosen) == 1:
+        data = await services.jobs.get_object(job.id, chosen[0].key)
         if data is None:
-            return error_response(
-                ResultExpired(f"the {kind} object of job {job.id} has expired"), jobId=job.id
-            )
-        found.append((output, data))
-    if len(found) == 1:
+            return error_response(expired, jobId=job.id)
         disposition = f'attachment; filename="{job.id}-{kind}.dcm"'
         headers = {"X-Job-Id": job.id, "Content-Disposition": disposition}
-        return Response(found[0][1], media_type=DICOM_TYPE, headers=headers)
+        return Response(data, media_type=DICOM_TYPE, headers=headers)
+    if not await services.jobs.objects_kept(job.id, [output.key for output in chosen]):
+        return error_response(expired, jobId=job.id)
     boundary = uuid.uuid4().hex
-    parts = [(data, _part_headers(job.id, output)) for output, data in found]
-    return Response(
-        encode_dicom_parts(parts, boundary),
+    return StreamingResponse(
+        object_parts(services, job.id, chosen, boundary),
         media_type=f'multipart/related; type="{DICOM_TYPE}"; boundary={boundary}',
         headers={"X-Job-Id": job.id},
     )
+
+
+async def object_parts(
+    services: BrokerServices, job_id: str, outputs: Sequence[JobOutput], boundary: str
+) -> AsyncIterator[bytes]:
+    """The ``multipart/related`` body of a job's several objects, each read from Redis only as
+    its part is sent: one object in memory at a time, never the whole body. An object that
+    expires meanwhile raises :class:`ResultExpired`, which cuts the body short before its
+    closing delimiter (the client sees an incomplete answer, never a shorter complete one)."""
+    for output in outputs:
+        data = await services.jobs.get_object(job_id, output.key)
+        if data is None:
+            log.warning("an object of job %s expired while it was being sent", job_id)
+            raise ResultExpired(f"the {output.format} object of job {job_id} has expired")
+        for chunk in dicom_part_chunks(data, _part_headers(job_id, output), boundary):
+            yield chunk
+    yield closing_delimiter(boundary)
 
 
 def _part_headers(job_id: str, output: JobOutput) -> dict[str, str]:

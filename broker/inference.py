@@ -15,7 +15,7 @@ from model_proxy.broker.audit import note_inference
 from model_proxy.broker.callbacks import check_callback, register_callback
 from model_proxy.broker.deps import AnswerOptions
 from model_proxy.broker.errors import status_for
-from model_proxy.broker.event_stream import event_stream_response
+from model_proxy.broker.event_stream import event_stream_response, reserve_stream
 from model_proxy.broker.idempotency import IdempotencyKey
 from model_proxy.broker.jobs import wait_for_job
 from model_proxy.broker.negotiation import Negotiated
@@ -169,12 +169,18 @@ async def _stream_job(
     services: BrokerServices, inference: InferenceRequest, options: AnswerOptions, who: Caller
 ) -> Response:
     """The events of the request's job, created or joined as :func:`_answer` does (a stored
-    answer's job when there is one: its stream is its ``end`` event)."""
-    admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
-    job = await services.jobs.get(admitted.job_id)
-    if job is None:
-        raise UnknownJob(f"job {admitted.job_id} has expired")
-    return event_stream_response(services, job, who=who)
+    answer's job when there is one: its stream is its ``end`` event). The stream's slot is
+    taken first: a stream refused (503 ``busy``) makes no job."""
+    slot = reserve_stream(services)
+    try:
+        admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+        job = await services.jobs.get(admitted.job_id)
+        if job is None:
+            raise UnknownJob(f"job {admitted.job_id} has expired")
+    except BaseException:
+        slot.release()
+        raise
+    return event_stream_response(services, job, who=who, slot=slot)
 
 
 async def _cached_answer(

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -20,7 +20,7 @@ from model_proxy.shared.jobs.operations import JobOperations, ScriptCall, queue_
 from model_proxy.shared.jobs.outcomes import Admitted, Detached, Terminated
 from model_proxy.shared.redis_errors import redis_errors
 
-__all__ = ["AsyncJobStore", "JobEvents", "wait_for_job"]
+__all__ = ["AsyncJobStore", "JobEvents", "StreamSlot", "wait_for_job"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -94,6 +94,14 @@ class AsyncJobStore:
         assert value is None or isinstance(value, bytes)
         return value
 
+    async def objects_kept(self, job_id: str, names: Sequence[str]) -> bool:
+        """Whether every one of the job's DICOM objects ``names`` is still stored (one round
+        trip, no object read)."""
+        keys = [self.keys.result_object(job_id, name) for name in names]
+        with redis_errors():
+            count = await self._redis.exists(*keys)
+        return int(count) == len(keys)
+
     async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> Terminated:
         """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
         queued."""
@@ -159,12 +167,30 @@ class AsyncJobStore:
         return call.reply(reply)
 
 
+class StreamSlot:
+    """An event stream's place among those its process may keep open
+    (:meth:`JobEvents.reserve_stream`); :meth:`release` gives it back, once however often it is
+    called (the stream's end, its response's end, or the response dropped unsent)."""
+
+    def __init__(self, events: JobEvents) -> None:
+        self._events: JobEvents | None = events
+
+    @property
+    def held(self) -> bool:
+        return self._events is not None
+
+    def release(self) -> None:
+        events, self._events = self._events, None
+        if events is not None:
+            events._release_stream()
+
+
 class JobEvents:
     """One subscription to the job-events channel for the whole process, fanned out to waiters.
 
     A waiter watches one job; a stream of a queued job also watches its model's queue, woken by
     the ``queue:<model id>`` messages of the jobs that leave it. ``open_streams`` counts the
-    event streams of this process (:mod:`~model_proxy.broker.event_stream`)."""
+    event-stream slots this process has given out (:mod:`~model_proxy.broker.event_stream`)."""
 
     def __init__(self, client: aioredis.Redis, channel: str) -> None:
         self._redis = client
@@ -197,14 +223,17 @@ class JobEvents:
                     if not waiters:
                         del self._waiters[topic]
 
-    @contextlib.contextmanager
-    def stream(self) -> Iterator[None]:
-        """Count one open event stream while the block runs."""
+    def reserve_stream(self, limit: int) -> StreamSlot | None:
+        """One of this process's ``limit`` event-stream slots, or None when all are taken. No
+        await between the check and the count: atomic in the event loop, so a burst of requests
+        cannot all pass the check before any stream starts."""
+        if self.open_streams >= limit:
+            return None
         self.open_streams += 1
-        try:
-            yield
-        finally:
-            self.open_streams -= 1
+        return StreamSlot(self)
+
+    def _release_stream(self) -> None:
+        self.open_streams -= 1
 
     async def _listen(self) -> None:
         delay = 0.1

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from model_proxy.shared.config import ModelConfig, Transport
-from model_proxy.shared.dicomweb.source import DicomWebSource
+from model_proxy.shared.dicomweb.source import DicomWebSource, InstanceStream
 from model_proxy.shared.errors import (
     InternalError,
     ModelProxyError,
@@ -468,11 +468,15 @@ def _fetch_and_call_model(
     plan = plan_inputs(request, model)
     plan = without_own_series(plan, model, context)
     _check_uids(plan)
-    total = _count_instances(plan, source)
+    body = _open_body(request, model, plan, source)
+    try:
+        total = _count_instances(plan, source, iter(body.streams))
+    except BaseException:
+        body.close()
+        raise
     run.start_fetch(total)
     if total is not None:
         run.write({"instances_total": str(total)}, announce=False)
-    body = _open_body(request, model, plan, source)
     sources = None
     if model.store is not None:
         sources = SourceHeaders(context.settings.max_source_header_bytes)
@@ -538,12 +542,21 @@ def _check_uids(plan: InputPlan) -> None:
         check_uid(plan.instance_uid, "the instance UID")
 
 
-def _count_instances(plan: InputPlan, source: DicomWebSource) -> int | None:
-    """The instances the plan will send, when the PACS says how many a series has."""
+def _count_instances(
+    plan: InputPlan, source: DicomWebSource, streams: Iterator[InstanceStream]
+) -> int | None:
+    """The instances the plan will send, when the PACS says how many a series has; ``streams``
+    are the body's retrieves, one per leaf of the plan in its order. A study retrieved by its
+    listed series (some left out) counts those series' instances from that list (no second
+    query), and is unknown when the list does not give them all."""
     if isinstance(plan, SingleInstance):
+        next(streams)
         return 1
     if isinstance(plan, InstanceList):
+        listed = next(streams).series_counts
+        if listed is not None:
+            return None if None in listed else sum(c for c in listed if c is not None)
         return source.count_instances(plan.study_uid, plan.series_uid)
     assert isinstance(plan, Keyed)
-    counts = [_count_instances(inner, source) for _, inner in plan.entries]
+    counts = [_count_instances(inner, source, streams) for _, inner in plan.entries]
     return None if None in counts else sum(c for c in counts if c is not None)

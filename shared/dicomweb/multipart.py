@@ -14,7 +14,7 @@ it, before it arrives whole).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -22,7 +22,9 @@ __all__ = [
     "MultipartReader",
     "PartTooLarge",
     "boundary_from_content_type",
-    "encode_dicom_parts",
+    "closing_delimiter",
+    "dicom_body_chunks",
+    "dicom_part_chunks",
     "iter_parts",
 ]
 
@@ -208,16 +210,27 @@ def iter_parts(
     yield from reader.close()
 
 
-def encode_dicom_parts(parts: Sequence[tuple[bytes, Mapping[str, str]]], boundary: str) -> bytes:
-    """A ``multipart/related; type="application/dicom"`` body: one ``application/dicom`` part
-    per file, as it is, with its length and the extra ``headers`` given beside it."""
-    out = bytearray()
+def dicom_part_chunks(data: bytes, headers: Mapping[str, str], boundary: str) -> Iterator[bytes]:
+    """One ``application/dicom`` part of a body: its boundary and headers (its length and the
+    extra ``headers`` given), the file as it is (not copied), and the CRLF that ends it."""
+    head = f"--{boundary}\r\nContent-Type: application/dicom\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    yield f"{head}Content-Length: {len(data)}\r\n\r\n".encode()
+    yield data
+    yield b"\r\n"
+
+
+def closing_delimiter(boundary: str) -> bytes:
+    """The line that ends a multipart body after its last part."""
+    return f"--{boundary}--\r\n".encode()
+
+
+def dicom_body_chunks(
+    parts: Iterable[tuple[bytes, Mapping[str, str]]], boundary: str
+) -> Iterator[bytes]:
+    """A ``multipart/related; type="application/dicom"`` body, chunk by chunk: one
+    :func:`dicom_part_chunks` per file, then the :func:`closing_delimiter`. ``parts`` is read
+    one at a time, as the chunks are."""
     for data, headers in parts:
-        out += f"--{boundary}\r\nContent-Type: application/dicom\r\n".encode()
-        for name, value in headers.items():
-            out += f"{name}: {value}\r\n".encode()
-        out += f"Content-Length: {len(data)}\r\n\r\n".encode()
-        out += data
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out)
+        yield from dicom_part_chunks(data, headers, boundary)
+    yield closing_delimiter(boundary)

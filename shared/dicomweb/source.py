@@ -61,6 +61,7 @@ class SeriesSummary:
 
     series_uid: str
     modality: str | None
+    instances: int | None = None  # its NumberOfSeriesRelatedInstances, when the PACS gives it
 
 
 class _InputBudget:
@@ -98,6 +99,8 @@ class InstanceStream:
         self._source = source
         self._response = response
         self._then = list(then)  # further retrieves, opened one by one as each ends
+        # a study retrieved by its listed series: the instances each has (None: not given)
+        self.series_counts: tuple[int | None, ...] | None = None
         self._what = what
         self._max_instance = max_instance_bytes
         self._budget = budget or _InputBudget(None)
@@ -246,7 +249,11 @@ class DicomWebSource:
             if item.modality not in skip_modalities and item.series_uid not in skip_series
         ]
         if len(kept) == len(listed):
-            return self.retrieve(study_uid)
+            stream = self.retrieve(study_uid)
+            counts = tuple(item.instances for item in listed)
+            if None not in counts:  # else the study's own count still says it
+                stream.series_counts = counts
+            return stream
         if not kept:
             raise DicomNotFound(
                 f"the study has only series models do not take "
@@ -261,12 +268,16 @@ class DicomWebSource:
         )
         paths = [f"/studies/{study_uid}/series/{item.series_uid}" for item in kept]
         openers = [partial(self._open, path, "series") for path in paths[1:]]
-        return self._stream(self._open(paths[0], "series"), "study", openers)
+        stream = self._stream(self._open(paths[0], "series"), "study", openers)
+        stream.series_counts = tuple(item.instances for item in kept)
+        return stream
 
     def list_series(self, study_uid: str) -> list[SeriesSummary]:
-        """The series of a study with their Modality, from QIDO-RS ``/studies/{study}/series``."""
+        """The series of a study with their Modality and instance count, from QIDO-RS
+        ``/studies/{study}/series``."""
         url = f"{self._root}/studies/{study_uid}/series"
-        response = self._get(url, "application/dicom+json", params={"includefield": _MODALITY})
+        fields = f"{_MODALITY},{_SERIES_INSTANCES}"
+        response = self._get(url, "application/dicom+json", params={"includefield": fields})
         if response.status_code == 204:
             raise DicomNotFound(f"the study was not found on server {self.server_id}")
         if response.status_code != 200:
@@ -401,4 +412,6 @@ def _series_summary(item: dict[str, dict[str, list[object]]]) -> SeriesSummary:
     """One QIDO-RS series entry; a Modality absent or empty is None."""
     values = item.get(_MODALITY, {}).get("Value") or [None]
     modality = values[0].strip().upper() if isinstance(values[0], str) else None
-    return SeriesSummary(str(item[_SERIES_UID]["Value"][0]), modality or None)
+    counted = (item.get(_SERIES_INSTANCES, {}).get("Value") or [None])[0]
+    instances = int(counted) if isinstance(counted, int | str) and str(counted).isdigit() else None
+    return SeriesSummary(str(item[_SERIES_UID]["Value"][0]), modality or None, instances)

@@ -27,7 +27,7 @@ import pydicom
 import requests
 from pydicom.errors import InvalidDicomError
 
-from model_proxy.shared.dicomweb.multipart import encode_dicom_parts
+from model_proxy.shared.dicomweb.multipart import dicom_body_chunks
 from model_proxy.shared.dicomweb.source import DicomWebSource
 from model_proxy.shared.errors import PacsAuthFailed, PacsStoreFailed
 
@@ -185,7 +185,7 @@ def store_instances(
 def encode_store_body(instances: Sequence[bytes], boundary: str) -> bytes:
     """The ``multipart/related`` body of a STOW-RS request: one ``application/dicom`` part
     per file, as it is."""
-    return encode_dicom_parts([(data, {}) for data in instances], boundary)
+    return b"".join(dicom_body_chunks(((data, {}) for data in instances), boundary))
 
 
 def parse_store_response(

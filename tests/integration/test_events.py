@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from bench.event_streams import StreamHolder
+from devtools.dicom import DicomFile
 from devtools.processes import ManagedProcess, free_port, start_service
+from model_proxy.shared.jobs import JobKeys
 from model_proxy.sse import ServerEvent, parse_events
 from tests.support.deployment import Deployment, Ids, PacsData, start_worker
 
@@ -233,11 +236,31 @@ def test_an_unknown_job_is_404_json(stack: Stack) -> None:
     assert answer.status_code == 404 and answer.json()["code"] == "unknown_job"
 
 
+def _job_records(stack: Stack) -> int:
+    settings = stack.deployment.settings
+    assert settings.redis_url is not None
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return sum(1 for _ in client.scan_iter(JobKeys(settings.redis_prefix).job("*")))
+    finally:
+        client.close()
+
+
+def _viewer_stream(api: str, series: DicomFile) -> requests.Response:
+    """A viewer route asked for the events of a new job of ``series``."""
+    return requests.get(
+        f"{api}/segmentations/{SLOW}/studies/{series.study_uid}/series/{series.series_uid}",
+        headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"},
+        timeout=5,
+    )
+
+
 def test_streams_up_to_the_cap_stay_open_and_all_receive_the_end(
     stack: Stack, pacs: PacsData
 ) -> None:
     """The CI form of ``bench/event_streams.py``: the cap's worth of streams of a long job
-    stay open 5 s (heartbeats every second), one more is 503 ``busy``, and a cancel reaches
+    stay open 5 s (heartbeats every second), one more is 503 ``busy`` (on a viewer route,
+    before it makes a job), and a cancel reaches
     every one as its ``end`` event."""
     job_id = _submit(stack.first, LONG, pacs)
 
@@ -251,6 +274,10 @@ def test_streams_up_to_the_cap_stay_open_and_all_receive_the_end(
         )
         assert busy.status_code == 503 and busy.json()["code"] == "busy"
         assert busy.headers["Retry-After"] == "1"
+        jobs_before = await asyncio.to_thread(_job_records, stack)
+        refused = await asyncio.to_thread(_viewer_stream, stack.first, pacs.series_b[0])
+        assert refused.status_code == 503 and refused.json()["code"] == "busy"
+        assert await asyncio.to_thread(_job_records, stack) == jobs_before  # it made no job
         await asyncio.sleep(5)
         assert holder.watch.closed_early == 0
         cancelled = await asyncio.to_thread(

@@ -112,3 +112,19 @@ def test_a_model_asking_for_our_own_results_is_sent_our_seg(
     study_uid, ct_sops, _, seg_sop = study_with_our_seg
     api.get(f"/segmentations/{Ids.OWN_RESULTS}/studies/{study_uid}")
     assert sorted(sent_to_model(model_log)) == sorted([*ct_sops, seg_sop])
+
+
+@pytest.mark.parametrize("model_id", [Ids.SEGMENTATION, Ids.ALL_SERIES])
+def test_a_study_progress_counts_only_the_series_sent_and_reaches_its_total(
+    api: TestClient, study_with_our_seg: tuple[str, list[str], str, str], model_id: str
+) -> None:
+    """The study holds a CT series and our SEG, which no model here is sent: the job's total
+    is the CT series' instances (not the study's), and its fetch reaches it."""
+    study_uid, ct_sops, _, _ = study_with_our_seg
+    response = api.get(
+        f"/segmentations/{model_id}/studies/{study_uid}", headers={"Cache-Control": "no-cache"}
+    )
+    assert response.status_code == 200, response.text
+    progress = api.get(f"/jobs/{response.headers['X-Job-Id']}").json()["progress"]
+    assert progress["instancesTotal"] == len(ct_sops) == 2
+    assert progress["instancesFetched"] == len(ct_sops)

@@ -14,7 +14,7 @@ from model_proxy.shared.dicomweb.multipart import (
     MultipartReader,
     PartTooLarge,
     boundary_from_content_type,
-    encode_dicom_parts,
+    dicom_body_chunks,
     iter_parts,
 )
 
@@ -348,9 +348,13 @@ def test_headers_just_under_their_cap_are_read() -> None:
 
 def test_written_dicom_parts_read_back_with_their_headers() -> None:
     files = [b"\x00" * 10 + b"DICM first", b"second\r\n--not-a-boundary"]
-    body = encode_dicom_parts(
-        [(files[0], {"Content-ID": "<1.2.3>"}), (files[1], {})], BOUNDARY.decode()
+    chunks = list(
+        dicom_body_chunks(
+            [(files[0], {"Content-ID": "<1.2.3>"}), (files[1], {})], BOUNDARY.decode()
+        )
     )
+    assert chunks[1] is files[0] and chunks[4] is files[1]  # the files as they are, not copied
+    body = b"".join(chunks)
     assert list(iter_parts([body], BOUNDARY)) == files
     first_head = body.split(b"\r\n\r\n", 1)[0]
     assert first_head.split(b"\r\n") == [

@@ -64,6 +64,7 @@ class FakeStream:
         self._parts = parts
         self.bytes_read = 0
         self.read_seconds = 0.0
+        self.series_counts: tuple[int | None, ...] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         for part in self._parts:

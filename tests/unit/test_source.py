@@ -59,11 +59,13 @@ class CannedSession:
     bodies: list[bytes]
     answered: list[CannedResponse] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
 
-    def request(self, method: str, url: str, **_: Any) -> CannedResponse:
+    def request(self, method: str, url: str, **given: Any) -> CannedResponse:
         response = CannedResponse(self.bodies[len(self.answered)])
         self.answered.append(response)
         self.urls.append(url)
+        self.params.append(given.get("params"))
         return response
 
 
@@ -149,6 +151,26 @@ def series_list(*entries: tuple[str, str | None]) -> bytes:
 
 
 SKIP = frozenset({"SR", "SEG"})
+
+
+def counted_series_list(*entries: tuple[str, str, int | None]) -> bytes:
+    """A QIDO-RS series list with each series' NumberOfSeriesRelatedInstances (None: left out)."""
+    items = json.loads(series_list(*[(uid, modality) for uid, modality, _ in entries]))
+    for item, (_, _, count) in zip(items, entries, strict=True):
+        if count is not None:
+            item["00201209"] = {"vr": "IS", "Value": [count]}
+    return json.dumps(items).encode()
+
+
+def test_a_filtered_study_retrieve_counts_the_instances_of_its_kept_series() -> None:
+    listed = counted_series_list(("1.2.1", "CT", None), ("1.2.2", "SEG", 1), ("1.2.3", "MR", 4))
+    pacs, session = source(listed, multipart(b"ct"), multipart(b"mr"), limits=None)
+    assert pacs.retrieve_study("1.2", SKIP).series_counts == (None, 4)  # CT: not given
+    listed = counted_series_list(("1.2.1", "CT", 3), ("1.2.2", "SEG", 1), ("1.2.3", "MR", 4))
+    pacs, session = source(listed, multipart(b"ct"), multipart(b"mr"), limits=None)
+    assert pacs.retrieve_study("1.2", SKIP).series_counts == (3, 4)
+    assert "00201209" in session.params[0]["includefield"]  # in the one listing query
+    assert len(session.urls) == 2  # the list, then the first kept series: no count query
 
 
 def test_a_study_retrieve_leaves_out_series_of_skipped_modalities() -> None:
