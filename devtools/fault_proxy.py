@@ -4,9 +4,9 @@ model or token server.
 It sits in front of one upstream (``http://host:port``) and relays each request, one per
 connection (it asks both sides for ``Connection: close``), unless a :class:`Fault` is set: then
 it refuses connections, answers with a status of its own, never answers, delays the answer's
-first byte, trickles it, resets the connection or ends it cleanly part-way through the answer, or
-answers 200 with a body of its own (not JSON, or very large). Faults are set and cleared at any
-time from the test; ``hits`` counts the requests it has seen.
+first byte, trickles it, slows it to a rate, resets the connection or ends it cleanly part-way
+through the answer, or answers 200 with a body of its own (not JSON, or very large). Faults are
+set and cleared at any time from the test; ``hits`` counts the requests it has seen.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class FaultKind(StrEnum):
     HANG = "hang"  # read the request, never answer (until the proxy stops)
     SLOW_HEADERS = "slow-headers"  # relay, but only after ``delay`` seconds
     TRICKLE = "trickle"  # relay ``after_bytes`` at once, then a byte every ``delay`` seconds
+    THROTTLE = "throttle"  # relay in pieces of ``after_bytes`` bytes, ``delay`` seconds apart
     RESET = "reset"  # relay ``after_bytes`` of the answer, then reset the connection
     TRUNCATE = "truncate"  # relay ``after_bytes`` of the answer, then close cleanly
     BODY = "body"  # answer 200 with ``body`` (or ``body_size`` bytes of it, repeated)
@@ -183,6 +184,10 @@ class FaultProxy:
                 if fault is None or fault.kind is FaultKind.SLOW_HEADERS:
                     client.sendall(data)
                     continue
+                if fault.kind is FaultKind.THROTTLE:
+                    if self._throttled(client, data, fault):
+                        return
+                    continue
                 room = fault.after_bytes - sent
                 if room > 0:
                     client.sendall(data[:room])
@@ -201,9 +206,25 @@ class FaultProxy:
                         return
                     client.sendall(bytes([byte]))
 
+    def _throttled(self, client: socket.socket, data: bytes, fault: Fault) -> bool:
+        """Send ``data`` in pieces of ``fault.after_bytes``, each after ``fault.delay``
+        seconds; True when the proxy is stopping."""
+        piece = max(fault.after_bytes, 1)
+        for start in range(0, len(data), piece):
+            if self._stopping.wait(fault.delay):
+                return True
+            client.sendall(data[start : start + piece])
+        return False
+
 
 _RELAYED = frozenset(
-    {FaultKind.SLOW_HEADERS, FaultKind.TRICKLE, FaultKind.RESET, FaultKind.TRUNCATE}
+    {
+        FaultKind.SLOW_HEADERS,
+        FaultKind.TRICKLE,
+        FaultKind.THROTTLE,
+        FaultKind.RESET,
+        FaultKind.TRUNCATE,
+    }
 )
 
 

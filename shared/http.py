@@ -19,6 +19,7 @@ __all__ = [
     "caused_by",
     "is_timeout",
     "new_session",
+    "pieces_as_they_arrive",
     "tls_advice",
     "translate_request_error",
     "translated_errors",
@@ -55,6 +56,34 @@ def new_session(pool_size: int, user_agent: str = "model-proxy") -> requests.Ses
     # Proxies from the environment must not see PACS traffic or patient data by surprise.
     session.trust_env = False
     return session
+
+
+# --- a streamed body ---------------------------------------------------------------------------
+
+
+def pieces_as_they_arrive(response: requests.Response, max_bytes: int) -> Iterator[bytes]:
+    """The body of a streamed ``response`` (decoded as ``iter_content`` decodes it) in pieces of
+    whatever has arrived, at most ``max_bytes`` each, until its end.
+
+    ``iter_content(chunk_size=N)`` waits until N bytes have arrived: a PACS that sends small
+    instances slowly would reach the model, and the job's progress, a megabyte at a time. Read
+    failures are requests' exceptions, as ``iter_content`` raises them.
+    """
+    raw = response.raw
+    while True:
+        try:
+            piece = raw.read1(max_bytes, decode_content=True)
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.SSLError as exc:
+            raise requests.exceptions.SSLError(exc) from exc
+        if not piece:
+            return
+        yield piece
 
 
 # --- requests' exceptions into ours ----------------------------------------------------------

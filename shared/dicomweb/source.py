@@ -38,7 +38,13 @@ from model_proxy.shared.errors import (
     PacsFailed,
     PacsInstanceTooLarge,
 )
-from model_proxy.shared.http import Peer, Timeouts, tls_advice, translated_errors
+from model_proxy.shared.http import (
+    Peer,
+    Timeouts,
+    pieces_as_they_arrive,
+    tls_advice,
+    translated_errors,
+)
 
 __all__ = ["RETRIEVE_ACCEPT", "DicomWebSource", "InstanceStream", "SeriesSummary"]
 
@@ -165,8 +171,9 @@ class InstanceStream:
                 ) from None
 
     def _chunks(self) -> Iterator[bytes]:
-        # Orthanc streams without Content-Length and closes the connection: read to EOF.
-        chunks = self._response.iter_content(chunk_size=_CHUNK)
+        # Orthanc streams without Content-Length and closes the connection: read to EOF, each
+        # piece as it arrives (an instance goes on to the model as soon as it is whole)
+        chunks = pieces_as_they_arrive(self._response, _CHUNK)
         while True:
             started = time.perf_counter()
             chunk = next(chunks, None)

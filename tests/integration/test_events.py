@@ -18,6 +18,7 @@ import requests
 
 from bench.event_streams import StreamHolder
 from devtools.dicom import DicomFile
+from devtools.fault_proxy import Fault, FaultKind, FaultProxy
 from devtools.processes import ManagedProcess, free_port, start_service
 from model_proxy.shared.jobs import JobKeys
 from model_proxy.sse import ServerEvent, parse_events
@@ -26,7 +27,12 @@ from tests.support.deployment import Deployment, Ids, PacsData, start_worker
 QUEUE = "events-tests"
 SLOW = "5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"  # the segmentation model, answering after 1.5 s
 LONG = "6f1d2b3c-4d5e-4f60-9bac-1d2e3f4a5b6c"  # the segmentation model, answering after 10 s
+SLOW_PACS = "7a2e3c4d-5e6f-4a70-8bcd-2e3f4a5b6c7d"  # the PACS through a proxy that slows it
 STREAM_CAP = 200
+# the PACS's answers relayed 2 KiB every 0.05 s (40 KB/s): the series (6 instances of about
+# 9 KB) takes more than a second to arrive, an instance every quarter of a second or so, so its
+# progress is seen rising whatever the machine's load
+THROTTLE = Fault(FaultKind.THROTTLE, delay=0.05, after_bytes=2 * 1024)
 
 
 @dataclass
@@ -63,8 +69,18 @@ def _serve(name: str, environ: dict[str, str], folder: Path) -> tuple[str, Manag
 
 
 @pytest.fixture(scope="module")
-def stack(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    deployment: Deployment, pacs: PacsData, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("events")
+    pacs_proxy = FaultProxy(pacs.orthanc.dicomweb)
+    pacs_proxy.start()
+    pacs_proxy.set(THROTTLE)
+    servers = json.loads(deployment.settings.servers_file.read_text())
+    servers[SLOW_PACS] = {**servers[Ids.PACS], "uri": pacs_proxy.url}
+    servers[SLOW_PACS].pop("statusUri", None)
+    servers[SLOW_PACS].pop("isDefault", None)
+    (folder / "servers.json").write_text(json.dumps(servers))
     models = json.loads((deployment.workdir / "models.json").read_text())
     models[SLOW] = {**models[Ids.SEGMENTATION], "uri": f"{deployment.model_url}/segmentation"
                     "?delay=1.5"}  # fmt: skip
@@ -74,6 +90,7 @@ def stack(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> I
         **deployment.environ,
         "MODEL_PROXY_QUEUE_NAME": QUEUE,
         "MODEL_PROXY_MODELS_FILE": str(folder / "models.json"),
+        "MODEL_PROXY_SERVERS_FILE": str(folder / "servers.json"),
         "MODEL_PROXY_PROGRESS_EVENTS_PER_SECOND": "1000",
         "MODEL_PROXY_EVENT_HEARTBEAT_SECONDS": "1",
         "MODEL_PROXY_MODEL_READ_TIMEOUT": "60",  # the long model's job runs until cancelled
@@ -91,13 +108,14 @@ def stack(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> I
         for process in (first_process, second_process, built.worker):
             if process is not None:
                 process.stop()
+        pacs_proxy.stop()
 
 
-def _submit(api: str, model: str, pacs: PacsData) -> str:
+def _submit(api: str, model: str, pacs: PacsData, server: str = Ids.PACS) -> str:
     series = pacs.series_a[0]
     answer = requests.get(
         f"{api}/segmentations/{model}/studies/{series.study_uid}/series/{series.series_uid}",
-        params={"async": "true"},
+        params={"async": "true", "server": server},
         headers={"Cache-Control": "no-cache"},
         timeout=10,
     )
@@ -143,7 +161,7 @@ def test_two_api_processes_stream_a_job_from_queued_to_succeeded_with_its_progre
     """Submitted while no worker runs: both processes' streams start with ``queued``; once a
     worker runs, each sees the states in order, progress rising to the total, and ``end``."""
     stack.stop_worker()  # the job waits in the queue until the streams are open
-    job_id = _submit(stack.first, SLOW, pacs)
+    job_id = _submit(stack.first, SLOW, pacs, server=SLOW_PACS)
     streams = [_Stream(stack.first, job_id), _Stream(stack.second, job_id)]
     seen: list[list[tuple[ServerEvent, dict[str, Any]]]] = []
     for stream in streams:
@@ -163,7 +181,7 @@ def test_two_api_processes_stream_a_job_from_queued_to_succeeded_with_its_progre
         fetched = [job["progress"]["instancesFetched"] for event, job in events]
         assert fetched == sorted(fetched)  # progress only rises
         assert fetched[-1] == len(pacs.series_a) == events[-1][1]["progress"]["instancesTotal"]
-        assert "progress" in kinds
+        assert "progress" in kinds, [(e.kind, j["state"], j["progress"], j["request"]["server"]) for e, j in events]
         inferring = next(job for _, job in events if job["state"] == "inferring")
         assert inferring["progress"]["instancesFetched"] == len(pacs.series_a)  # fetched first
         assert all(job["state"] == "fetching" for event, job in events if event.kind == "progress")

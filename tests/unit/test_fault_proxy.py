@@ -115,3 +115,13 @@ def test_slow_headers_hang_and_trickle_keep_the_client_waiting(proxy: FaultProxy
         answer.close()
         assert got == BODY[:20]
         assert time.monotonic() - started >= 1.0
+
+
+def test_throttle_relays_the_whole_answer_in_pieces_apart(proxy: FaultProxy) -> None:
+    # about 10 kB plus its head, 2,000 bytes every 0.05 s: six pieces or more
+    with proxy.injecting(Fault(FaultKind.THROTTLE, delay=0.05, after_bytes=2000)):
+        started = time.monotonic()
+        answer = requests.get(proxy.url, timeout=5)
+        took = time.monotonic() - started
+    assert answer.content == BODY
+    assert took >= 0.25

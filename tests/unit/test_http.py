@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
 import pytest
 import requests
 import urllib3.exceptions
@@ -12,7 +18,13 @@ from model_proxy.shared.errors import (
     PacsTimeout,
     PacsUnreachable,
 )
-from model_proxy.shared.http import Peer, is_timeout, translate_request_error, translated_errors
+from model_proxy.shared.http import (
+    Peer,
+    is_timeout,
+    pieces_as_they_arrive,
+    translate_request_error,
+    translated_errors,
+)
 
 PEER = Peer(
     "server s1",
@@ -78,3 +90,63 @@ def test_the_block_raises_ours_without_the_foreign_cause() -> None:
         raise requests.exceptions.ReadTimeout("http://user:secret@pacs/")
     assert caught.value.__cause__ is None
     assert "secret" not in str(caught.value)
+
+
+class SlowServer:
+    """A server that answers one request with a body without a length: ``abc`` at once, then,
+    when ``go_on`` is set (or after 5 s), ``def`` and the end; or, with ``reset``, a reset."""
+
+    def __init__(self) -> None:
+        self.go_on = threading.Event()
+        self.reset = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        client, _ = self._listener.accept()
+        with client:
+            client.recv(65536)
+            client.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc")
+            self.go_on.wait(5)
+            if self.reset:  # linger 0: close with a reset
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            client.sendall(b"def")
+
+    def close(self) -> None:
+        self.go_on.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.fixture
+def slow_server() -> Iterator[SlowServer]:
+    server = SlowServer()
+    yield server
+    server.close()
+
+
+def test_a_streamed_body_is_read_as_it_arrives_not_a_megabyte_at_a_time(
+    slow_server: SlowServer,
+) -> None:
+    with requests.get(slow_server.url, stream=True, timeout=5) as response:
+        pieces = pieces_as_they_arrive(response, 1 << 20)
+        started = time.monotonic()
+        assert next(pieces) == b"abc"
+        assert time.monotonic() - started < 2  # not waiting for the rest
+        slow_server.go_on.set()
+        assert b"".join(pieces) == b"def"
+
+
+def test_a_body_cut_off_is_a_requests_error_as_iter_content_raises(
+    slow_server: SlowServer,
+) -> None:
+    slow_server.reset = True
+    with requests.get(slow_server.url, stream=True, timeout=5) as response:
+        pieces = pieces_as_they_arrive(response, 1 << 20)
+        assert next(pieces) == b"abc"
+        slow_server.go_on.set()
+        with pytest.raises(requests.exceptions.RequestException):
+            list(pieces)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -40,10 +39,17 @@ class CannedResponse:
         }
     )
 
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
-        for at in range(0, len(self.body), CHUNK):
-            self.chunks_read += 1
-            yield self.body[at : at + CHUNK]
+    @property
+    def raw(self) -> CannedResponse:
+        return self
+
+    def read1(self, amt: int, decode_content: bool = True) -> bytes:
+        """The body a piece of ``CHUNK`` bytes at a time, as a socket would give it."""
+        at = self.chunks_read * CHUNK
+        if at >= len(self.body):
+            return b""
+        self.chunks_read += 1
+        return self.body[at : at + min(CHUNK, amt)]
 
     def close(self) -> None:
         pass
