@@ -83,7 +83,8 @@ class CallbackAttemptView(_Camel):
     at: dt.datetime
     status: int | None = Field(description="The HTTP status the callback answered")
     error: str | None = Field(
-        description="Why no status: `timeout`, `unreachable`, `callback_not_allowed`, ..."
+        description="Why no status: `timeout`, `unreachable`, `callback_not_allowed`, "
+        "`invalid_url`, ..."
     )
 
 

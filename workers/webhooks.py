@@ -48,6 +48,13 @@ Send = Callable[[str, str], None]
 """Queues the first try of a callback: the job id, the callback's id."""
 
 _RETRIED_STATUSES = frozenset({408, 429})
+# errors no later try can mend: the URL itself is one requests cannot send to
+_BAD_URL_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+_FINAL_ERRORS = frozenset({"callback_not_allowed", "unknown_job", "invalid_url"})
 
 
 def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
@@ -122,7 +129,7 @@ def _ok(tried: CallbackAttempt) -> bool:
 
 def _next(tried: CallbackAttempt, attempt: int, elapsed: float, settings: Settings) -> float | None:
     """The wait before the next try; None: over (a 2xx, or a refusal not worth repeating)."""
-    if _ok(tried) or tried.error in ("callback_not_allowed", "unknown_job"):
+    if _ok(tried) or tried.error in _FINAL_ERRORS:
         return None
     status = tried.status
     if status is not None and status < 500 and status not in _RETRIED_STATUSES:
@@ -160,6 +167,8 @@ def _try(context: WorkerContext, job_id: str, callback: Callback, now: float) ->
         ) as response:
             _drain(response, settings.webhook_max_answer_bytes)
             return CallbackAttempt(at=now, status=response.status_code)
+    except _BAD_URL_ERRORS:
+        return CallbackAttempt(at=now, error="invalid_url")
     except (requests.exceptions.RequestException, TimeoutError) as exc:
         return CallbackAttempt(at=now, error="timeout" if is_timeout(exc) else "unreachable")
 

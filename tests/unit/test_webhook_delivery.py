@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 import redis
+import requests
 
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import Job, JobKeys, JobState, JobStore, job_to_fields
@@ -145,6 +146,33 @@ def test_an_unreachable_receiver_is_retried_until_the_total_time(
 
     [callback] = callbacks_of(client, job)
     assert [a.error for a in callback.attempts] == ["unreachable", "unreachable"]
+    assert callback.outcome == "failed"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+    ],
+)
+def test_a_url_the_http_client_cannot_send_to_fails_at_once(
+    client: redis.Redis, receiver: WebhookReceiver, error: type[Exception]
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{receiver.origin}/bad")
+    ctx = context(client, settings_for(receiver.origin))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error("bad URL")
+
+    cast(Any, ctx).webhook_session = SimpleNamespace(post=refuse)
+
+    assert deliver_webhook(ctx, job.id, cid, 1) is None  # no retry
+
+    [callback] = callbacks_of(client, job)
+    assert [a.error for a in callback.attempts] == ["invalid_url"]
     assert callback.outcome == "failed"
 
 
