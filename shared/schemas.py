@@ -90,8 +90,8 @@ class CallbackAttemptView(_Camel):
 
 class CallbackView(_Camel):
     url: str = Field(
-        description="The callback URL; without its query and fragment for all but the one "
-        "who gave it and admins"
+        description="The callback URL in full to the API key or token that gave it and to "
+        "admins; to anyone else (anonymous callers always) only its origin, scheme://host[:port]"
     )
     attempts: list[CallbackAttemptView]
     delivered: bool = Field(description="A try was answered 2xx")

@@ -71,6 +71,7 @@ def check_callback_url(url: str, origins: frozenset[Origin]) -> str:
 
 
 def public_url(url: str) -> str:
-    """The URL without its query and fragment: what others than its submitter may see."""
+    """The URL's origin, ``scheme://host[:port]``: what others than its submitter may see (a
+    webhook URL's path, query and fragment often carry the receiver's secret)."""
     parts = urlsplit(url)
-    return parts._replace(query="", fragment="").geturl()
+    return parts._replace(path="", query="", fragment="").geturl()

@@ -136,8 +136,9 @@ def test_the_setting_is_read_as_a_comma_separated_list() -> None:
     assert settings.callback_origins == ["https://a.example", "http://127.0.0.1:9"]
 
 
-def test_others_see_a_callback_without_its_query() -> None:
-    assert public_url("https://a.example/hook?token=abc#x") == "https://a.example/hook"
+def test_others_see_only_a_callbacks_origin() -> None:
+    assert public_url("https://a.example/hook/s3cr3t?token=abc#x") == "https://a.example"
+    assert public_url("http://127.0.0.1:8080/h/k") == "http://127.0.0.1:8080"
 
 
 def test_the_backoff_doubles_from_one_second_up_to_its_cap() -> None:
