@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import requests
 
-from model_proxy.shared.errors import CallbackNotAllowed
+from model_proxy.shared.errors import CallbackNotAllowed, QueueUnavailable
 from model_proxy.shared.http import is_timeout
 from model_proxy.shared.jobs import JobState
 from model_proxy.shared.redis_errors import redis_errors
@@ -59,8 +59,9 @@ _FINAL_ERRORS = frozenset({"callback_not_allowed", "unknown_job", "invalid_url"}
 
 def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     """Queue the first try of each callback of job ``job_id`` not queued yet, once the job has
-    ended; returns how many were queued. One that could not be sent is left to be queued by the
-    next call (a task message of the job delivered again)."""
+    ended; returns how many were queued. When one could not be sent it is released and
+    :class:`~model_proxy.shared.errors.QueueUnavailable` is raised once the others were tried:
+    the caller calls again later (``run_inference`` retries itself)."""
     job = context.store.get(job_id)
     if job is None or not job.state.finished:
         return 0
@@ -72,12 +73,14 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     for cid in claimed:
         try:
             send(job_id, cid)
-        except Exception as exc:  # kombu's errors: the next end of the job queues it again
+        except Exception as exc:  # kombu's errors: released for the caller's next call
             with redis_errors():
                 client.hdel(call.keys[0], CallbackFields.sent(cid))
             log.warning("job=%s stage=webhook not queued (%s)", job_id, type(exc).__name__)
             continue
         sent += 1
+    if sent < len(claimed):
+        raise QueueUnavailable(f"{len(claimed) - sent} webhooks of job {job_id} not queued")
     return sent
 
 

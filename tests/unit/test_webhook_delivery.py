@@ -15,6 +15,7 @@ import pytest
 import redis
 import requests
 
+from model_proxy.shared.errors import QueueUnavailable
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import Job, JobKeys, JobState, JobStore, job_to_fields
 from model_proxy.shared.schemas import CallbackView
@@ -239,5 +240,6 @@ def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
     def broker_away(job_id: str, cid: str) -> None:
         raise ConnectionError("broker away")
 
-    assert dispatch_callbacks(ctx, job.id, broker_away) == 0
+    with pytest.raises(QueueUnavailable):
+        dispatch_callbacks(ctx, job.id, broker_away)
     assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 1

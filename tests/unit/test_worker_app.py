@@ -6,6 +6,7 @@ The pipeline is replaced by a plain function; the task runs in this process thro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,3 +119,44 @@ def test_a_run_that_is_done_queues_the_jobs_webhooks_and_one_deferred_does_not(
 
     assert result.successful()
     assert dispatched == ["job-1"]  # once: after the run that ended it
+
+
+def test_webhooks_the_broker_refused_are_queued_by_the_task_coming_back(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
+    sends: list[str] = []
+
+    def dispatch(context: object, job_id: str, send: object) -> int:
+        sends.append(job_id)
+        if len(sends) == 1:  # the broker refuses the first time
+            raise QueueUnavailable("1 webhooks of job job-1 not queued")
+        return 1
+
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
+
+    result = apply(app, "job-1")
+
+    assert result.successful()
+    assert sends == ["job-1", "job-1"]  # the task came back and queued it
+
+
+def test_queuing_webhooks_is_given_up_after_the_webhook_retry_window(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
+    sends: list[float] = []
+
+    def refuse(context: object, job_id: str, send: object) -> int:
+        sends.append(time.time())
+        raise QueueUnavailable("broker away")
+
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", refuse)
+    started = time.time() - SETTINGS.webhook_retry_seconds  # refused since the window began
+
+    result = app.tasks[RUN_INFERENCE].apply(
+        args=["job-1"], kwargs={"webhook_retries": 3, "dispatching_since": started}
+    )
+
+    assert result.successful()  # given up: the message is acknowledged
+    assert len(sends) == 1
