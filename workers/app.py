@@ -26,7 +26,7 @@ from model_proxy.workers.stopping import RunningJobs
 from model_proxy.workers.store_again import store_job_objects
 from model_proxy.workers.webhooks import deliver_webhook, dispatch_callbacks
 
-__all__ = ["create_worker_app"]
+__all__ = ["create_worker_app", "worker_queues"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ class _LazyContext:
         self.runs = RunningJobs()
 
 
+def worker_queues(settings: Settings, queues: Iterable[str]) -> list[str]:
+    """The queues a worker consumes: ``queues`` (its inference queues) and the webhook queue,
+    which every worker consumes, so that a worker of any queue delivers webhooks."""
+    named = [queue.strip() for queue in queues if queue.strip()]
+    return named if settings.webhook_queue in named else [*named, settings.webhook_queue]
+
+
 def _sent_by(sender: Any, app: Celery) -> bool:
     """Signals are process-wide: is this one about a worker of ``app``?"""
     return getattr(sender, "app", None) is app
@@ -65,7 +72,11 @@ def _sent_by(sender: Any, app: Celery) -> bool:
 
 def _presence(consumer: Any, ctx: WorkerContext, settings: Settings) -> WorkerPresence:
     """The announcement of the worker ``consumer`` belongs to: its queues and pool size."""
-    queues = [queue.name for queue in getattr(consumer.task_consumer, "queues", ())]
+    queues = [
+        queue.name
+        for queue in getattr(consumer.task_consumer, "queues", ())
+        if queue.name != settings.webhook_queue  # announced for inference queues only
+    ]
     slots = getattr(consumer.controller, "concurrency", None) or settings.worker_concurrency
     return WorkerPresence(
         ctx.redis,
@@ -157,7 +168,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         store_job_objects(job_id, context.get(), policy)
 
     def send_webhook(job_id: str, cid: str) -> None:
-        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.queue_name)
+        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.webhook_queue)
 
     @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
     def deliver_webhooks(self: Task, job_id: str, callback_id: str, attempt: int = 1) -> None:

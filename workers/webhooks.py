@@ -6,7 +6,10 @@ id, the callback's id and the try's number); the task asks to run again after th
 module answers, so no worker thread waits between tries. A try is recorded under its number
 once: a message delivered again after a worker died does not POST again a try already recorded.
 The URL is checked against the allowlist again before each try; redirects are never followed;
-at most ``webhook_max_answer_bytes`` of an answer are read, and none is kept.
+a try connects within ``webhook_connect_timeout_seconds`` and ends within
+``webhook_timeout_seconds`` in all; at most ``webhook_max_answer_bytes`` of an answer are read,
+and none is kept. Deliveries have a queue of their own, ``webhook_queue``, that every worker
+consumes besides its own (:func:`~model_proxy.workers.app.worker_queues`).
 """
 
 from __future__ import annotations
@@ -159,16 +162,17 @@ def _try(context: WorkerContext, job_id: str, callback: Callback, now: float) ->
         signing_key(settings.webhook_secret), f"msg_{job_id}_{callback.id}", int(now), body
     )
     timeout = settings.webhook_timeout_seconds
+    deadline = time.monotonic() + timeout
     try:
         with context.webhook_session.post(
             callback.url,
             data=body,
             headers=headers,
-            timeout=(timeout, timeout),
+            timeout=(min(settings.webhook_connect_timeout_seconds, timeout), timeout),
             allow_redirects=False,
             stream=True,
         ) as response:
-            _drain(response, settings.webhook_max_answer_bytes)
+            _drain(response, settings.webhook_max_answer_bytes, deadline)
             return CallbackAttempt(at=now, status=response.status_code)
     except _BAD_URL_ERRORS:
         return CallbackAttempt(at=now, error="invalid_url")
@@ -176,10 +180,14 @@ def _try(context: WorkerContext, job_id: str, callback: Callback, now: float) ->
         return CallbackAttempt(at=now, error="timeout" if is_timeout(exc) else "unreachable")
 
 
-def _drain(response: requests.Response, limit: int) -> None:
-    """Read at most ``limit`` bytes of the answer (so the connection may be kept), keep none."""
+def _drain(response: requests.Response, limit: int, deadline: float) -> None:
+    """Read at most ``limit`` bytes of the answer (so the connection may be kept), and nothing
+    past ``deadline`` (``time.monotonic``: a receiver trickling its answer does not hold the
+    worker); keep none."""
     read = 0
-    for chunk in response.iter_content(8192):
-        read += len(chunk)
-        if read >= limit:
+    while read < limit and time.monotonic() < deadline:
+        # read1: what has arrived (at least a byte), not a whole chunk; raw: no decompression
+        chunk = response.raw.read1(min(8192, limit - read), decode_content=False)
+        if not chunk:
             break
+        read += len(chunk)

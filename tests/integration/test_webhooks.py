@@ -1,4 +1,5 @@
-"""Webhooks on the real stack: an API and a worker process of their own queue, the session's
+"""Webhooks on the real stack: an API and a worker process of their own queue (started with
+``--queues`` naming only it: it delivers from the webhook queue all the same), the session's
 Orthanc, Redis and example model, and a webhook receiver on loopback.
 
 The receiver checks each signature with the Standard Webhooks algorithm written here from the
@@ -48,6 +49,7 @@ def api(
         "webhook_backoff_max_seconds": "0.3",  # tries 0.3 s apart
         "webhook_timeout_seconds": "3",
         "public_url": PUBLIC_URL,
+        "webhook_queue": "webhooks-deliveries",  # not the queue the worker is told to consume
     }
     parsed = Settings(**values)
     local = Deployment(
@@ -58,7 +60,8 @@ def api(
         deployment.redis,
     )
     here: Path = tmp_path_factory.mktemp("webhooks")
-    with own_api_and_worker(local, here, "webhooks") as client:
+    # started like a deployment's `--queues gpu` worker: it consumes the webhook queue too
+    with own_api_and_worker(local, here, "webhooks", worker_queues="webhooks") as client:
         yield client
 
 

@@ -5,7 +5,10 @@ callback's first try once."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -243,3 +246,62 @@ def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
     with pytest.raises(QueueUnavailable):
         dispatch_callbacks(ctx, job.id, broker_away)
     assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 1
+
+
+@pytest.fixture()
+def trickling() -> Iterator[str]:
+    """A receiver on loopback that answers 200 and then a byte every 50 ms, for 5 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                for _ in range(100):
+                    if stop.wait(0.05):
+                        return
+                    conn.sendall(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_a_try_ends_within_the_webhook_timeout_in_all_however_the_answer_trickles(
+    client: redis.Redis, trickling: str
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{trickling}/slow")
+    settings = settings_for(trickling).model_copy(update={"webhook_timeout_seconds": 0.5})
+    started = time.monotonic()
+
+    assert deliver_webhook(context(client, settings), job.id, cid, 1) is None
+
+    assert time.monotonic() - started < 1.5  # not 5 s: no read took 0.5 s, the total did
+    [callback] = callbacks_of(client, job)
+    assert [a.status for a in callback.attempts] == [200]
+
+
+def test_webhook_posts_connect_within_their_own_short_timeout(
+    client: redis.Redis, receiver: WebhookReceiver
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{receiver.origin}/timeouts")
+    seen: list[Any] = []
+
+    def post(*args: object, **kwargs: Any) -> None:
+        seen.append(kwargs["timeout"])
+        raise requests.exceptions.ConnectTimeout("slow")
+
+    ctx = context(client, settings_for(receiver.origin))
+    cast(Any, ctx).webhook_session = SimpleNamespace(post=post)
+
+    assert deliver_webhook(ctx, job.id, cid, 1) == 1.0
+
+    assert seen == [(3.0, 10.0)]  # connect, read: the defaults

@@ -15,8 +15,9 @@ from celery import Celery
 
 from model_proxy.shared.errors import ModelProxyError, QueueUnavailable, UnknownModel
 from model_proxy.shared.settings import Settings
-from model_proxy.shared.tasks import RUN_INFERENCE
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE
 from model_proxy.workers import app as worker_app
+from model_proxy.workers.app import worker_queues
 from model_proxy.workers.pipeline import JobRunResult
 
 SETTINGS = Settings(retry_first_delay=0.001, retry_max_delay=0.002, max_attempts=3)
@@ -160,3 +161,32 @@ def test_queuing_webhooks_is_given_up_after_the_webhook_retry_window(
 
     assert result.successful()  # given up: the message is acknowledged
     assert len(sends) == 1
+
+
+def test_deliveries_go_to_the_webhook_queue_not_the_inference_queue(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
+    queued: list[tuple[str, Any]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, **kw: queued.append((name, kw["queue"])))
+
+    def dispatch(context: object, job_id: str, send: Callable[[str, str], None]) -> int:
+        send(job_id, "cid-1")
+        return 1
+
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
+
+    assert apply(app, "job-1").successful()
+
+    assert queued == [(DELIVER_WEBHOOKS, SETTINGS.webhook_queue)]
+    assert SETTINGS.webhook_queue == "model-proxy-webhooks"
+
+
+def test_every_worker_consumes_the_webhook_queue_besides_its_own() -> None:
+    assert worker_queues(SETTINGS, ["gpu"]) == ["gpu", "model-proxy-webhooks"]
+    assert worker_queues(SETTINGS, [" gpu", "", "model-proxy-webhooks"]) == [
+        "gpu",
+        "model-proxy-webhooks",
+    ]
+    own = SETTINGS.model_copy(update={"webhook_queue": "hooks"})
+    assert worker_queues(own, ["model-proxy", "cpu"]) == ["model-proxy", "cpu", "hooks"]
