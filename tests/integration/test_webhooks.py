@@ -278,3 +278,38 @@ def test_a_json_submit_with_a_callback_outside_the_allowlist_makes_no_job(
     assert response.status_code == 422
     assert response.json()["code"] == "callback_not_allowed"
     assert client.zcard(index) == before
+
+
+def test_an_event_stream_request_checks_its_callback_before_making_a_job(
+    api: TestClient, deployment: Deployment, pacs: PacsData
+) -> None:
+    client = redis.Redis.from_url(deployment.redis.url)
+    index = f"{deployment.settings.redis_prefix}:jobs"
+    before = client.zcard(index)
+
+    response = api.get(
+        series_url(Ids.SEGMENTATION, pacs),
+        params={"callback": "https://elsewhere.example.org/hook"},
+        headers={"Accept": "text/event-stream"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "callback_not_allowed"
+    assert client.zcard(index) == before
+
+
+def test_an_event_stream_requests_callback_is_posted_when_its_job_ends(
+    api: TestClient, receiver: WebhookReceiver, pacs: PacsData
+) -> None:
+    response = api.get(
+        series_url(Ids.SEGMENTATION, pacs),
+        params={"callback": f"{receiver.origin}/streamed"},
+        headers={"Accept": "text/event-stream"},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    [post] = receiver.wait_for("/streamed", 1)
+    body = verify(post)
+    assert body["state"] == "succeeded"
+    assert body["id"] in response.text  # the job the stream was of
