@@ -350,9 +350,7 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="How long a webhook is retried before it fails."
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        description="Seconds each webhook POST may take in all, reading the answer included.",
+        default=10.0, gt=0, description="Seconds a webhook POST takes at most, answer included."
     )
     webhook_connect_timeout_seconds: float = Field(
         default=3.0, gt=0, description="Seconds a webhook POST may take to connect."

@@ -122,10 +122,18 @@ def test_a_run_that_is_done_queues_the_jobs_webhooks_and_one_deferred_does_not(
     assert dispatched == ["job-1"]  # once: after the run that ended it
 
 
+def dispatching(
+    monkeypatch: pytest.MonkeyPatch, app: Celery, dispatch: Callable[..., int], **kwargs: Any
+) -> Any:
+    """``run_inference`` of a job that ends, its webhooks queued by ``dispatch``."""
+    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
+    return app.tasks[RUN_INFERENCE].apply(args=["job-1"], kwargs=kwargs)
+
+
 def test_webhooks_the_broker_refused_are_queued_by_the_task_coming_back(
     monkeypatch: pytest.MonkeyPatch, app: Celery
 ) -> None:
-    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
     sends: list[str] = []
 
     def dispatch(context: object, job_id: str, send: object) -> int:
@@ -134,39 +142,29 @@ def test_webhooks_the_broker_refused_are_queued_by_the_task_coming_back(
             raise QueueUnavailable("1 webhooks of job job-1 not queued")
         return 1
 
-    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
-
-    result = apply(app, "job-1")
-
-    assert result.successful()
+    assert dispatching(monkeypatch, app, dispatch).successful()
     assert sends == ["job-1", "job-1"]  # the task came back and queued it
 
 
 def test_queuing_webhooks_is_given_up_after_the_webhook_retry_window(
     monkeypatch: pytest.MonkeyPatch, app: Celery
 ) -> None:
-    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
     sends: list[float] = []
 
     def refuse(context: object, job_id: str, send: object) -> int:
         sends.append(time.time())
         raise QueueUnavailable("broker away")
 
-    monkeypatch.setattr(worker_app, "dispatch_callbacks", refuse)
     started = time.time() - SETTINGS.webhook_retry_seconds  # refused since the window began
+    since = {"webhook_retries": 3, "dispatching_since": started}
 
-    result = app.tasks[RUN_INFERENCE].apply(
-        args=["job-1"], kwargs={"webhook_retries": 3, "dispatching_since": started}
-    )
-
-    assert result.successful()  # given up: the message is acknowledged
+    assert dispatching(monkeypatch, app, refuse, **since).successful()  # given up: acked
     assert len(sends) == 1
 
 
 def test_deliveries_go_to_the_webhook_queue_not_the_inference_queue(
     monkeypatch: pytest.MonkeyPatch, app: Celery
 ) -> None:
-    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
     queued: list[tuple[str, Any]] = []
     monkeypatch.setattr(app, "send_task", lambda name, **kw: queued.append((name, kw["queue"])))
 
@@ -174,10 +172,7 @@ def test_deliveries_go_to_the_webhook_queue_not_the_inference_queue(
         send(job_id, "cid-1")
         return 1
 
-    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
-
-    assert apply(app, "job-1").successful()
-
+    assert dispatching(monkeypatch, app, dispatch).successful()
     assert queued == [(DELIVER_WEBHOOKS, SETTINGS.webhook_queue)]
     assert SETTINGS.webhook_queue == "model-proxy-webhooks"
 
