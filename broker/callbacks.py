@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, TypeVar
 
+from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import QueueUnavailable, TooManyCallbacks, UnknownJob
 from model_proxy.shared.jobs import JobState
@@ -19,6 +20,7 @@ from model_proxy.shared.schemas import CallbackView
 from model_proxy.shared.tasks import DELIVER_WEBHOOKS
 from model_proxy.shared.webhooks import check_callback_url, parse_origins
 from model_proxy.shared.webhooks.records import (
+    Callback,
     CallbackFields,
     Registration,
     callbacks_from_fields,
@@ -26,7 +28,13 @@ from model_proxy.shared.webhooks.records import (
     register_call,
 )
 
-__all__ = ["check_callback", "dispatch_callbacks", "job_callbacks", "register_callback"]
+__all__ = [
+    "check_callback",
+    "dispatch_callbacks",
+    "job_callbacks",
+    "register_callback",
+    "shows_url",
+]
 
 _T = TypeVar("_T")
 
@@ -85,17 +93,26 @@ async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
 
 
 async def job_callbacks(
-    services: BrokerServices, job_id: str, viewer: str, admin: bool
+    services: BrokerServices, job_id: str, who: Caller | None
 ) -> list[CallbackView]:
-    """The job's callbacks as ``viewer`` sees them: the URLs it gave (or all, to an admin) in
-    full, the others without their query and fragment."""
+    """The job's callbacks as ``who`` sees them (``None``: a caller known only by holding the
+    job's id): each URL in full when :func:`shows_url`, else only its origin."""
     key = CallbackFields(services.settings.redis_prefix).key(job_id)
     with redis_errors():
         raw: dict[Any, Any] = await services.jobs.redis.hgetall(key)
     return [
-        CallbackView.from_callback(callback, show_url=admin or callback.requester == viewer)
+        CallbackView.from_callback(callback, show_url=shows_url(callback, who))
         for callback in callbacks_from_fields(raw)
     ]
+
+
+def shows_url(callback: Callback, who: Caller | None) -> bool:
+    """Whether ``who`` sees the callback's whole URL: a named principal (an API key or a token)
+    that gave it, or an admin. An anonymous caller never does: ``anonymous@<address>`` is
+    shared by everyone behind one proxy."""
+    if who is None or who.anonymous:
+        return False
+    return who.admin or callback.requester == who.requester
 
 
 async def _run(services: BrokerServices, call: ScriptCall[_T]) -> _T:

@@ -120,18 +120,13 @@ async def _answer(
     told the id of the job that answers, before any wait. A ``callback`` is checked before any
     job is made, and registered with the job (a stored answer's job too: a finished job's
     callback is posted at once)."""
-    callback = options.callback
-    if callback is not None:
-        check_callback(services, callback)
-    if not options.fresh and callback is None:
+    if not options.fresh and options.callback is None:
         cached = await _cached_answer(services, inference, who, options.negotiated)
         if cached is not None:
             if on_job is not None:
                 await on_job(cached[0])
             return cached[1]
-    admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
-    if callback is not None:
-        await register_callback(services, admitted.job_id, callback, who.requester)
+    admitted = await _admit(services, inference, options, who)
     if on_job is not None:
         await on_job(admitted.job_id)
     waits = admitted.admission is not Admission.CACHED
@@ -169,11 +164,11 @@ async def _stream_job(
     services: BrokerServices, inference: InferenceRequest, options: AnswerOptions, who: Caller
 ) -> Response:
     """The events of the request's job, created or joined as :func:`_answer` does (a stored
-    answer's job when there is one: its stream is its ``end`` event). The stream's slot is
-    taken first: a stream refused (503 ``busy``) makes no job."""
+    answer's job when there is one: its stream is its ``end`` event), with its ``callback``.
+    The stream's slot is taken first: a stream refused (503 ``busy``) makes no job."""
     slot = reserve_stream(services)
     try:
-        admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+        admitted = await _admit(services, inference, options, who)
         job = await services.jobs.get(admitted.job_id)
         if job is None:
             raise UnknownJob(f"job {admitted.job_id} has expired")
@@ -181,6 +176,20 @@ async def _stream_job(
         slot.release()
         raise
     return event_stream_response(services, job, who=who, slot=slot)
+
+
+async def _admit(
+    services: BrokerServices, inference: InferenceRequest, options: AnswerOptions, who: Caller
+) -> Admitted:
+    """The job made or joined for ``inference`` (:func:`_start_or_join_job`), with the options'
+    ``callback`` checked before any job is made and registered with the job after."""
+    callback = options.callback
+    if callback is not None:
+        check_callback(services, callback)
+    admitted = await _start_or_join_job(services, inference, who, use_cached=not options.fresh)
+    if callback is not None:
+        await register_callback(services, admitted.job_id, callback, who.requester)
+    return admitted
 
 
 async def _cached_answer(

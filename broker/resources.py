@@ -26,11 +26,11 @@ async def render_job(
 ) -> dict[str, Any]:
     """``job`` as its JSON resource as ``who`` sees it (``None``: a caller with no rights beyond
     holding the id): its estimate (a few Redis reads while unfinished; none once finished), its
-    callbacks (the URLs ``who`` gave, or all to an admin, in full; the others without query and
-    fragment), and ``requestedBy`` to an admin."""
+    callbacks (the URLs a named ``who`` gave, or all to an admin, in full; of the others only
+    the origin), and ``requestedBy`` to an admin."""
     admin = who is not None and who.admin
     estimate = await estimate_job(services, job)
-    callbacks = await job_callbacks(services, job.id, "" if who is None else who.requester, admin)
+    callbacks = await job_callbacks(services, job.id, who)
     resource = JobResource.from_job(
         job, show_requesters=admin, estimate=estimate, callbacks=callbacks
     )

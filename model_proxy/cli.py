@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--queues",
-        help="comma-separated queues to consume (default: every queue of models.json)",
+        help="comma-separated queues to consume (default: every queue of models.json); "
+        "the webhook queue, MODEL_PROXY_WEBHOOK_QUEUE, is always consumed too",
     )
     worker.set_defaults(run=_worker)
 
@@ -164,14 +165,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if redis_url is None:
             from model_proxy.embedded_redis import EmbeddedRedis
             from model_proxy.embedded_worker import InProcessWorker
-            from model_proxy.workers.app import create_worker_app
+            from model_proxy.workers.app import create_worker_app, worker_queues
 
             embedded = EmbeddedRedis(settings.data_dir)
             redis_url = embedded.start()
             log.info("no MODEL_PROXY_REDIS_URL: embedded Redis and an in-process worker")
             worker = InProcessWorker(
                 create_worker_app(settings, redis_url),
-                catalog.queues(settings.queue_name),
+                worker_queues(settings, catalog.queues(settings.queue_name)),
                 settings.worker_concurrency,
             )
             worker.start()
@@ -211,7 +212,7 @@ def _exit_gracefully(signum: int, frame: object) -> None:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from celery.bin.celery import celery as celery_command
 
-    from model_proxy.workers.app import create_worker_app
+    from model_proxy.workers.app import create_worker_app, worker_queues
 
     if settings.redis_url is None:
         raise ConfigError(
@@ -219,7 +220,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             "without it, `model-proxy serve` runs a worker of its own"
         )
     catalog = catalog_from_settings(settings)
-    queues = args.queues or ",".join(catalog.queues(settings.queue_name))
+    asked = args.queues.split(",") if args.queues else catalog.queues(settings.queue_name)
+    queues = ",".join(worker_queues(settings, asked))
     concurrency = args.concurrency or settings.worker_concurrency
     # the connection pools are sized from the setting: make it the concurrency actually run
     redis_url = settings.redis_url

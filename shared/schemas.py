@@ -83,14 +83,15 @@ class CallbackAttemptView(_Camel):
     at: dt.datetime
     status: int | None = Field(description="The HTTP status the callback answered")
     error: str | None = Field(
-        description="Why no status: `timeout`, `unreachable`, `callback_not_allowed`, ..."
+        description="Why no status: `timeout`, `unreachable`, `callback_not_allowed`, "
+        "`invalid_url`, ..."
     )
 
 
 class CallbackView(_Camel):
     url: str = Field(
-        description="The callback URL; without its query and fragment for all but the one "
-        "who gave it and admins"
+        description="The callback URL in full to the API key or token that gave it and to "
+        "admins; to anyone else (anonymous callers always) only its origin, scheme://host[:port]"
     )
     attempts: list[CallbackAttemptView]
     delivered: bool = Field(description="A try was answered 2xx")

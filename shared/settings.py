@@ -350,7 +350,16 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="How long a webhook is retried before it fails."
     )
     webhook_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Seconds each webhook POST may take."
+        default=10.0, gt=0, description="Seconds a webhook POST takes at most, answer included."
+    )
+    webhook_connect_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="Seconds a webhook POST may take to connect."
+    )
+    webhook_queue: str = Field(
+        default="model-proxy-webhooks",
+        min_length=1,
+        description="The Celery queue of webhook deliveries; every worker consumes it besides "
+        "its own queues, so webhooks never wait behind inference.",
     )
     webhook_backoff_max_seconds: float = Field(
         default=300.0, gt=0, description="Longest wait between two tries of a webhook."

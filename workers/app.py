@@ -3,16 +3,20 @@ the graceful stop (:mod:`model_proxy.workers.stopping`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
+from model_proxy.shared.errors import QueueUnavailable
 from model_proxy.shared.queue import create_celery, jobs_with_messages
 from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE, STORE_OBJECTS
+from model_proxy.shared.webhooks import next_delay
 from model_proxy.workers.context import WorkerContext, build_context
 from model_proxy.workers.pipeline import JobRunResult, run_job
 from model_proxy.workers.presence import WorkerPresence
@@ -22,7 +26,9 @@ from model_proxy.workers.stopping import RunningJobs
 from model_proxy.workers.store_again import store_job_objects
 from model_proxy.workers.webhooks import deliver_webhook, dispatch_callbacks
 
-__all__ = ["create_worker_app"]
+__all__ = ["create_worker_app", "worker_queues"]
+
+log = logging.getLogger(__name__)
 
 _DEFERRED_RETRY_SECONDS = 1.0
 
@@ -52,6 +58,13 @@ class _LazyContext:
         self.runs = RunningJobs()
 
 
+def worker_queues(settings: Settings, queues: Iterable[str]) -> list[str]:
+    """The queues a worker consumes: ``queues`` (its inference queues) and the webhook queue,
+    which every worker consumes, so that a worker of any queue delivers webhooks."""
+    named = [queue.strip() for queue in queues if queue.strip()]
+    return named if settings.webhook_queue in named else [*named, settings.webhook_queue]
+
+
 def _sent_by(sender: Any, app: Celery) -> bool:
     """Signals are process-wide: is this one about a worker of ``app``?"""
     return getattr(sender, "app", None) is app
@@ -59,7 +72,11 @@ def _sent_by(sender: Any, app: Celery) -> bool:
 
 def _presence(consumer: Any, ctx: WorkerContext, settings: Settings) -> WorkerPresence:
     """The announcement of the worker ``consumer`` belongs to: its queues and pool size."""
-    queues = [queue.name for queue in getattr(consumer.task_consumer, "queues", ())]
+    queues = [
+        queue.name
+        for queue in getattr(consumer.task_consumer, "queues", ())
+        if queue.name != settings.webhook_queue  # announced for inference queues only
+    ]
     slots = getattr(consumer.controller, "concurrency", None) or settings.worker_concurrency
     return WorkerPresence(
         ctx.redis,
@@ -82,13 +99,21 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
     policy = RetryPolicy.from_settings(settings)
 
     @app.task(name=RUN_INFERENCE, bind=True, acks_late=True, max_retries=None)
-    def run_inference(self: Task, job_id: str, transient_retries: int = 0) -> None:
+    def run_inference(
+        self: Task,
+        job_id: str,
+        transient_retries: int = 0,
+        webhook_retries: int = 0,
+        dispatching_since: float | None = None,
+    ) -> None:
         """Thin: the job id in; the pipeline does the work and records the outcome.
 
         A transient error that escapes the pipeline (Redis away before the job was claimed)
         sends the task back to the queue after the policy's backoff, at most
         ``max_attempts - 1`` times and within its total delay; a job its model has no place for
-        comes back after a second.
+        comes back after a second. When the ended job's webhooks could not all be queued, the
+        task comes back (running an ended job again only queues its webhooks) after a short
+        backoff, within the webhook retry window (:func:`_queue_webhooks`).
         """
         try:
             result = run_job(job_id, context.get(), policy)
@@ -103,13 +128,38 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
                 countdown=delay,
             ) from error
         if result is JobRunResult.DONE:
-            dispatch_callbacks(context.get(), job_id, send_webhook)
+            _queue_webhooks(self, job_id, webhook_retries, dispatching_since)
         if result is JobRunResult.DEFERRED:
             # the model is at its concurrency limit: back to the queue, not blocking a thread
             raise self.retry(countdown=_DEFERRED_RETRY_SECONDS)
         if result is JobRunResult.HANDED_BACK:
             # this worker is stopping and the job is queued again: another worker takes it now
             raise self.retry(countdown=0)
+
+    def _queue_webhooks(task: Task, job_id: str, retries: int, since: float | None) -> None:
+        """Queue the ended job's webhooks; when the broker refused one, send this task back
+        (the message is acknowledged once it returns, so nothing else would queue it) after
+        1, 2, 4, ... seconds, at most the webhook backoff, until the webhook retry window has
+        passed since the first refusal."""
+        try:
+            dispatch_callbacks(context.get(), job_id, send_webhook)
+        except QueueUnavailable as error:
+            now = time.time()
+            first = now if since is None else since
+            delay = next_delay(
+                retries + 1,
+                now - first,
+                settings.webhook_retry_seconds,
+                settings.webhook_backoff_max_seconds,
+            )
+            if delay is None:
+                log.warning("job=%s stage=webhook given up queuing (%s)", job_id, error)
+                return
+            raise task.retry(
+                args=[job_id],
+                kwargs={"webhook_retries": retries + 1, "dispatching_since": first},
+                countdown=delay,
+            ) from error
 
     @app.task(name=STORE_OBJECTS, acks_late=True)
     def store_objects_again(job_id: str) -> None:
@@ -118,7 +168,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         store_job_objects(job_id, context.get(), policy)
 
     def send_webhook(job_id: str, cid: str) -> None:
-        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.queue_name)
+        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.webhook_queue)
 
     @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
     def deliver_webhooks(self: Task, job_id: str, callback_id: str, attempt: int = 1) -> None:

@@ -6,7 +6,10 @@ id, the callback's id and the try's number); the task asks to run again after th
 module answers, so no worker thread waits between tries. A try is recorded under its number
 once: a message delivered again after a worker died does not POST again a try already recorded.
 The URL is checked against the allowlist again before each try; redirects are never followed;
-at most ``webhook_max_answer_bytes`` of an answer are read, and none is kept.
+a try connects within ``webhook_connect_timeout_seconds`` and ends within
+``webhook_timeout_seconds`` in all; at most ``webhook_max_answer_bytes`` of an answer are read,
+and none is kept. Deliveries have a queue of their own, ``webhook_queue``, that every worker
+consumes besides its own (:func:`~model_proxy.workers.app.worker_queues`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 
 import requests
 
-from model_proxy.shared.errors import CallbackNotAllowed
+from model_proxy.shared.errors import CallbackNotAllowed, QueueUnavailable
 from model_proxy.shared.http import is_timeout
 from model_proxy.shared.jobs import JobState
 from model_proxy.shared.redis_errors import redis_errors
@@ -48,12 +51,20 @@ Send = Callable[[str, str], None]
 """Queues the first try of a callback: the job id, the callback's id."""
 
 _RETRIED_STATUSES = frozenset({408, 429})
+# errors no later try can mend: the URL itself is one requests cannot send to
+_BAD_URL_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+_FINAL_ERRORS = frozenset({"callback_not_allowed", "unknown_job", "invalid_url"})
 
 
 def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     """Queue the first try of each callback of job ``job_id`` not queued yet, once the job has
-    ended; returns how many were queued. One that could not be sent is left to be queued by the
-    next call (a task message of the job delivered again)."""
+    ended; returns how many were queued. When one could not be sent it is released and
+    :class:`~model_proxy.shared.errors.QueueUnavailable` is raised once the others were tried:
+    the caller calls again later (``run_inference`` retries itself)."""
     job = context.store.get(job_id)
     if job is None or not job.state.finished:
         return 0
@@ -65,12 +76,14 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     for cid in claimed:
         try:
             send(job_id, cid)
-        except Exception as exc:  # kombu's errors: the next end of the job queues it again
+        except Exception as exc:  # kombu's errors: released for the caller's next call
             with redis_errors():
                 client.hdel(call.keys[0], CallbackFields.sent(cid))
             log.warning("job=%s stage=webhook not queued (%s)", job_id, type(exc).__name__)
             continue
         sent += 1
+    if sent < len(claimed):
+        raise QueueUnavailable(f"{len(claimed) - sent} webhooks of job {job_id} not queued")
     return sent
 
 
@@ -122,7 +135,7 @@ def _ok(tried: CallbackAttempt) -> bool:
 
 def _next(tried: CallbackAttempt, attempt: int, elapsed: float, settings: Settings) -> float | None:
     """The wait before the next try; None: over (a 2xx, or a refusal not worth repeating)."""
-    if _ok(tried) or tried.error in ("callback_not_allowed", "unknown_job"):
+    if _ok(tried) or tried.error in _FINAL_ERRORS:
         return None
     status = tried.status
     if status is not None and status < 500 and status not in _RETRIED_STATUSES:
@@ -149,25 +162,32 @@ def _try(context: WorkerContext, job_id: str, callback: Callback, now: float) ->
         signing_key(settings.webhook_secret), f"msg_{job_id}_{callback.id}", int(now), body
     )
     timeout = settings.webhook_timeout_seconds
+    deadline = time.monotonic() + timeout
     try:
         with context.webhook_session.post(
             callback.url,
             data=body,
             headers=headers,
-            timeout=(timeout, timeout),
+            timeout=(min(settings.webhook_connect_timeout_seconds, timeout), timeout),
             allow_redirects=False,
             stream=True,
         ) as response:
-            _drain(response, settings.webhook_max_answer_bytes)
+            _drain(response, settings.webhook_max_answer_bytes, deadline)
             return CallbackAttempt(at=now, status=response.status_code)
+    except _BAD_URL_ERRORS:
+        return CallbackAttempt(at=now, error="invalid_url")
     except (requests.exceptions.RequestException, TimeoutError) as exc:
         return CallbackAttempt(at=now, error="timeout" if is_timeout(exc) else "unreachable")
 
 
-def _drain(response: requests.Response, limit: int) -> None:
-    """Read at most ``limit`` bytes of the answer (so the connection may be kept), keep none."""
+def _drain(response: requests.Response, limit: int, deadline: float) -> None:
+    """Read at most ``limit`` bytes of the answer (so the connection may be kept), and nothing
+    past ``deadline`` (``time.monotonic``: a receiver trickling its answer does not hold the
+    worker); keep none."""
     read = 0
-    for chunk in response.iter_content(8192):
-        read += len(chunk)
-        if read >= limit:
+    while read < limit and time.monotonic() < deadline:
+        # read1: what has arrived (at least a byte), not a whole chunk; raw: no decompression
+        chunk = response.raw.read1(min(8192, limit - read), decode_content=False)
+        if not chunk:
             break
+        read += len(chunk)

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 __all__ = ["SECRET_PREFIX", "signing_key", "webhook_headers", "webhook_signature"]
 
 SECRET_PREFIX = "whsec_"
-_MIN_KEY_BYTES = 16  # shorter keys are too easy to guess
+_MIN_KEY_BYTES = 24  # the Standard Webhooks minimum; shorter keys are too easy to guess
 _MAX_KEY_BYTES = 64
 
 

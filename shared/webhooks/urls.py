@@ -2,7 +2,9 @@
 
 An origin is ``scheme://host[:port]`` (http or https); a URL is allowed when its scheme, host
 and port (the scheme's default when absent) equal one origin's. A URL with userinfo, of another
-scheme, or over :data:`MAX_URL_LENGTH` characters is refused. The check runs at submit and again
+scheme, with a space or control character (``urlsplit`` silently drops tabs and line breaks, so
+such a URL would pass here and fail at every try), or over :data:`MAX_URL_LENGTH` characters is
+refused. The check runs at submit and again
 before each delivery (the settings may have changed). I/O-free: no name is resolved.
 """
 
@@ -55,6 +57,8 @@ def check_callback_url(url: str, origins: frozenset[Origin]) -> str:
         raise CallbackNotAllowed(f"callbacks are not allowed here: {_SETTING} is empty")
     if len(url) > MAX_URL_LENGTH:
         raise CallbackNotAllowed(f"a callback URL has at most {MAX_URL_LENGTH} characters")
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        raise CallbackNotAllowed("a callback URL has no spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme.lower() not in _DEFAULT_PORTS:
         raise CallbackNotAllowed(f"a callback URL is http or https, of an origin of {_SETTING}")
@@ -67,6 +71,7 @@ def check_callback_url(url: str, origins: frozenset[Origin]) -> str:
 
 
 def public_url(url: str) -> str:
-    """The URL without its query and fragment: what others than its submitter may see."""
+    """The URL's origin, ``scheme://host[:port]``: what others than its submitter may see (a
+    webhook URL's path, query and fragment often carry the receiver's secret)."""
     parts = urlsplit(url)
-    return parts._replace(query="", fragment="").geturl()
+    return parts._replace(path="", query="", fragment="").geturl()

@@ -1,4 +1,5 @@
-"""Webhooks on the real stack: an API and a worker process of their own queue, the session's
+"""Webhooks on the real stack: an API and a worker process of their own queue (started with
+``--queues`` naming only it: it delivers from the webhook queue all the same), the session's
 Orthanc, Redis and example model, and a webhook receiver on loopback.
 
 The receiver checks each signature with the Standard Webhooks algorithm written here from the
@@ -48,6 +49,7 @@ def api(
         "webhook_backoff_max_seconds": "0.3",  # tries 0.3 s apart
         "webhook_timeout_seconds": "3",
         "public_url": PUBLIC_URL,
+        "webhook_queue": "webhooks-deliveries",  # not the queue the worker is told to consume
     }
     parsed = Settings(**values)
     local = Deployment(
@@ -58,7 +60,8 @@ def api(
         deployment.redis,
     )
     here: Path = tmp_path_factory.mktemp("webhooks")
-    with own_api_and_worker(local, here, "webhooks") as client:
+    # started like a deployment's `--queues gpu` worker: it consumes the webhook queue too
+    with own_api_and_worker(local, here, "webhooks", worker_queues="webhooks") as client:
         yield client
 
 
@@ -122,7 +125,7 @@ def test_a_finished_job_is_posted_once_signed(
     assert body["links"]["result"] == f"{PUBLIC_URL}/jobs/{job['id']}/result"
     assert "callbacks" not in body
     [callback] = callbacks_when_over(api, job["id"])
-    assert callback["url"] == hook  # shown in full to the one who gave it
+    assert callback["url"] == receiver.origin  # to an anonymous caller, only the origin
     assert callback["delivered"] is True
     assert [attempt["status"] for attempt in callback["attempts"]] == [200]
     time.sleep(0.5)
@@ -160,21 +163,26 @@ def test_a_refusal_ends_the_tries_as_failed(
 
 
 @pytest.mark.parametrize(
-    "callback",
+    ("callback", "accept"),
     [
-        "http://127.0.0.2:9/x",  # another origin
-        "https://example.org/x",
-        "ftp://127.0.0.1/x",
+        ("http://127.0.0.2:9/x", "application/json"),  # another origin
+        ("https://example.org/x", "application/json"),
+        ("ftp://127.0.0.1/x", "application/json"),
+        ("https://example.org/x", "text/event-stream"),  # an event stream's too
     ],
 )
 def test_a_callback_outside_the_allowlist_is_refused_and_no_job_is_made(
-    api: TestClient, deployment: Deployment, pacs: PacsData, callback: str
+    api: TestClient, deployment: Deployment, pacs: PacsData, callback: str, accept: str
 ) -> None:
     client = redis.Redis.from_url(deployment.redis.url)
     index = f"{deployment.settings.redis_prefix}:jobs"
     before = client.zcard(index)
 
-    response = api.get(series_url(Ids.SEGMENTATION, pacs), params={"callback": callback})
+    response = api.get(
+        series_url(Ids.SEGMENTATION, pacs),
+        params={"callback": callback},
+        headers={"Accept": accept},
+    )
 
     assert response.status_code == 422
     assert response.json()["code"] == "callback_not_allowed"
@@ -275,3 +283,20 @@ def test_a_json_submit_with_a_callback_outside_the_allowlist_makes_no_job(
     assert response.status_code == 422
     assert response.json()["code"] == "callback_not_allowed"
     assert client.zcard(index) == before
+
+
+def test_an_event_stream_requests_callback_is_posted_when_its_job_ends(
+    api: TestClient, receiver: WebhookReceiver, pacs: PacsData
+) -> None:
+    response = api.get(
+        series_url(Ids.SEGMENTATION, pacs),
+        params={"callback": f"{receiver.origin}/streamed"},
+        headers={"Accept": "text/event-stream"},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    [post] = receiver.wait_for("/streamed", 1)
+    body = verify(post)
+    assert body["state"] == "succeeded"
+    assert body["id"] in response.text  # the job the stream was of

@@ -285,9 +285,11 @@ def own_api_and_worker(
     servers: Mapping[str, object] | None = None,
     models: Mapping[str, object] | None = None,
     concurrency: int = 2,
+    worker_queues: str | None = None,
 ) -> Iterator[TestClient]:
     """An API and a worker process of their own queue on the session's Redis, with their own
-    servers.json and/or models.json (written to ``here``; the session's where not given)."""
+    servers.json and/or models.json (written to ``here``; the session's where not given); the
+    worker is started with ``--queues=worker_queues`` when given."""
     environ = {**deployment.environ, "MODEL_PROXY_QUEUE_NAME": queue}
     update: dict[str, object] = {"queue_name": queue}
     for name, document in (("servers", servers), ("models", models)):
@@ -297,7 +299,7 @@ def own_api_and_worker(
             update[f"{name}_file"] = here / f"{name}.json"
     settings = deployment.settings.model_copy(update=update)
     local = Deployment(settings, environ, here, deployment.model_url, deployment.redis)
-    worker = start_worker(local, f"{queue}-worker", concurrency=concurrency)
+    worker = start_worker(local, f"{queue}-worker", concurrency=concurrency, queues=worker_queues)
     try:
         app = create_app(settings, environ=environ)
         with TestClient(app, headers={"Cache-Control": "no-cache"}) as client:

@@ -234,3 +234,5 @@ def test_the_job_resource_documents_its_callbacks(document: dict[str, Any]) -> N
     assert "callbacks" in schemas["JobResource"]["properties"]
     assert {"url", "attempts", "delivered", "failed"} <= set(schemas["CallbackView"]["properties"])
     assert {"at", "status", "error"} <= set(schemas["CallbackAttemptView"]["properties"])
+    url = schemas["CallbackView"]["properties"]["url"]["description"]
+    assert "only its origin" in url and "anonymous" in url

@@ -5,7 +5,10 @@ callback's first try once."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -13,7 +16,9 @@ from typing import Any, cast
 
 import pytest
 import redis
+import requests
 
+from model_proxy.shared.errors import QueueUnavailable
 from model_proxy.shared.http import new_session
 from model_proxy.shared.jobs import Job, JobKeys, JobState, JobStore, job_to_fields
 from model_proxy.shared.schemas import CallbackView
@@ -148,6 +153,33 @@ def test_an_unreachable_receiver_is_retried_until_the_total_time(
     assert callback.outcome == "failed"
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+    ],
+)
+def test_a_url_the_http_client_cannot_send_to_fails_at_once(
+    client: redis.Redis, receiver: WebhookReceiver, error: type[Exception]
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{receiver.origin}/bad")
+    ctx = context(client, settings_for(receiver.origin))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error("bad URL")
+
+    cast(Any, ctx).webhook_session = SimpleNamespace(post=refuse)
+
+    assert deliver_webhook(ctx, job.id, cid, 1) is None  # no retry
+
+    [callback] = callbacks_of(client, job)
+    assert [a.error for a in callback.attempts] == ["invalid_url"]
+    assert callback.outcome == "failed"
+
+
 def test_each_callback_of_an_ended_job_is_queued_once(
     client: redis.Redis, receiver: WebhookReceiver
 ) -> None:
@@ -192,13 +224,13 @@ def test_one_url_is_kept_once_and_a_job_keeps_at_most_its_cap(client: redis.Redi
     assert missing.reply(reply)[0] is Registration.MISSING
 
 
-def test_others_see_a_callback_without_its_query() -> None:
+def test_others_see_only_a_callbacks_origin() -> None:
     [callback] = callbacks_from_fields(
-        {"url:c1": "https://a.example/hook?token=abc#frag", "by:c1": "me", "at:c1": "1"}
+        {"url:c1": "https://a.example/hook/s3cr3t?token=abc#frag", "by:c1": "me", "at:c1": "1"}
     )
 
     assert CallbackView.from_callback(callback, show_url=True).url.endswith("?token=abc#frag")
-    assert CallbackView.from_callback(callback, show_url=False).url == "https://a.example/hook"
+    assert CallbackView.from_callback(callback, show_url=False).url == "https://a.example"
 
 
 def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
@@ -211,5 +243,65 @@ def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
     def broker_away(job_id: str, cid: str) -> None:
         raise ConnectionError("broker away")
 
-    assert dispatch_callbacks(ctx, job.id, broker_away) == 0
+    with pytest.raises(QueueUnavailable):
+        dispatch_callbacks(ctx, job.id, broker_away)
     assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 1
+
+
+@pytest.fixture()
+def trickling() -> Iterator[str]:
+    """A receiver on loopback that answers 200 and then a byte every 50 ms, for 5 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                for _ in range(100):
+                    if stop.wait(0.05):
+                        return
+                    conn.sendall(b"x")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_a_try_ends_within_the_webhook_timeout_in_all_however_the_answer_trickles(
+    client: redis.Redis, trickling: str
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{trickling}/slow")
+    settings = settings_for(trickling).model_copy(update={"webhook_timeout_seconds": 0.5})
+    started = time.monotonic()
+
+    assert deliver_webhook(context(client, settings), job.id, cid, 1) is None
+
+    assert time.monotonic() - started < 1.5  # not 5 s: no read took 0.5 s, the total did
+    [callback] = callbacks_of(client, job)
+    assert [a.status for a in callback.attempts] == [200]
+
+
+def test_webhook_posts_connect_within_their_own_short_timeout(
+    client: redis.Redis, receiver: WebhookReceiver
+) -> None:
+    job = record(client)
+    cid = register(client, job, f"{receiver.origin}/timeouts")
+    seen: list[Any] = []
+
+    def post(*args: object, **kwargs: Any) -> None:
+        seen.append(kwargs["timeout"])
+        raise requests.exceptions.ConnectTimeout("slow")
+
+    ctx = context(client, settings_for(receiver.origin))
+    cast(Any, ctx).webhook_session = SimpleNamespace(post=post)
+
+    assert deliver_webhook(ctx, job.id, cid, 1) == 1.0
+
+    assert seen == [(3.0, 10.0)]  # connect, read: the defaults

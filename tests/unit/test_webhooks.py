@@ -85,6 +85,11 @@ def test_a_url_of_an_allowed_origin_passes(url: str) -> None:
         ("file:///etc/passwd", "http or https"),
         ("https://hooks.example.org/" + "a" * 2048, "at most 2048"),
         ("https://hooks.example.org:99999/x", "not one of"),
+        ("https://hooks.exa\nmple.org/x", "no spaces or control characters"),
+        ("https://hooks.example.org/a\tb", "no spaces or control characters"),
+        ("https://hooks.example.org/a\r\nX-Injected: 1", "no spaces or control characters"),
+        ("https://hooks.example.org/a b", "no spaces or control characters"),
+        ("https://hooks.example.org/\x7f", "no spaces or control characters"),
     ],
 )
 def test_anything_else_is_refused(url: str, why: str) -> None:
@@ -103,6 +108,12 @@ def test_with_no_origins_callbacks_are_refused_naming_the_setting() -> None:
 def test_an_origin_setting_that_is_not_an_origin_stops_the_start(origin: str) -> None:
     with pytest.raises(ValidationError, match="MODEL_PROXY_CALLBACK_ORIGINS"):
         Settings(callback_origins=origin, webhook_secret=GOOD_SECRET)
+
+
+def test_a_secret_shorter_than_the_specifications_24_bytes_is_refused() -> None:
+    with pytest.raises(ValueError, match="24 to 64 random bytes"):
+        signing_key(SecretStr("whsec_" + base64.b64encode(b"k" * 16).decode()))
+    assert signing_key(SecretStr(GOOD_SECRET)) == b"k" * 24
 
 
 def test_callbacks_allowed_without_a_secret_stop_the_start() -> None:
@@ -125,8 +136,9 @@ def test_the_setting_is_read_as_a_comma_separated_list() -> None:
     assert settings.callback_origins == ["https://a.example", "http://127.0.0.1:9"]
 
 
-def test_others_see_a_callback_without_its_query() -> None:
-    assert public_url("https://a.example/hook?token=abc#x") == "https://a.example/hook"
+def test_others_see_only_a_callbacks_origin() -> None:
+    assert public_url("https://a.example/hook/s3cr3t?token=abc#x") == "https://a.example"
+    assert public_url("http://127.0.0.1:8080/h/k") == "http://127.0.0.1:8080"
 
 
 def test_the_backoff_doubles_from_one_second_up_to_its_cap() -> None:

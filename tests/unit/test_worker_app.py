@@ -6,6 +6,7 @@ The pipeline is replaced by a plain function; the task runs in this process thro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,9 @@ from celery import Celery
 
 from model_proxy.shared.errors import ModelProxyError, QueueUnavailable, UnknownModel
 from model_proxy.shared.settings import Settings
-from model_proxy.shared.tasks import RUN_INFERENCE
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE
 from model_proxy.workers import app as worker_app
+from model_proxy.workers.app import worker_queues
 from model_proxy.workers.pipeline import JobRunResult
 
 SETTINGS = Settings(retry_first_delay=0.001, retry_max_delay=0.002, max_attempts=3)
@@ -118,3 +120,68 @@ def test_a_run_that_is_done_queues_the_jobs_webhooks_and_one_deferred_does_not(
 
     assert result.successful()
     assert dispatched == ["job-1"]  # once: after the run that ended it
+
+
+def dispatching(
+    monkeypatch: pytest.MonkeyPatch, app: Celery, dispatch: Callable[..., int], **kwargs: Any
+) -> Any:
+    """``run_inference`` of a job that ends, its webhooks queued by ``dispatch``."""
+    worker_with(monkeypatch, app, lambda job_id: JobRunResult.DONE)
+    monkeypatch.setattr(worker_app, "dispatch_callbacks", dispatch)
+    return app.tasks[RUN_INFERENCE].apply(args=["job-1"], kwargs=kwargs)
+
+
+def test_webhooks_the_broker_refused_are_queued_by_the_task_coming_back(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    sends: list[str] = []
+
+    def dispatch(context: object, job_id: str, send: object) -> int:
+        sends.append(job_id)
+        if len(sends) == 1:  # the broker refuses the first time
+            raise QueueUnavailable("1 webhooks of job job-1 not queued")
+        return 1
+
+    assert dispatching(monkeypatch, app, dispatch).successful()
+    assert sends == ["job-1", "job-1"]  # the task came back and queued it
+
+
+def test_queuing_webhooks_is_given_up_after_the_webhook_retry_window(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    sends: list[float] = []
+
+    def refuse(context: object, job_id: str, send: object) -> int:
+        sends.append(time.time())
+        raise QueueUnavailable("broker away")
+
+    started = time.time() - SETTINGS.webhook_retry_seconds  # refused since the window began
+    since = {"webhook_retries": 3, "dispatching_since": started}
+
+    assert dispatching(monkeypatch, app, refuse, **since).successful()  # given up: acked
+    assert len(sends) == 1
+
+
+def test_deliveries_go_to_the_webhook_queue_not_the_inference_queue(
+    monkeypatch: pytest.MonkeyPatch, app: Celery
+) -> None:
+    queued: list[tuple[str, Any]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, **kw: queued.append((name, kw["queue"])))
+
+    def dispatch(context: object, job_id: str, send: Callable[[str, str], None]) -> int:
+        send(job_id, "cid-1")
+        return 1
+
+    assert dispatching(monkeypatch, app, dispatch).successful()
+    assert queued == [(DELIVER_WEBHOOKS, SETTINGS.webhook_queue)]
+    assert SETTINGS.webhook_queue == "model-proxy-webhooks"
+
+
+def test_every_worker_consumes_the_webhook_queue_besides_its_own() -> None:
+    assert worker_queues(SETTINGS, ["gpu"]) == ["gpu", "model-proxy-webhooks"]
+    assert worker_queues(SETTINGS, [" gpu", "", "model-proxy-webhooks"]) == [
+        "gpu",
+        "model-proxy-webhooks",
+    ]
+    own = SETTINGS.model_copy(update={"webhook_queue": "hooks"})
+    assert worker_queues(own, ["model-proxy", "cpu"]) == ["model-proxy", "cpu", "hooks"]

@@ -1,0 +1,73 @@
+"""Who sees a job's callback URLs whole: the named principal that gave one, and admins; every
+other caller, anonymous ones always, sees only the origin."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+import fakeredis
+import pytest
+
+from model_proxy.broker.access import ANONYMOUS, Principal
+from model_proxy.broker.callbacks import job_callbacks
+from model_proxy.broker.requesters import Caller
+from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.jobs import JobKeys, job_to_fields
+from model_proxy.shared.settings import Settings
+from model_proxy.shared.webhooks.records import CallbackFields, register_call
+from tests.unit.jobs.support import make_job, on_async_client, run_script
+
+SECRET_HOOK = "https://hooks.example.org:8443/t/s3cr3t-path?token=abc#frag"
+ORIGIN = "https://hooks.example.org:8443"
+ANONYMOUS_HOOK = "https://hooks.example.org/anon/s3cr3t"
+
+KEY_A = Caller(Principal("ward-7", "viewer"), "ward-7")
+KEY_B = Caller(Principal("ward-8", "viewer"), "ward-8")
+ADMIN = Caller(Principal("ops", "admin"), "ops")
+ANON = Caller(ANONYMOUS, "anonymous@10.0.0.1")
+
+
+@pytest.fixture()
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture()
+def job_id(server: fakeredis.FakeServer) -> str:
+    client = fakeredis.FakeRedis(server=server)
+    job = make_job()
+    client.hset(JobKeys().job(job.id), mapping=cast(Any, job_to_fields(job)))
+    fields = CallbackFields("model-proxy")
+    for url, by in ((SECRET_HOOK, "ward-7"), (ANONYMOUS_HOOK, "anonymous@10.0.0.1")):
+        run_script(
+            client, register_call(fields, JobKeys().job(job.id), job.id, url, by, 1.0, 5, 60)
+        )
+    return job.id
+
+
+def urls_seen(server: fakeredis.FakeServer, job_id: str, who: Caller | None) -> list[str]:
+    def on(client: Any) -> Any:
+        services = SimpleNamespace(jobs=SimpleNamespace(redis=client), settings=Settings())
+        return job_callbacks(cast(BrokerServices, services), job_id, who)
+
+    return [view.url for view in on_async_client(server, on)]
+
+
+def test_the_key_that_gave_a_callback_sees_it_whole_others_only_its_origin(
+    server: fakeredis.FakeServer, job_id: str
+) -> None:
+    assert urls_seen(server, job_id, KEY_A) == [SECRET_HOOK, "https://hooks.example.org"]
+    assert urls_seen(server, job_id, KEY_B) == [ORIGIN, "https://hooks.example.org"]
+    assert urls_seen(server, job_id, None) == [ORIGIN, "https://hooks.example.org"]
+
+
+def test_an_admin_sees_every_callback_whole(server: fakeredis.FakeServer, job_id: str) -> None:
+    assert urls_seen(server, job_id, ADMIN) == [SECRET_HOOK, ANONYMOUS_HOOK]
+
+
+def test_an_anonymous_caller_sees_only_origins_even_of_the_callback_it_gave(
+    server: fakeredis.FakeServer, job_id: str
+) -> None:
+    # anonymous@<address> is everyone behind one proxy: it proves nothing about who gave it
+    assert urls_seen(server, job_id, ANON) == [ORIGIN, "https://hooks.example.org"]
