@@ -8,13 +8,12 @@ A worker delivers them (:mod:`model_proxy.workers.webhooks`); the records are
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import QueueUnavailable, TooManyCallbacks, UnknownJob
 from model_proxy.shared.jobs import JobState
-from model_proxy.shared.jobs.operations import ScriptCall
 from model_proxy.shared.redis_errors import redis_errors
 from model_proxy.shared.schemas import CallbackView
 from model_proxy.shared.tasks import DELIVER_WEBHOOKS
@@ -36,8 +35,6 @@ __all__ = [
     "shows_url",
 ]
 
-_T = TypeVar("_T")
-
 
 def check_callback(services: BrokerServices, url: str) -> str:
     """``url`` when the settings allow it as a callback, else
@@ -56,8 +53,7 @@ async def register_callback(
     settings = services.settings
     check_callback(services, url)
     fields = CallbackFields(settings.redis_prefix)
-    registration, state = await _run(
-        services,
+    registration, state = await services.jobs.run(
         register_call(
             fields,
             services.jobs.keys.job(job_id),
@@ -83,9 +79,9 @@ async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
     """Queue the delivery of each callback of the ended job ``job_id`` not queued yet (each is
     queued once, whoever calls this: the worker that finished it, a cancel, a registration)."""
     fields = CallbackFields(services.settings.redis_prefix)
-    for cid in await _run(services, claim_unsent_call(fields, job_id)):
+    for cid in await services.jobs.run(claim_unsent_call(fields, job_id)):
         try:
-            await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.queue_name)
+            await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.webhook_queue)
         except QueueUnavailable:
             with redis_errors():  # left for the next call to queue
                 await services.jobs.redis.hdel(fields.key(job_id), fields.sent(cid))
@@ -113,10 +109,3 @@ def shows_url(callback: Callback, who: Caller | None) -> bool:
     if who is None or who.anonymous:
         return False
     return who.admin or callback.requester == who.requester
-
-
-async def _run(services: BrokerServices, call: ScriptCall[_T]) -> _T:
-    script = services.jobs.redis.register_script(call.script)
-    with redis_errors():
-        reply = await script(keys=call.keys, args=call.args)
-    return call.reply(reply)

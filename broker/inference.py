@@ -154,9 +154,8 @@ async def _answer_job(
     if current is None:
         raise UnknownJob(f"job {job_id} has expired")
     if waits and not current.state.finished and await client_gone():
-        return await accepted(
-            services, current
-        )  # nobody reads it; the job runs on for the client's next ask
+        # nobody reads it; the job runs on for the client's next ask
+        return await accepted(services, current)
     return await answer_for_job(services, current, options.negotiated)
 
 

@@ -62,20 +62,20 @@ class AsyncJobStore:
         ``use_cached``, one that has just succeeded), and record ``requester`` as one who asked
         for it. ``OVER_QUOTA`` when that would give ``requester`` more than ``limit`` unfinished
         jobs (0: no limit; a job it already waits for does not count twice)."""
-        return await self._run(self._operations.create_or_attach(job, use_cached, requester, limit))
+        return await self.run(self._operations.create_or_attach(job, use_cached, requester, limit))
 
     async def note_asked(self, requester: str, job_id: str) -> None:
         """``requester`` was answered with the stored result of ``job_id``: it lists it."""
-        await self._run(self._operations.note_asked(requester, job_id))
+        await self.run(self._operations.note_asked(requester, job_id))
 
     async def detach(self, job: Job, requester: str, error: ModelProxyError) -> Detached:
         """``requester`` leaves ``job`` (all its asks); the last one out cancels it."""
-        return await self._run(self._operations.detach(job, requester, error))
+        return await self.run(self._operations.detach(job, requester, error))
 
     async def cached(self, fingerprint: str) -> tuple[str, bytes] | None:
         """The id of the succeeded job of identical requests and its result, while both last
         (one round trip: this is the hot path of cached answers)."""
-        return await self._run(self._operations.cached_result(fingerprint))
+        return await self.run(self._operations.cached_result(fingerprint))
 
     async def get(self, job_id: str) -> Job | None:
         with redis_errors():
@@ -105,7 +105,7 @@ class AsyncJobStore:
     async def terminate(self, job: Job, state: JobState, error: ModelProxyError) -> Terminated:
         """End a job from outside its worker: ``cancelled``, or ``failed`` when it was never
         queued."""
-        return await self._run(self._operations.terminate(job, state, error))
+        return await self.run(self._operations.terminate(job, state, error))
 
     async def queued_count(self, model_id: str) -> int:
         """Jobs of this model waiting for a worker (entries older than the TTL are dropped)."""
@@ -159,7 +159,8 @@ class AsyncJobStore:
             start += page
         return found[:limit]
 
-    async def _run(self, call: ScriptCall[_T]) -> _T:
+    async def run(self, call: ScriptCall[_T]) -> _T:
+        """Run one job script (:mod:`~model_proxy.shared.jobs.operations`), loaded once."""
         if call.script not in self._scripts:
             self._scripts[call.script] = self._redis.register_script(call.script)
         with redis_errors():

@@ -70,8 +70,7 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
         return 0
     client = context.redis
     call = claim_unsent_call(CallbackFields(context.settings.redis_prefix), job_id)
-    with redis_errors():
-        claimed = call.reply(client.register_script(call.script)(keys=call.keys, args=call.args))
+    claimed = context.store.run(call)
     sent = 0
     for cid in claimed:
         try:

@@ -57,10 +57,10 @@ class JobStore:
         return value
 
     def claim(self, job: Job, token: str, lease_seconds: float) -> Claim:
-        return self._run(self._operations.claim(job, token, lease_seconds))
+        return self.run(self._operations.claim(job, token, lease_seconds))
 
     def update(self, job_id: str, token: str, fields: dict[str, str], announce: bool) -> Written:
-        return self._run(self._operations.update(job_id, token, fields, announce))
+        return self.run(self._operations.update(job_id, token, fields, announce))
 
     def succeed(
         self,
@@ -86,7 +86,7 @@ class JobStore:
             pipe.set(self.keys.staged_result(job.id, token), result, ex=self._ttl)
             pipe.execute()
         fields = output_fields(outputs, object_error, store_error)
-        return self._run(self._operations.succeed(job, token, fields))
+        return self.run(self._operations.succeed(job, token, fields))
 
     def get_objects(self, job_id: str, names: Sequence[str]) -> dict[str, bytes]:
         """The DICOM objects of the job named ``names`` (:attr:`JobOutput.key`) still kept."""
@@ -123,21 +123,21 @@ class JobStore:
                     continue
 
     def fail(self, job: Job, token: str, error: ModelProxyError) -> Written:
-        return self._run(self._operations.fail(job, token, error))
+        return self.run(self._operations.fail(job, token, error))
 
     def renew_lease(self, job_id: str, token: str, lease_seconds: float) -> Lease:
         """``RENEWED`` while this run holds the job's lease, else ``LOST``."""
-        return self._run(self._operations.renew_lease(job_id, token, lease_seconds))
+        return self.run(self._operations.renew_lease(job_id, token, lease_seconds))
 
     def release_lease(self, job_id: str, token: str) -> Lease:
         """``RELEASED``, or ``LOST`` when another run holds it (that run's lease is kept)."""
-        return self._run(self._operations.release_lease(job_id, token))
+        return self.run(self._operations.release_lease(job_id, token))
 
     def acquire_slot(self, model_id: str, token: str, limit: int, hold_seconds: float) -> Slot:
         """One of the model's ``limit`` places for concurrent calls, held ``hold_seconds`` by
         the run holding ``token``: only that run renews or releases it, so a second delivery
         of the same job (another run, another token) can never free the first run's place."""
-        return self._run(self._operations.acquire_slot(model_id, token, limit, hold_seconds))
+        return self.run(self._operations.acquire_slot(model_id, token, limit, hold_seconds))
 
     def renew_slot(self, model_id: str, token: str, hold_seconds: float) -> None:
         """Keep the place of the run holding ``token`` (a place it no longer holds stays free)."""
@@ -169,7 +169,7 @@ class JobStore:
 
     def requeue_abandoned(self, job: Job, max_attempts: int) -> Requeued:
         """Back to the queue, or failed for good after ``max_attempts`` runs."""
-        return self._run(self._operations.requeue_abandoned(job, max_attempts))
+        return self.run(self._operations.requeue_abandoned(job, max_attempts))
 
     def long_queued(self, unchanged_since: float, limit: int = 1000) -> list[Job]:
         """Queued jobs created, and unchanged, since before ``unchanged_since`` (oldest first,
@@ -194,9 +194,10 @@ class JobStore:
     def recover_queued(self, job: Job, unchanged_since: float) -> Requeued:
         """``REQUEUED`` (marked as queued again now: send its task) when the job is still queued
         and unchanged since ``unchanged_since``; else ``SKIPPED``."""
-        return self._run(self._operations.recover_queued(job.id, unchanged_since))
+        return self.run(self._operations.recover_queued(job.id, unchanged_since))
 
-    def _run(self, call: ScriptCall[_T]) -> _T:
+    def run(self, call: ScriptCall[_T]) -> _T:
+        """Run one job script (:mod:`~model_proxy.shared.jobs.operations`), loaded once."""
         if call.script not in self._scripts:  # EVALSHA, loading the script when Redis lacks it
             self._scripts[call.script] = self._redis.register_script(call.script)
         with redis_errors():

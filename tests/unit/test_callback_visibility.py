@@ -10,11 +10,13 @@ import fakeredis
 import pytest
 
 from model_proxy.broker.access import ANONYMOUS, Principal
-from model_proxy.broker.callbacks import job_callbacks
+from model_proxy.broker.callbacks import dispatch_callbacks, job_callbacks
+from model_proxy.broker.jobs import AsyncJobStore
 from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.jobs import JobKeys, job_to_fields
 from model_proxy.shared.settings import Settings
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS
 from model_proxy.shared.webhooks.records import CallbackFields, register_call
 from tests.unit.jobs.support import make_job, on_async_client, run_script
 
@@ -71,3 +73,25 @@ def test_an_anonymous_caller_sees_only_origins_even_of_the_callback_it_gave(
 ) -> None:
     # anonymous@<address> is everyone behind one proxy: it proves nothing about who gave it
     assert urls_seen(server, job_id, ANON) == [ORIGIN, "https://hooks.example.org"]
+
+
+def test_a_webhook_the_api_queues_goes_to_the_webhook_queue(
+    server: fakeredis.FakeServer, job_id: str
+) -> None:
+    """A cancel or a late registration queues the webhooks from the API: on the queue every
+    worker reads, not the inference queue (workers run with ``--queues`` may not read it)."""
+    sent: list[tuple[str, list[str], str]] = []
+    settings = Settings(webhook_queue="hooks-only", queue_name="inference")
+
+    async def send(task: str, args: list[str], queue: str) -> None:
+        sent.append((task, args, queue))
+
+    def on(client: Any) -> Any:
+        jobs = AsyncJobStore(client, 60, JobKeys())
+        services = SimpleNamespace(jobs=jobs, settings=settings, send=send)
+        return dispatch_callbacks(cast(BrokerServices, services), job_id)
+
+    on_async_client(server, on)
+
+    assert [queue for _, _, queue in sent] == ["hooks-only", "hooks-only"]
+    assert {task for task, _, _ in sent} == {DELIVER_WEBHOOKS}
