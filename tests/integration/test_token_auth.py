@@ -317,6 +317,9 @@ def test_an_expired_refresh_token_makes_zhiva_auth_sign_in_again(
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
     time.sleep(2.5)
     token_server.reset()
+    # the tokens kept have expired; the new ones must outlive this request: a 1-second token
+    # signed in whole seconds (as jsonwebtoken does) may expire a moment after it is issued
+    token_server.configure(access_ttl=60.0, refresh_ttl=120.0)
 
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
 
