@@ -52,9 +52,13 @@ def seconds_until_start(
     return free_at[index % places] + (index // places) * average_run
 
 
-async def estimate_job(services: BrokerServices, job: Job, now: float | None = None) -> JobEstimate:
+async def estimate_job(
+    services: BrokerServices, job: Job, now: float | None = None
+) -> JobEstimate | None:
     """The estimate of an unfinished job (nothing for a finished one): for a queued job, its
-    place and times; for a running one, its finish."""
+    place and times; for a running one, its finish. ``None`` when ``job`` says queued but is no
+    longer in its model's queue: a worker claimed it after it was read, so the record is stale
+    and should be read again (a record that predates the queued sets stays so)."""
     if job.state.finished:
         return NO_ESTIMATE
     now = time.time() if now is None else now
@@ -68,8 +72,8 @@ async def estimate_job(services: BrokerServices, job: Job, now: float | None = N
         return JobEstimate(finish_at=max(job.started_at + average, now))
     with redis_errors():
         rank: Any = await jobs.redis.zrank(jobs.keys.queued(model_id), job.id)
-    if not isinstance(rank, int):  # between the queue and a worker's claim
-        return NO_ESTIMATE
+    if not isinstance(rank, int):  # claimed since ``job`` was read
+        return None
     place = QueuePlace(rank + 1, rank, await _concurrency(services, job))
     if average is None:
         return JobEstimate(queue=place)

@@ -40,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 
 from model_proxy.broker.jobs import StreamSlot
 from model_proxy.broker.requesters import Caller
-from model_proxy.broker.resources import render_job
+from model_proxy.broker.resources import render_current
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.errors import ServiceBusy
 from model_proxy.shared.jobs import Job, JobState
@@ -146,8 +146,7 @@ async def job_events(
                 current = await services.jobs.get(job.id)  # after watching: no change missed
                 if current is None:
                     return
-                job = current
-                rendered = await render_job(services, job, who)
+                job, rendered = await render_current(services, current, who)
                 if rendered != sent:
                     ident = event_id(job, rendered)
                     if sent is not None or ident != last_event_id or job.state.finished:

@@ -17,7 +17,7 @@ from model_proxy.broker.jobs import AsyncJobStore
 from model_proxy.broker.resources import render_job
 from model_proxy.broker.services import BrokerServices
 from model_proxy.shared.config import Catalog, ModelConfig
-from model_proxy.shared.jobs import Job, JobStore
+from model_proxy.shared.jobs import Job, JobState, JobStore
 from model_proxy.shared.jobs.consumers import announce_consumer
 from model_proxy.shared.jobs.durations import RunDurations, record_run_durations
 from model_proxy.shared.settings import Settings
@@ -207,3 +207,30 @@ def test_the_rendered_resource_shows_the_place_and_iso_times_while_queued(
     finish = dt.datetime.fromisoformat(body["estimatedFinishAt"])
     assert (finish - start).total_seconds() == pytest.approx(RUN)
     assert "requestedBy" not in body
+
+
+def test_a_queued_record_claimed_before_its_estimate_is_stale(
+    server: fakeredis.FakeServer, client: redis.Redis
+) -> None:
+    world = World(server, client, maxConcurrency=1)
+    (job,) = world.queue(1)
+    read = world.store.get(job.id)
+    assert read is not None and read.state is JobState.QUEUED
+    world.claim(job, seconds_ago=0.0)
+
+    assert world.run(lambda services: estimate_job(services, read)) is None
+
+
+def test_a_job_claimed_between_its_read_and_its_render_is_shown_as_it_is_now(
+    server: fakeredis.FakeServer, client: redis.Redis
+) -> None:
+    world = World(server, client, maxConcurrency=1)
+    (job,) = world.queue(1)
+    read = world.store.get(job.id)
+    assert read is not None and read.state is JobState.QUEUED
+    world.claim(job, seconds_ago=0.0)
+
+    body = world.run(lambda services: render_job(services, read))
+
+    assert body["state"] != "queued"  # never "queued" without a place in the queue
+    assert body["queue"] is None
