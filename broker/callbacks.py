@@ -79,7 +79,7 @@ async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
     """Queue the delivery of each callback of the ended job ``job_id`` not queued yet (each is
     queued once, whoever calls this: the worker that finished it, a cancel, a registration)."""
     fields = CallbackFields(services.settings.redis_prefix)
-    for cid in await services.jobs.run(claim_unsent_call(fields, job_id)):
+    for cid in await services.jobs.run(claim_unsent_call(fields, job_id, time.time())):
         try:
             await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.webhook_queue)
         except QueueUnavailable:

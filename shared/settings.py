@@ -364,6 +364,13 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(
         default=300.0, gt=0, description="Longest wait between two tries of a webhook."
     )
+    webhook_recovery_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A webhook whose delivery has not moved for this long (past its longest "
+        "backoff and its try's timeouts: a lost task message, a process killed between queuing "
+        "steps) is queued again by the reaper.",
+    )
     webhook_max_answer_bytes: int = Field(
         default=64 * 2**10, gt=0, description="Most bytes of a callback's answer read (none kept)."
     )

@@ -24,6 +24,7 @@ from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.stopping import RunningJobs
 from model_proxy.workers.store_again import store_job_objects
+from model_proxy.workers.webhook_recovery import recover_webhooks
 from model_proxy.workers.webhooks import deliver_webhook, dispatch_callbacks
 
 __all__ = ["create_worker_app", "worker_queues"]
@@ -167,8 +168,13 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         recorded in the job (``POST /jobs/{id}/store``)."""
         store_job_objects(job_id, context.get(), policy)
 
-    def send_webhook(job_id: str, cid: str) -> None:
-        app.send_task(DELIVER_WEBHOOKS, args=[job_id, cid], queue=settings.webhook_queue)
+    def send_webhook(job_id: str, cid: str, attempt: int = 1) -> None:
+        app.send_task(
+            DELIVER_WEBHOOKS,
+            args=[job_id, cid],
+            kwargs={"attempt": attempt},
+            queue=settings.webhook_queue,
+        )
 
     @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
     def deliver_webhooks(self: Task, job_id: str, callback_id: str, attempt: int = 1) -> None:
@@ -210,6 +216,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
             enqueue=enqueue,
             with_messages=with_messages,
             ended=queue_webhooks,
+            also=lambda: recover_webhooks(ctx.store, ctx.redis, settings, send_webhook),
         )
         reaper.start()
         reapers.append(reaper)

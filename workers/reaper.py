@@ -1,6 +1,7 @@
 """Finding jobs that nothing will run any more, and queueing them again.
 
-Two kinds, looked for every ``reaper_interval_seconds`` by one worker (under a Redis lock):
+Two kinds, looked for every ``reaper_interval_seconds`` by one worker (under a Redis lock),
+besides the webhooks whose delivery stalled (:mod:`model_proxy.workers.webhook_recovery`):
 
 * **Jobs whose worker died.** A running job holds a lease that its worker's heartbeat renews;
   when a worker is killed the lease lapses within ``job_lease_seconds``, and the job is queued
@@ -39,6 +40,8 @@ Ended = Callable[[str], None]
 """Told the id of each job the reaper ended (failed for good): its webhooks are queued."""
 JobsWithMessages = Callable[[Iterable[str]], set[str]]
 """The ids of the jobs a task message is waiting for, in the given queues or taken by a worker."""
+Round = Callable[[], int]
+"""Another recovery run in each round (under the same lock): how many it queued again."""
 
 
 def _send(enqueue: Enqueue, job: Job) -> bool:
@@ -104,8 +107,8 @@ def recover_queued(
 
 @dataclass
 class Reaper:
-    """Runs :func:`reap_once` and :func:`recover_queued` every ``interval`` seconds in a
-    background thread, in one worker at a time."""
+    """Runs :func:`reap_once`, :func:`recover_queued` and ``also`` (the webhooks' recovery)
+    every ``interval`` seconds in a background thread, in one worker at a time."""
 
     store: JobStore
     client: redis.Redis
@@ -116,6 +119,7 @@ class Reaper:
     enqueue: Enqueue
     with_messages: JobsWithMessages
     ended: Ended | None = None
+    also: Round | None = None
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread = field(init=False, repr=False)
 
@@ -142,6 +146,8 @@ class Reaper:
         try:
             reap_once(self.store, self.max_attempts, self.enqueue, self.ended)
             recover_queued(self.store, self.queued_bound, self.with_messages, self.enqueue)
+            if self.also is not None:
+                self.also()
         finally:
             lock.release()
 

@@ -69,7 +69,7 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     if job is None or not job.state.finished:
         return 0
     client = context.redis
-    call = claim_unsent_call(CallbackFields(context.settings.redis_prefix), job_id)
+    call = claim_unsent_call(CallbackFields(context.settings.redis_prefix), job_id, time.time())
     claimed = context.store.run(call)
     sent = 0
     for cid in claimed:

@@ -6,10 +6,14 @@ changes, so they have a key of their own).
 (``<cid>``: a digest of its URL, so one URL is kept once):
 
 - ``url:<cid>``, ``by:<cid>``, ``at:<cid>``: the URL, who gave it, when;
-- ``sent:<cid>``: its delivery was queued (set once: only one delivery per callback);
+- ``sent:<cid>``: when its delivery was queued (claimed once by whoever queues it; claimed
+  again only by the reaper, when the delivery stalled: :mod:`model_proxy.workers.webhook_recovery`);
 - ``first:<cid>``: when the first try began;
 - ``try:<cid>:<n>``: try ``n``: ``{"at", "status", "error"}`` (never the answer's body);
 - ``end:<cid>``: ``delivered`` or ``failed``, once it is over.
+
+``<prefix>:callbacks:pending`` is a sorted set of the jobs whose callbacks may not all be over,
+scored by when they were registered or last looked at; the reaper looks at them again.
 
 This module only names the fields, builds the registration script and reads the hash back;
 the broker's and the workers' clients run the commands.
@@ -29,6 +33,8 @@ from model_proxy.shared.jobs.operations import ScriptCall, text
 
 __all__ = [
     "CLAIM_UNSENT",
+    "FORGET_OVER",
+    "RECLAIM",
     "REGISTER",
     "Callback",
     "CallbackAttempt",
@@ -37,6 +43,8 @@ __all__ = [
     "callback_id",
     "callbacks_from_fields",
     "claim_unsent_call",
+    "forget_over_call",
+    "reclaim_call",
     "register_call",
 ]
 
@@ -68,7 +76,7 @@ class Callback:
     url: str
     requester: str
     registered_at: float
-    sent: bool = False
+    sent_at: float | None = None  # when its delivery was last queued
     first_try_at: float | None = None
     attempts: tuple[CallbackAttempt, ...] = field(default=())
     outcome: str | None = None  # "delivered" or "failed" once over
@@ -76,6 +84,19 @@ class Callback:
     @property
     def delivered(self) -> bool:
         return self.outcome == "delivered"
+
+    @property
+    def sent(self) -> bool:
+        return self.sent_at is not None
+
+    @property
+    def last_activity(self) -> float:
+        """When its delivery last moved: registered, queued, or a try began."""
+        return max(
+            self.registered_at,
+            self.sent_at or 0.0,
+            *(attempt.at for attempt in self.attempts),
+        )
 
 
 def callback_id(url: str) -> str:
@@ -90,6 +111,10 @@ class CallbackFields:
 
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:callbacks:{job_id}"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:callbacks:pending"
 
     @staticmethod
     def sent(cid: str) -> str:
@@ -108,8 +133,8 @@ class CallbackFields:
         return f"end:{cid}"
 
 
-# KEYS: the job's record, its callbacks. ARGV: cid, url, requester, now, cap, ttl.
-# Answers {registration, job state}. The URL is kept once; at most `cap` per job.
+# KEYS: the job's record, its callbacks, the pending jobs. ARGV: cid, url, requester, now, cap,
+# ttl, job id. Answers {registration, job state}. The URL is kept once; at most `cap` per job.
 REGISTER = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing', ''} end
@@ -121,6 +146,7 @@ redis.call('HSET', KEYS[2], 'url:' .. ARGV[1], ARGV[2], 'by:' .. ARGV[1], ARGV[3
   'at:' .. ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'count', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7])
 return {'added', state}
 """
 
@@ -144,20 +170,20 @@ def register_call(
 
     return ScriptCall(
         REGISTER,
-        [job_key, fields.key(job_id)],
-        [callback_id(url), url, requester, repr(now), cap, ttl],
+        [job_key, fields.key(job_id), fields.pending],
+        [callback_id(url), url, requester, repr(now), cap, ttl, job_id],
         reply,
     )
 
 
-# KEYS: the job's callbacks. Marks each callback whose delivery is not queued yet as queued
-# and answers their ids: whoever calls it queues exactly those, once.
+# KEYS: the job's callbacks. ARGV: now. Marks each callback whose delivery is not queued yet as
+# queued now and answers their ids: whoever calls it queues exactly those, once.
 CLAIM_UNSENT = """
 local claimed = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(name, 1, 4) == 'url:' then
     local cid = string.sub(name, 5)
-    if redis.call('HSETNX', KEYS[1], 'sent:' .. cid, '1') == 1 then
+    if redis.call('HSETNX', KEYS[1], 'sent:' .. cid, ARGV[1]) == 1 then
       table.insert(claimed, cid)
     end
   end
@@ -166,10 +192,61 @@ return claimed
 """
 
 
-def claim_unsent_call(fields: CallbackFields, job_id: str) -> ScriptCall[list[str]]:
+def claim_unsent_call(fields: CallbackFields, job_id: str, now: float) -> ScriptCall[list[str]]:
     """The script call that claims the job's callbacks not yet queued for delivery."""
     return ScriptCall(
-        CLAIM_UNSENT, [fields.key(job_id)], [], lambda reply: [text(cid) for cid in reply]
+        CLAIM_UNSENT,
+        [fields.key(job_id)],
+        [repr(now)],
+        lambda reply: [text(cid) for cid in reply],
+    )
+
+
+# KEYS: the job's callbacks. ARGV: cid, the `sent` value seen ('' for none), now. Claims the
+# callback's delivery again, unless it is over or someone queued it since it was seen.
+RECLAIM = """
+if redis.call('HEXISTS', KEYS[1], 'url:' .. ARGV[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'end:' .. ARGV[1]) == 1 then return 0 end
+if (redis.call('HGET', KEYS[1], 'sent:' .. ARGV[1]) or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'sent:' .. ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def reclaim_call(
+    fields: CallbackFields, job_id: str, cid: str, seen_sent: str, now: float
+) -> ScriptCall[bool]:
+    """The script call that claims again the delivery of a callback seen stalled with
+    ``seen_sent`` as its ``sent`` field ('' when it had none): true when this caller queues it."""
+    return ScriptCall(
+        RECLAIM, [fields.key(job_id)], [cid, seen_sent, repr(now)], lambda reply: bool(reply)
+    )
+
+
+# KEYS: the pending jobs, the job's callbacks. ARGV: the job id, now. Forgets the job when
+# every callback it has is over (or it has none left: expired); else scores it `now`.
+FORGET_OVER = """
+for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if string.sub(name, 1, 4) == 'url:' then
+    if redis.call('HEXISTS', KEYS[2], 'end:' .. string.sub(name, 5)) == 0 then
+      redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+      return 0
+    end
+  end
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def forget_over_call(fields: CallbackFields, job_id: str, now: float) -> ScriptCall[bool]:
+    """The script call that drops the job from the pending set once all its callbacks are over
+    (true), or keeps it to be looked at again after ``now`` (false)."""
+    return ScriptCall(
+        FORGET_OVER,
+        [fields.pending, fields.key(job_id)],
+        [job_id, repr(now)],
+        lambda reply: bool(reply),
     )
 
 
@@ -186,17 +263,22 @@ def callbacks_from_fields(raw: Mapping[Any, Any]) -> list[Callback]:
             for key, value in values.items()
             if key.startswith(f"try:{cid}:")
         )
-        first = values.get(CallbackFields.first(cid))
         found.append(
             Callback(
                 id=cid,
                 url=url,
                 requester=values.get(f"by:{cid}", ""),
                 registered_at=float(values.get(f"at:{cid}", "0")),
-                sent=CallbackFields.sent(cid) in values,
-                first_try_at=float(first) if first else None,
+                sent_at=_moment(values.get(CallbackFields.sent(cid))),
+                first_try_at=_moment(values.get(CallbackFields.first(cid))),
                 attempts=tuple(attempt for _, attempt in tries),
                 outcome=values.get(CallbackFields.end(cid)),
             )
         )
     return sorted(found, key=lambda callback: callback.registered_at)
+
+
+def _moment(value: str | None) -> float | None:
+    """A time field; None when absent (a ``sent`` of ``1``, written before the time was kept,
+    reads as long ago)."""
+    return float(value) if value else None
