@@ -24,7 +24,9 @@ from model_proxy.shared.webhooks.records import (
     Registration,
     callbacks_from_fields,
     claim_unsent_call,
+    new_claim,
     register_call,
+    release_call,
 )
 
 __all__ = [
@@ -78,13 +80,14 @@ async def register_callback(
 async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
     """Queue the delivery of each callback of the ended job ``job_id`` not queued yet (each is
     queued once, whoever calls this: the worker that finished it, a cancel, a registration)."""
-    fields = CallbackFields(services.settings.redis_prefix)
-    for cid in await services.jobs.run(claim_unsent_call(fields, job_id, time.time())):
+    fields, claim = CallbackFields(services.settings.redis_prefix), new_claim()
+    for cid in await services.jobs.run(claim_unsent_call(fields, job_id, claim)):
         try:
-            await services.send(DELIVER_WEBHOOKS, [job_id, cid], services.settings.webhook_queue)
-        except QueueUnavailable:
-            with redis_errors():  # left for the next call to queue
-                await services.jobs.redis.hdel(fields.key(job_id), fields.sent(cid))
+            await services.send(
+                DELIVER_WEBHOOKS, [job_id, cid, claim], services.settings.webhook_queue
+            )
+        except QueueUnavailable:  # left for the next call (or the reaper) to queue
+            await services.jobs.run(release_call(fields, job_id, cid, claim))
             raise
 
 

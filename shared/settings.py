@@ -359,7 +359,7 @@ class Settings(BaseSettings):
         default="model-proxy-webhooks",
         min_length=1,
         description="The Celery queue of webhook deliveries; every worker consumes it besides "
-        "its own queues, so webhooks never wait behind inference.",
+        "its own queues, so webhooks are never queued behind inference.",
     )
     webhook_backoff_max_seconds: float = Field(
         default=300.0, gt=0, description="Longest wait between two tries of a webhook."

@@ -24,7 +24,7 @@ from model_proxy.workers.reaper import Reaper
 from model_proxy.workers.retry import RetryPolicy
 from model_proxy.workers.stopping import RunningJobs
 from model_proxy.workers.store_again import store_job_objects
-from model_proxy.workers.webhook_recovery import recover_webhooks
+from model_proxy.workers.webhook_recovery import WebhookRecovery
 from model_proxy.workers.webhooks import deliver_webhook, dispatch_callbacks
 
 __all__ = ["create_worker_app", "worker_queues"]
@@ -168,22 +168,26 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         recorded in the job (``POST /jobs/{id}/store``)."""
         store_job_objects(job_id, context.get(), policy)
 
-    def send_webhook(job_id: str, cid: str, attempt: int = 1) -> None:
+    def send_webhook(job_id: str, cid: str, claim: str, attempt: int = 1) -> None:
         app.send_task(
             DELIVER_WEBHOOKS,
-            args=[job_id, cid],
+            args=[job_id, cid, claim],
             kwargs={"attempt": attempt},
             queue=settings.webhook_queue,
         )
 
     @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
-    def deliver_webhooks(self: Task, job_id: str, callback_id: str, attempt: int = 1) -> None:
+    def deliver_webhooks(
+        self: Task, job_id: str, callback_id: str, claim: str = "", attempt: int = 1
+    ) -> None:
         """Thin: one try of one callback of an ended job; the next try comes back as a new
         message after its backoff (no thread waits), until it is delivered or given up."""
-        delay = deliver_webhook(context.get(), job_id, callback_id, attempt)
+        delay = deliver_webhook(context.get(), job_id, callback_id, attempt, claim)
         if delay is not None:
             raise self.retry(
-                args=[job_id, callback_id], kwargs={"attempt": attempt + 1}, countdown=delay
+                args=[job_id, callback_id, claim],
+                kwargs={"attempt": attempt + 1},
+                countdown=delay,
             )
 
     reapers: list[Reaper] = []
@@ -216,7 +220,13 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
             enqueue=enqueue,
             with_messages=with_messages,
             ended=queue_webhooks,
-            also=lambda: recover_webhooks(ctx.store, ctx.redis, settings, send_webhook),
+            also=WebhookRecovery(
+                ctx.store,
+                ctx.redis,
+                settings,
+                send_webhook,
+                waiting=lambda: with_messages([settings.webhook_queue]),
+            ).run,
         )
         reaper.start()
         reapers.append(reaper)

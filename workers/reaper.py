@@ -144,10 +144,12 @@ class Reaper:
         if not lock.acquire():
             return
         try:
-            reap_once(self.store, self.max_attempts, self.enqueue, self.ended)
-            recover_queued(self.store, self.queued_bound, self.with_messages, self.enqueue)
-            if self.also is not None:
-                self.also()
+            try:
+                reap_once(self.store, self.max_attempts, self.enqueue, self.ended)
+                recover_queued(self.store, self.queued_bound, self.with_messages, self.enqueue)
+            finally:  # the webhooks' recovery runs whatever befell the jobs' own
+                if self.also is not None:
+                    self.also()
         finally:
             lock.release()
 

@@ -4,17 +4,23 @@ A callback's delivery is queued when its job ends, then each try queues the next
 lost: the task broker refused the first message and the caller was gone before it could try
 again (an API cancel, the reaper failing a job), a process was killed between claiming a
 delivery and queueing it, or a retry's message was never published. So the jobs with
-callbacks are kept in a pending set (:mod:`model_proxy.shared.webhooks.records`), and every
-``webhook_recovery_seconds`` the reaper looks at each again:
+callbacks are kept in a pending set (:mod:`model_proxy.shared.webhooks.records`), scored by
+when to look at them, and each round of the reaper looks at those that are due:
 
-* an unfinished job is looked at again later;
-* of a finished job, each callback that is not over and whose delivery has not moved (queued,
-  or a try begun) for ``webhook_recovery_seconds`` plus its longest backoff and a try's
-  timeouts is queued again, its next try numbered after the recorded ones;
+* an unfinished job is looked at again ``webhook_recovery_seconds`` later;
+* a job that a task message still waits for (in the webhook queue, or taken by a worker and
+  not acknowledged: running, held for a retry's countdown, or held by a worker that died, until
+  the broker gives it back) is left to that message;
+* of the other finished jobs, each callback that is not over is queued again when it was never
+  queued, or when its delivery has not moved (queued, or a try begun) for
+  ``webhook_recovery_seconds`` plus, after a try, the longest backoff, plus a try's timeouts.
+  The next try is numbered after the recorded ones and carries a new claim: a message of the
+  old claim that turns up after all makes no try. The job is looked at again when its next
+  callback could stall;
 * a job whose callbacks are all over, or that has expired, leaves the set.
 
-Deliveries are at least once: a message merely slower than that bound makes a second try.
-Receivers tell repeats by the ``webhook-id`` header, the same for every try.
+Delivery stays at least once (a try cut off by a crash is made again), so receivers tell
+repeats by the ``webhook-id`` header, the same for every try.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -35,26 +41,29 @@ from model_proxy.shared.webhooks.records import (
     CallbackFields,
     callbacks_from_fields,
     forget_over_call,
+    new_claim,
     reclaim_call,
+    release_call,
 )
 
-__all__ = ["SendTry", "recover_webhooks", "stalled"]
+__all__ = ["SendTry", "WebhookRecovery", "stalls_at"]
 
 log = logging.getLogger(__name__)
 
-SendTry = Callable[[str, str, int], None]
-"""Queues a try of a callback: the job id, the callback's id, the try's number."""
+SendTry = Callable[[str, str, str, int], None]
+"""Queues a try of a callback: the job id, the callback's id, its claim, the try's number."""
+Waiting = Callable[[], set[str]]
+"""The ids of the jobs a task message is waiting for (queued, or taken and not acknowledged)."""
 
 SCAN_LIMIT = 500  # jobs looked at in one round; the others wait for the next
+UNTIMED_SENT = "1"  # what `sent:<cid>` held before it held the time of the claim
 
 
-def stalled(callback: Callback, settings: Settings, now: float) -> bool:
-    """Whether nothing will move ``callback``'s delivery any more: not over, and still since
-    longer than a queued message, a try and the longest backoff can take."""
-    if callback.outcome is not None:
-        return False
+def stalls_at(callback: Callback, settings: Settings) -> float:
+    """When ``callback``'s delivery, if it has not moved by then, is taken as lost (at once if
+    it was never queued)."""
     if not callback.sent:
-        return True  # registered but never queued (or released after a refused queueing)
+        return callback.registered_at
     # a try lasts at most its connect timeout and its deadline, plus one read begun before it
     bound = (
         settings.webhook_recovery_seconds
@@ -63,67 +72,104 @@ def stalled(callback: Callback, settings: Settings, now: float) -> bool:
     )
     if callback.attempts:
         bound += settings.webhook_backoff_max_seconds
-    return now - callback.last_activity > bound
+    return callback.last_activity + bound
 
 
-def recover_webhooks(
-    store: JobStore,
-    client: redis.Redis,
-    settings: Settings,
-    send: SendTry,
-    now: float | None = None,
-) -> int:
-    """One round: queue again each stalled callback of the pending jobs looked at
-    ``webhook_recovery_seconds`` ago or earlier; returns how many were queued."""
-    now = time.time() if now is None else now
-    fields = CallbackFields(settings.redis_prefix)
-    with redis_errors():
-        due: list[Any] = client.zrangebyscore(
-            fields.pending, "-inf", now - settings.webhook_recovery_seconds, 0, SCAN_LIMIT
-        )
-    queued = 0
-    for raw in due:
-        job_id = text(raw)
-        job = store.get(job_id)
-        if job is not None and job.state.finished:
-            with redis_errors():
-                raw_fields: dict[Any, Any] = client.hgetall(fields.key(job_id))
-            found = {text(name): text(value) for name, value in raw_fields.items()}
-            for callback in callbacks_from_fields(found):
-                if stalled(callback, settings, now):
-                    queued += _queue_again(store, fields, job_id, callback, send, now, found)
+class WebhookRecovery:
+    """One reaper round of webhook recovery (:meth:`run`) over the jobs of ``store``."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        client: redis.Redis,
+        settings: Settings,
+        send: SendTry,
+        waiting: Waiting,
+    ) -> None:
+        self.store, self.client, self.settings = store, client, settings
+        self.send, self.waiting = send, waiting
+        self.fields = CallbackFields(settings.redis_prefix)
+
+    def run(self, now: float | None = None) -> int:
+        """Look at the due jobs of the pending set; returns how many tries were queued again.
+        A job that cannot be looked at (a record this version cannot read) is logged and looked
+        at again later, so it never stops the others."""
+        now = time.time() if now is None else now
+        with redis_errors():
+            due: list[Any] = self.client.zrangebyscore(
+                self.fields.pending, "-inf", now, 0, SCAN_LIMIT
+            )
+        if not due:
+            return 0
+        busy = self.waiting()
+        queued = 0
+        for raw in due:
+            job_id = text(raw)
+            try:
+                queued += self._look_at(job_id, job_id in busy, now)
+            except Exception as exc:  # one unreadable job: the others are still looked at
+                log.warning("job=%s stage=webhook recovery failed (%s)", job_id, type(exc).__name__)
+                with redis_errors():
+                    later = now + self.settings.webhook_recovery_seconds
+                    self.client.zadd(self.fields.pending, {job_id: later})
+        return queued
+
+    def _look_at(self, job_id: str, busy: bool, now: float) -> int:
+        job = self.store.get(job_id)
         if job is None:
             with redis_errors():
-                client.zrem(fields.pending, job_id)
-        else:
-            store.run(forget_over_call(fields, job_id, now))
-    return queued
+                self.client.zrem(self.fields.pending, job_id)
+            return 0
+        later = now + self.settings.webhook_recovery_seconds
+        if not job.state.finished or busy:
+            self.store.run(forget_over_call(self.fields, job_id, later))
+            return 0
+        with redis_errors():
+            raw: dict[Any, Any] = self.client.hgetall(self.fields.key(job_id))
+        found = {text(name): text(value) for name, value in raw.items()}
+        queued = 0
+        look_again = later
+        for callback in callbacks_from_fields(found):
+            if callback.outcome is not None:
+                continue
+            seen = found.get(self.fields.sent(callback.id), "")
+            if seen == UNTIMED_SENT:  # its time unknown: its clock starts now
+                attempt = len(callback.attempts) + 1
+                restart = reclaim_call(self.fields, job_id, callback.id, seen, attempt, repr(now))
+                self.store.run(restart)
+                look_again = now  # looked at again next round, with its time
+                continue
+            stall = stalls_at(callback, self.settings)
+            if stall > now:
+                look_again = min(look_again, stall)
+                continue
+            outcome = self._queue_again(job_id, callback, seen)
+            if outcome == "queued":
+                queued += 1
+            elif outcome == "refused":
+                look_again = now  # the next round tries again
+        self.store.run(forget_over_call(self.fields, job_id, look_again))
+        return queued
 
-
-def _queue_again(
-    store: JobStore,
-    fields: CallbackFields,
-    job_id: str,
-    callback: Callback,
-    send: SendTry,
-    now: float,
-    found: dict[str, str],
-) -> int:
-    """Claim the stalled delivery (unless someone moved it since it was read) and queue its next
-    try; 1 when queued."""
-    seen = found.get(fields.sent(callback.id), "")
-    if not store.run(reclaim_call(fields, job_id, callback.id, seen, now)):
-        return 0
-    attempt = len(callback.attempts) + 1
-    try:
-        send(job_id, callback.id, attempt)
-    except Exception as exc:  # kombu's errors: left claimed, it stalls again and is found again
-        log.warning("job=%s stage=webhook not queued again (%s)", job_id, type(exc).__name__)
-        return 0
-    log.warning(
-        "job=%s stage=webhook callback=%s stalled; try %d queued again",
-        job_id,
-        callback.id,
-        attempt,
-    )
-    return 1
+    def _queue_again(
+        self, job_id: str, callback: Callback, seen: str
+    ) -> Literal["queued", "moved", "refused"]:
+        """Claim the stalled delivery (unless it moved since it was read) and queue its next
+        try; the claim is given back when the broker refuses the message."""
+        attempt, claim = len(callback.attempts) + 1, new_claim()
+        call = reclaim_call(self.fields, job_id, callback.id, seen, attempt, claim)
+        if not self.store.run(call):
+            return "moved"
+        try:
+            self.send(job_id, callback.id, claim, attempt)
+        except Exception as exc:  # kombu's errors
+            self.store.run(release_call(self.fields, job_id, callback.id, claim))
+            log.warning("job=%s stage=webhook not queued again (%s)", job_id, type(exc).__name__)
+            return "refused"
+        log.warning(
+            "job=%s stage=webhook callback=%s stalled; try %d queued again",
+            job_id,
+            callback.id,
+            attempt,
+        )
+        return "queued"

@@ -40,6 +40,8 @@ from model_proxy.shared.webhooks.records import (
     CallbackFields,
     callbacks_from_fields,
     claim_unsent_call,
+    new_claim,
+    release_call,
 )
 from model_proxy.workers.context import WorkerContext
 
@@ -47,8 +49,9 @@ __all__ = ["deliver_webhook", "dispatch_callbacks"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, str], None]
-"""Queues the first try of a callback: the job id, the callback's id."""
+Send = Callable[[str, str, str], None]
+"""Queues the first try of a callback: the job id, the callback's id, the claim it is queued
+under."""
 
 _RETRIED_STATUSES = frozenset({408, 429})
 # errors no later try can mend: the URL itself is one requests cannot send to
@@ -68,16 +71,14 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     job = context.store.get(job_id)
     if job is None or not job.state.finished:
         return 0
-    client = context.redis
-    call = claim_unsent_call(CallbackFields(context.settings.redis_prefix), job_id, time.time())
-    claimed = context.store.run(call)
+    fields, claim = CallbackFields(context.settings.redis_prefix), new_claim()
+    claimed = context.store.run(claim_unsent_call(fields, job_id, claim))
     sent = 0
     for cid in claimed:
         try:
-            send(job_id, cid)
+            send(job_id, cid, claim)
         except Exception as exc:  # kombu's errors: released for the caller's next call
-            with redis_errors():
-                client.hdel(call.keys[0], CallbackFields.sent(cid))
+            context.store.run(release_call(fields, job_id, cid, claim))
             log.warning("job=%s stage=webhook not queued (%s)", job_id, type(exc).__name__)
             continue
         sent += 1
@@ -86,16 +87,23 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     return sent
 
 
-def deliver_webhook(context: WorkerContext, job_id: str, cid: str, attempt: int) -> float | None:
+def deliver_webhook(
+    context: WorkerContext, job_id: str, cid: str, attempt: int, claim: str = ""
+) -> float | None:
     """Make try ``attempt`` of callback ``cid`` of job ``job_id`` (unless it is recorded
     already) and record it; the seconds to wait before the next try, or None when it is over
-    (delivered, refused, given up, or gone)."""
+    (delivered, refused, given up, or gone) or when the message's ``claim`` is no longer the
+    callback's (the reaper queued its delivery again: that message goes on instead). A message
+    queued before claims were carried has none and is taken as it is."""
     client, settings = context.redis, context.settings
     fields = CallbackFields(settings.redis_prefix)
     key = fields.key(job_id)
     with redis_errors():
         callback = _find(callbacks_from_fields(client.hgetall(key)), cid)
     if callback is None or callback.outcome is not None:
+        return None
+    if claim and not callback.claimed_by(claim):
+        log.info("job=%s stage=webhook callback=%s try=%d superseded", job_id, cid, attempt)
         return None
     now = time.time()
     if len(callback.attempts) >= attempt:  # made before this message was delivered again

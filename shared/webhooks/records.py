@@ -6,14 +6,16 @@ changes, so they have a key of their own).
 (``<cid>``: a digest of its URL, so one URL is kept once):
 
 - ``url:<cid>``, ``by:<cid>``, ``at:<cid>``: the URL, who gave it, when;
-- ``sent:<cid>``: when its delivery was queued (claimed once by whoever queues it; claimed
-  again only by the reaper, when the delivery stalled: :mod:`model_proxy.workers.webhook_recovery`);
+- ``sent:<cid>``: when its delivery was queued: the claim of whoever queued it (claimed again
+  only by the reaper, when the delivery stalled: :mod:`model_proxy.workers.webhook_recovery`);
+  each try's message carries the claim it was queued under, and a message whose claim is no
+  longer the callback's makes no try (its delivery was queued again);
 - ``first:<cid>``: when the first try began;
 - ``try:<cid>:<n>``: try ``n``: ``{"at", "status", "error"}`` (never the answer's body);
 - ``end:<cid>``: ``delivered`` or ``failed``, once it is over.
 
 ``<prefix>:callbacks:pending`` is a sorted set of the jobs whose callbacks may not all be over,
-scored by when they were registered or last looked at; the reaper looks at them again.
+scored by when the reaper should look at them (again): at once when one is registered.
 
 This module only names the fields, builds the registration script and reads the hash back;
 the broker's and the workers' clients run the commands.
@@ -22,6 +24,7 @@ the broker's and the workers' clients run the commands.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +39,7 @@ __all__ = [
     "FORGET_OVER",
     "RECLAIM",
     "REGISTER",
+    "RELEASE",
     "Callback",
     "CallbackAttempt",
     "CallbackFields",
@@ -44,8 +48,10 @@ __all__ = [
     "callbacks_from_fields",
     "claim_unsent_call",
     "forget_over_call",
+    "new_claim",
     "reclaim_call",
     "register_call",
+    "release_call",
 ]
 
 
@@ -88,6 +94,13 @@ class Callback:
     @property
     def sent(self) -> bool:
         return self.sent_at is not None
+
+    def claimed_by(self, claim: str) -> bool:
+        """Whether its delivery is queued under ``claim`` (and not queued again since)."""
+        try:
+            return self.sent_at == float(claim)
+        except ValueError:
+            return False
 
     @property
     def last_activity(self) -> float:
@@ -135,6 +148,7 @@ class CallbackFields:
 
 # KEYS: the job's record, its callbacks, the pending jobs. ARGV: cid, url, requester, now, cap,
 # ttl, job id. Answers {registration, job state}. The URL is kept once; at most `cap` per job.
+# Pending jobs not looked at for a whole ttl (no reaper ran: their records are gone) are dropped.
 REGISTER = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing', ''} end
@@ -146,6 +160,7 @@ redis.call('HSET', KEYS[2], 'url:' .. ARGV[1], ARGV[2], 'by:' .. ARGV[1], ARGV[3
   'at:' .. ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'count', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - tonumber(ARGV[6]))
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7])
 return {'added', state}
 """
@@ -176,8 +191,8 @@ def register_call(
     )
 
 
-# KEYS: the job's callbacks. ARGV: now. Marks each callback whose delivery is not queued yet as
-# queued now and answers their ids: whoever calls it queues exactly those, once.
+# KEYS: the job's callbacks. ARGV: the claim. Marks each callback whose delivery is not queued
+# yet as queued under the claim and answers their ids: whoever calls it queues exactly those, once.
 CLAIM_UNSENT = """
 local claimed = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -192,39 +207,67 @@ return claimed
 """
 
 
-def claim_unsent_call(fields: CallbackFields, job_id: str, now: float) -> ScriptCall[list[str]]:
-    """The script call that claims the job's callbacks not yet queued for delivery."""
+def new_claim() -> str:
+    """A claim on a delivery: the time it is queued (``sent:<cid>`` holds it)."""
+    return repr(time.time())
+
+
+def claim_unsent_call(fields: CallbackFields, job_id: str, claim: str) -> ScriptCall[list[str]]:
+    """The script call that claims, as ``claim``, the job's callbacks not yet queued for
+    delivery; each of their messages carries ``claim``."""
     return ScriptCall(
         CLAIM_UNSENT,
         [fields.key(job_id)],
-        [repr(now)],
+        [claim],
         lambda reply: [text(cid) for cid in reply],
     )
 
 
-# KEYS: the job's callbacks. ARGV: cid, the `sent` value seen ('' for none), now. Claims the
-# callback's delivery again, unless it is over or someone queued it since it was seen.
+# KEYS: the job's callbacks. ARGV: cid, the `sent` value seen ('' for none), the try to queue,
+# the new claim. Claims the callback's delivery again, unless it is over, someone queued it
+# since it was seen, or that try has been made since.
 RECLAIM = """
 if redis.call('HEXISTS', KEYS[1], 'url:' .. ARGV[1]) == 0 then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'end:' .. ARGV[1]) == 1 then return 0 end
 if (redis.call('HGET', KEYS[1], 'sent:' .. ARGV[1]) or '') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'sent:' .. ARGV[1], ARGV[3])
+if redis.call('HEXISTS', KEYS[1], 'try:' .. ARGV[1] .. ':' .. ARGV[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'sent:' .. ARGV[1], ARGV[4])
 return 1
 """
 
 
 def reclaim_call(
-    fields: CallbackFields, job_id: str, cid: str, seen_sent: str, now: float
+    fields: CallbackFields, job_id: str, cid: str, seen_sent: str, attempt: int, claim: str
 ) -> ScriptCall[bool]:
-    """The script call that claims again the delivery of a callback seen stalled with
-    ``seen_sent`` as its ``sent`` field ('' when it had none): true when this caller queues it."""
+    """The script call that claims again, as ``claim``, the delivery of a callback seen stalled
+    with ``seen_sent`` as its ``sent`` field ('' when it had none), to queue its try
+    ``attempt``: true when this caller queues it."""
     return ScriptCall(
-        RECLAIM, [fields.key(job_id)], [cid, seen_sent, repr(now)], lambda reply: bool(reply)
+        RECLAIM,
+        [fields.key(job_id)],
+        [cid, seen_sent, attempt, claim],
+        lambda reply: bool(reply),
     )
 
 
-# KEYS: the pending jobs, the job's callbacks. ARGV: the job id, now. Forgets the job when
-# every callback it has is over (or it has none left: expired); else scores it `now`.
+# KEYS: the job's callbacks. ARGV: cid, claim. Gives a claim back (its message could not be
+# queued), unless another has replaced it.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'sent:' .. ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], 'sent:' .. ARGV[1])
+end
+return 0
+"""
+
+
+def release_call(fields: CallbackFields, job_id: str, cid: str, claim: str) -> ScriptCall[bool]:
+    """The script call that gives back ``claim`` on the callback's delivery, so the next call
+    of :data:`CLAIM_UNSENT` (or the reaper) queues it."""
+    return ScriptCall(RELEASE, [fields.key(job_id)], [cid, claim], lambda reply: bool(reply))
+
+
+# KEYS: the pending jobs, the job's callbacks. ARGV: the job id, when to look again. Forgets
+# the job when every callback it has is over (or it has none left: expired); else scores it.
 FORGET_OVER = """
 for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
   if string.sub(name, 1, 4) == 'url:' then
@@ -239,13 +282,13 @@ return 1
 """
 
 
-def forget_over_call(fields: CallbackFields, job_id: str, now: float) -> ScriptCall[bool]:
+def forget_over_call(fields: CallbackFields, job_id: str, look_again_at: float) -> ScriptCall[bool]:
     """The script call that drops the job from the pending set once all its callbacks are over
-    (true), or keeps it to be looked at again after ``now`` (false)."""
+    (true), or keeps it to be looked at again at ``look_again_at`` (false)."""
     return ScriptCall(
         FORGET_OVER,
         [fields.pending, fields.key(job_id)],
-        [job_id, repr(now)],
+        [job_id, repr(look_again_at)],
         lambda reply: bool(reply),
     )
 
@@ -279,6 +322,5 @@ def callbacks_from_fields(raw: Mapping[Any, Any]) -> list[Callback]:
 
 
 def _moment(value: str | None) -> float | None:
-    """A time field; None when absent (a ``sent`` of ``1``, written before the time was kept,
-    reads as long ago)."""
+    """A time field; None when absent."""
     return float(value) if value else None

@@ -187,11 +187,17 @@ def test_each_callback_of_an_ended_job_is_queued_once(
     register(client, job, f"{receiver.origin}/a")
     register(client, record(client, JobState.INFERRING), f"{receiver.origin}/b")  # runs on
     ctx = context(client, settings_for(receiver.origin))
-    sent: list[tuple[str, str]] = []
+    sent: list[tuple[str, str, str]] = []
 
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: sent.append((job_id, cid))) == 1
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: sent.append((job_id, cid))) == 0
-    assert [job_id for job_id, _ in sent] == [job.id]
+    def send(job_id: str, cid: str, claim: str) -> None:
+        sent.append((job_id, cid, claim))
+
+    assert dispatch_callbacks(ctx, job.id, send) == 1
+    assert dispatch_callbacks(ctx, job.id, send) == 0
+    assert [job_id for job_id, _, _ in sent] == [job.id]
+    [(_, cid, claim)] = sent
+    [callback] = callbacks_of(client, job)
+    assert callback.id == cid and callback.claimed_by(claim)  # its message carries its claim
 
 
 def test_a_running_jobs_callbacks_wait_for_its_end(
@@ -201,7 +207,7 @@ def test_a_running_jobs_callbacks_wait_for_its_end(
     register(client, job, f"{receiver.origin}/later")
     ctx = context(client, settings_for(receiver.origin))
 
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 0
+    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim: None) == 0
 
 
 def test_one_url_is_kept_once_and_a_job_keeps_at_most_its_cap(client: redis.Redis) -> None:
@@ -240,12 +246,12 @@ def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
     register(client, job, f"{receiver.origin}/retry-send")
     ctx = context(client, settings_for(receiver.origin))
 
-    def broker_away(job_id: str, cid: str) -> None:
+    def broker_away(job_id: str, cid: str, claim: str) -> None:
         raise ConnectionError("broker away")
 
     with pytest.raises(QueueUnavailable):
         dispatch_callbacks(ctx, job.id, broker_away)
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid: None) == 1
+    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim: None) == 1
 
 
 @pytest.fixture()
