@@ -79,16 +79,22 @@ async def register_callback(
 
 async def dispatch_callbacks(services: BrokerServices, job_id: str) -> None:
     """Queue the delivery of each callback of the ended job ``job_id`` not queued yet (each is
-    queued once, whoever calls this: the worker that finished it, a cancel, a registration)."""
+    queued once, whoever calls this: the worker that finished it, a cancel, a registration).
+    When the broker refuses some, they are given back and
+    :class:`~model_proxy.shared.errors.QueueUnavailable` is raised once the others were
+    queued."""
     fields, claim = CallbackFields(services.settings.redis_prefix), new_claim()
-    for cid in await services.jobs.run(claim_unsent_call(fields, job_id, claim)):
+    refused: QueueUnavailable | None = None
+    for cid, attempt in await services.jobs.run(claim_unsent_call(fields, job_id, claim)):
         try:
             await services.send(
-                DELIVER_WEBHOOKS, [job_id, cid, claim], services.settings.webhook_queue
+                DELIVER_WEBHOOKS, [job_id, cid, claim, attempt], services.settings.webhook_queue
             )
-        except QueueUnavailable:  # left for the next call (or the reaper) to queue
+        except QueueUnavailable as error:  # left for the next call (or the reaper) to queue
             await services.jobs.run(release_call(fields, job_id, cid, claim))
-            raise
+            refused = error
+    if refused is not None:
+        raise refused
 
 
 async def job_callbacks(

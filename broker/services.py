@@ -57,7 +57,7 @@ class BrokerServices:
         queue; the record must already exist."""
         await self.send(task, [job.id], job.queue)
 
-    async def send(self, task: str, args: list[str], queue: str) -> None:
+    async def send(self, task: str, args: list[str | int], queue: str) -> None:
         """Queue ``task`` by name with ``args`` on ``queue``."""
 
         def send() -> None:

@@ -16,8 +16,15 @@ from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from model_proxy.shared.redis_clients import celery_transport_options
 from model_proxy.shared.settings import Settings
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS
 
-__all__ = ["create_celery", "jobs_with_messages", "queue_keys", "unacked_key"]
+__all__ = [
+    "create_celery",
+    "deliveries_with_messages",
+    "jobs_with_messages",
+    "queue_keys",
+    "unacked_key",
+]
 
 
 def create_celery(settings: Settings, redis_url: str) -> Celery:
@@ -84,23 +91,47 @@ def jobs_with_messages(
     Reads whole lists (a queue holds at most its models' ``maxQueued`` jobs, plus retries), in
     one round trip. A message that is not a task of ours is ignored.
     """
+    return {args[0] for _, args in _waiting_tasks(client, queues, transport_options)}
+
+
+def deliveries_with_messages(
+    client: redis.Redis, queues: Iterable[str], transport_options: Mapping[str, Any]
+) -> tuple[set[str], set[tuple[str, str]]]:
+    """What task messages still wait for, as :func:`jobs_with_messages` reads them: the job
+    ids of the messages that are not webhook deliveries, and the ``(job id, callback id)`` of
+    those that are."""
+    jobs: set[str] = set()
+    deliveries: set[tuple[str, str]] = set()
+    for task, args in _waiting_tasks(client, queues, transport_options):
+        if task == DELIVER_WEBHOOKS and len(args) > 1:
+            deliveries.add((args[0], args[1]))
+        else:
+            jobs.add(args[0])
+    return jobs, deliveries
+
+
+def _waiting_tasks(
+    client: redis.Redis, queues: Iterable[str], transport_options: Mapping[str, Any]
+) -> list[tuple[str, list[str]]]:
+    """The task name and string arguments of each message in ``queues`` or unacknowledged."""
     with client.pipeline(transaction=False) as pipe:
         for queue in sorted(set(queues)):
             for key in queue_keys(queue, transport_options):
                 pipe.lrange(key, 0, -1)
         pipe.hvals(unacked_key(transport_options))
         *lists, unacked = pipe.execute()
-    found = {_job_id(raw) for waiting in lists for raw in waiting}
-    found |= {_job_id(raw, unacked=True) for raw in unacked}
-    return {job_id for job_id in found if job_id is not None}
+    found = [_task(raw) for waiting in lists for raw in waiting]
+    found += [_task(raw, unacked=True) for raw in unacked]
+    return [task for task in found if task is not None]
 
 
-def _job_id(raw: bytes | str, unacked: bool = False) -> str | None:
-    """The job id a kombu message carries (the task's first argument), or None.
+def _task(raw: bytes | str, unacked: bool = False) -> tuple[str, list[str]] | None:
+    """The task name and leading string arguments of a kombu message (the first being the job
+    id), or None for a message that is not a task of ours.
 
     kombu stores a message as JSON whose ``body`` is the Celery protocol-2 body
-    (``[args, kwargs, embed]``), base64-encoded; an unacknowledged one as ``[message,
-    exchange, routing key]``.
+    (``[args, kwargs, embed]``), base64-encoded, and whose ``headers`` name the task; an
+    unacknowledged one as ``[message, exchange, routing key]``.
     """
     try:
         message = json.loads(raw)
@@ -110,6 +141,10 @@ def _job_id(raw: bytes | str, unacked: bool = False) -> str | None:
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args = json.loads(body)[0]
-    except (ValueError, KeyError, IndexError, TypeError, binascii.Error):
+        task = str((message.get("headers") or {}).get("task", ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, binascii.Error):
         return None
-    return args[0] if args and isinstance(args[0], str) else None
+    if not isinstance(args, list) or not args or not isinstance(args[0], str):
+        return None
+    leading = [arg for arg in args[:2] if isinstance(arg, str)]
+    return task, leading

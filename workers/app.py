@@ -13,7 +13,7 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from model_proxy.shared.errors import QueueUnavailable
-from model_proxy.shared.queue import create_celery, jobs_with_messages
+from model_proxy.shared.queue import create_celery, deliveries_with_messages, jobs_with_messages
 from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE, STORE_OBJECTS
 from model_proxy.shared.webhooks import next_delay
@@ -168,7 +168,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
         recorded in the job (``POST /jobs/{id}/store``)."""
         store_job_objects(job_id, context.get(), policy)
 
-    def send_webhook(job_id: str, cid: str, claim: str, attempt: int = 1) -> None:
+    def send_webhook(job_id: str, cid: str, claim: str, attempt: int) -> None:
         app.send_task(
             DELIVER_WEBHOOKS,
             args=[job_id, cid, claim],
@@ -225,7 +225,9 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
                 ctx.redis,
                 settings,
                 send_webhook,
-                waiting=lambda: with_messages([settings.webhook_queue]),
+                waiting=lambda: deliveries_with_messages(
+                    ctx.redis, {settings.webhook_queue}, transport_options
+                ),
             ).run,
         )
         reaper.start()

@@ -8,9 +8,10 @@ callbacks are kept in a pending set (:mod:`model_proxy.shared.webhooks.records`)
 when to look at them, and each round of the reaper looks at those that are due:
 
 * an unfinished job is looked at again ``webhook_recovery_seconds`` later;
-* a job that a task message still waits for (in the webhook queue, or taken by a worker and
-  not acknowledged: running, held for a retry's countdown, or held by a worker that died, until
-  the broker gives it back) is left to that message;
+* a job that a task message still waits for (its inference task, taken by a worker and not
+  acknowledged: running, held for a retry's countdown, or held by a worker that died, until the
+  broker gives it back) is left to that message, and so is a callback whose own delivery
+  message waits (in the webhook queue, or taken and not acknowledged);
 * of the other finished jobs, each callback that is not over is queued again when it was never
   queued, or when its delivery has not moved (queued, or a try begun) for
   ``webhook_recovery_seconds`` plus, after a try, the longest backoff, plus a try's timeouts.
@@ -45,15 +46,15 @@ from model_proxy.shared.webhooks.records import (
     reclaim_call,
     release_call,
 )
+from model_proxy.workers.webhooks import Send
 
-__all__ = ["SendTry", "WebhookRecovery", "stalls_at"]
+__all__ = ["WebhookRecovery", "stalls_at"]
 
 log = logging.getLogger(__name__)
 
-SendTry = Callable[[str, str, str, int], None]
-"""Queues a try of a callback: the job id, the callback's id, its claim, the try's number."""
-Waiting = Callable[[], set[str]]
-"""The ids of the jobs a task message is waiting for (queued, or taken and not acknowledged)."""
+Waiting = Callable[[], tuple[set[str], set[tuple[str, str]]]]
+"""What task messages wait for (queued, or taken and not acknowledged): the ids of the jobs
+of other tasks, and the (job id, callback id) of webhook deliveries."""
 
 SCAN_LIMIT = 500  # jobs looked at in one round; the others wait for the next
 UNTIMED_SENT = "1"  # what `sent:<cid>` held before it held the time of the claim
@@ -83,7 +84,7 @@ class WebhookRecovery:
         store: JobStore,
         client: redis.Redis,
         settings: Settings,
-        send: SendTry,
+        send: Send,
         waiting: Waiting,
     ) -> None:
         self.store, self.client, self.settings = store, client, settings
@@ -101,12 +102,13 @@ class WebhookRecovery:
             )
         if not due:
             return 0
-        busy = self.waiting()
+        busy, delivering = self.waiting()
         queued = 0
         for raw in due:
             job_id = text(raw)
             try:
-                queued += self._look_at(job_id, job_id in busy, now)
+                carried = {cid for job, cid in delivering if job == job_id}
+                queued += self._look_at(job_id, job_id in busy, carried, now)
             except Exception as exc:  # one unreadable job: the others are still looked at
                 log.warning("job=%s stage=webhook recovery failed (%s)", job_id, type(exc).__name__)
                 with redis_errors():
@@ -114,7 +116,9 @@ class WebhookRecovery:
                     self.client.zadd(self.fields.pending, {job_id: later})
         return queued
 
-    def _look_at(self, job_id: str, busy: bool, now: float) -> int:
+    def _look_at(self, job_id: str, busy: bool, carried: set[str], now: float) -> int:
+        """Queue again the stalled callbacks of the job (``busy``: a task message of the job
+        waits; ``carried``: the callbacks a delivery message waits for)."""
         job = self.store.get(job_id)
         if job is None:
             with redis_errors():
@@ -130,7 +134,7 @@ class WebhookRecovery:
         queued = 0
         look_again = later
         for callback in callbacks_from_fields(found):
-            if callback.outcome is not None:
+            if callback.outcome is not None or callback.id in carried:
                 continue
             seen = found.get(self.fields.sent(callback.id), "")
             if seen == UNTIMED_SENT:  # its time unknown: its clock starts now

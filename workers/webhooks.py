@@ -45,13 +45,13 @@ from model_proxy.shared.webhooks.records import (
 )
 from model_proxy.workers.context import WorkerContext
 
-__all__ = ["deliver_webhook", "dispatch_callbacks"]
+__all__ = ["Send", "deliver_webhook", "dispatch_callbacks"]
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, str, str], None]
-"""Queues the first try of a callback: the job id, the callback's id, the claim it is queued
-under."""
+Send = Callable[[str, str, str, int], None]
+"""Queues a try of a callback: the job id, the callback's id, the claim it is queued under, the
+try's number."""
 
 _RETRIED_STATUSES = frozenset({408, 429})
 # errors no later try can mend: the URL itself is one requests cannot send to
@@ -74,9 +74,9 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
     fields, claim = CallbackFields(context.settings.redis_prefix), new_claim()
     claimed = context.store.run(claim_unsent_call(fields, job_id, claim))
     sent = 0
-    for cid in claimed:
+    for cid, attempt in claimed:
         try:
-            send(job_id, cid, claim)
+            send(job_id, cid, claim, attempt)
         except Exception as exc:  # kombu's errors: released for the caller's next call
             context.store.run(release_call(fields, job_id, cid, claim))
             log.warning("job=%s stage=webhook not queued (%s)", job_id, type(exc).__name__)

@@ -192,14 +192,21 @@ def register_call(
 
 
 # KEYS: the job's callbacks. ARGV: the claim. Marks each callback whose delivery is not queued
-# yet as queued under the claim and answers their ids: whoever calls it queues exactly those, once.
+# yet as queued under the claim and answers {id, tries recorded} of each: whoever calls it
+# queues exactly those, once (a delivery given back after tries goes on after them).
 CLAIM_UNSENT = """
+local names = redis.call('HKEYS', KEYS[1])
+local tries = {}
+for _, name in ipairs(names) do
+  local cid = string.match(name, '^try:(.+):%d+$')
+  if cid then tries[cid] = (tries[cid] or 0) + 1 end
+end
 local claimed = {}
-for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+for _, name in ipairs(names) do
   if string.sub(name, 1, 4) == 'url:' then
     local cid = string.sub(name, 5)
     if redis.call('HSETNX', KEYS[1], 'sent:' .. cid, ARGV[1]) == 1 then
-      table.insert(claimed, cid)
+      table.insert(claimed, {cid, tries[cid] or 0})
     end
   end
 end
@@ -212,14 +219,17 @@ def new_claim() -> str:
     return repr(time.time())
 
 
-def claim_unsent_call(fields: CallbackFields, job_id: str, claim: str) -> ScriptCall[list[str]]:
+def claim_unsent_call(
+    fields: CallbackFields, job_id: str, claim: str
+) -> ScriptCall[list[tuple[str, int]]]:
     """The script call that claims, as ``claim``, the job's callbacks not yet queued for
-    delivery; each of their messages carries ``claim``."""
+    delivery; answers each one's id and the number of its next try (1 unless tries were
+    recorded before its delivery was given back). Each of their messages carries ``claim``."""
     return ScriptCall(
         CLAIM_UNSENT,
         [fields.key(job_id)],
         [claim],
-        lambda reply: [text(cid) for cid in reply],
+        lambda reply: [(text(cid), int(tries) + 1) for cid, tries in reply],
     )
 
 

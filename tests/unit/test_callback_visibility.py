@@ -14,6 +14,7 @@ from model_proxy.broker.callbacks import dispatch_callbacks, job_callbacks
 from model_proxy.broker.jobs import AsyncJobStore
 from model_proxy.broker.requesters import Caller
 from model_proxy.broker.services import BrokerServices
+from model_proxy.shared.errors import QueueUnavailable
 from model_proxy.shared.jobs import JobKeys, job_to_fields
 from model_proxy.shared.settings import Settings
 from model_proxy.shared.tasks import DELIVER_WEBHOOKS
@@ -95,3 +96,34 @@ def test_a_webhook_the_api_queues_goes_to_the_webhook_queue(
 
     assert [queue for _, _, queue in sent] == ["hooks-only", "hooks-only"]
     assert {task for task, _, _ in sent} == {DELIVER_WEBHOOKS}
+
+
+def test_callbacks_the_broker_refuses_from_the_api_are_given_back_and_the_others_queued(
+    server: fakeredis.FakeServer, job_id: str
+) -> None:
+    """A cancel while the broker refuses the first message: that callback is given back for
+    the next dispatch (or the reaper), and the other is still queued."""
+    sent: list[list[Any]] = []
+    refusals = [QueueUnavailable("the job queue cannot be reached")]
+
+    async def send(task: str, args: list[Any], queue: str) -> None:
+        if refusals:
+            raise refusals.pop()
+        sent.append(args)
+
+    def on(client: Any) -> Any:
+        jobs = AsyncJobStore(client, 60, JobKeys())
+        services = SimpleNamespace(jobs=jobs, settings=Settings(), send=send)
+        return dispatch_callbacks(cast(BrokerServices, services), job_id)
+
+    with pytest.raises(QueueUnavailable):
+        on_async_client(server, on)
+
+    client = fakeredis.FakeRedis(server=server)
+    raw = client.hgetall(CallbackFields("model-proxy").key(job_id))
+    sent_marks = [name for name in raw if name.startswith(b"sent:")]
+    assert len(sent) == 1 and len(sent_marks) == 1  # the refused one is unclaimed again
+    [(_, cid, claim, attempt)] = sent
+    assert raw[f"sent:{cid}".encode()].decode() == claim and attempt == 1
+    on_async_client(server, on)  # the next dispatch queues the one given back
+    assert len(sent) == 2

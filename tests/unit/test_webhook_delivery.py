@@ -189,7 +189,8 @@ def test_each_callback_of_an_ended_job_is_queued_once(
     ctx = context(client, settings_for(receiver.origin))
     sent: list[tuple[str, str, str]] = []
 
-    def send(job_id: str, cid: str, claim: str) -> None:
+    def send(job_id: str, cid: str, claim: str, attempt: int) -> None:
+        assert attempt == 1
         sent.append((job_id, cid, claim))
 
     assert dispatch_callbacks(ctx, job.id, send) == 1
@@ -207,7 +208,7 @@ def test_a_running_jobs_callbacks_wait_for_its_end(
     register(client, job, f"{receiver.origin}/later")
     ctx = context(client, settings_for(receiver.origin))
 
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim: None) == 0
+    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim, attempt: None) == 0
 
 
 def test_one_url_is_kept_once_and_a_job_keeps_at_most_its_cap(client: redis.Redis) -> None:
@@ -246,12 +247,12 @@ def test_a_callback_whose_message_could_not_be_sent_is_queued_by_the_next_call(
     register(client, job, f"{receiver.origin}/retry-send")
     ctx = context(client, settings_for(receiver.origin))
 
-    def broker_away(job_id: str, cid: str, claim: str) -> None:
+    def broker_away(job_id: str, cid: str, claim: str, attempt: int) -> None:
         raise ConnectionError("broker away")
 
     with pytest.raises(QueueUnavailable):
         dispatch_callbacks(ctx, job.id, broker_away)
-    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim: None) == 1
+    assert dispatch_callbacks(ctx, job.id, lambda job_id, cid, claim, attempt: None) == 1
 
 
 @pytest.fixture()

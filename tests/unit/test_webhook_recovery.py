@@ -105,8 +105,18 @@ def tried(client: redis.Redis, job: Job, cid: str, *moments: float) -> None:
         client.hset(key, FIELDS.attempt(cid, number), attempt.model_dump_json())
 
 
-def recover(client: redis.Redis, send: Sent, now: float, busy: frozenset[str] = frozenset()) -> int:
-    recovery = WebhookRecovery(JobStore(client, TTL), client, SETTINGS, send, lambda: set(busy))
+def recover(
+    client: redis.Redis,
+    send: Sent,
+    now: float,
+    busy: frozenset[str] = frozenset(),
+    delivering: frozenset[tuple[str, str]] = frozenset(),
+) -> int:
+    """One round; ``busy``: the jobs a task message waits for, ``delivering``: the callbacks a
+    delivery message waits for."""
+    recovery = WebhookRecovery(
+        JobStore(client, TTL), client, SETTINGS, send, lambda: (set(busy), set(delivering))
+    )
     return recovery.run(now)
 
 
@@ -327,3 +337,29 @@ def test_the_reaper_runs_the_recovery_even_when_the_jobs_recovery_fails(
         reaper.run_once()
 
     assert rounds == [1]
+
+
+def test_a_callback_whose_own_message_waits_is_left_but_its_lost_sibling_is_queued(
+    client: redis.Redis,
+) -> None:
+    now = time.time()
+    job = record(client)
+    retrying = register(client, job, at=now - 2000, url=URL + "/retrying")
+    lost = register(client, job, at=now - 2000, url=URL + "/lost")
+    tried(client, job, retrying, now - 1900)  # long ago, but its retry's message is held
+    run(client, claim_unsent_call(FIELDS, job.id, repr(now - 1000)))  # lost's message never sent
+    send = Sent()
+
+    assert recover(client, send, now, delivering=frozenset({(job.id, retrying)})) == 1
+
+    assert send.numbers() == [(job.id, lost, 1)]
+
+
+def test_a_delivery_given_back_after_tries_goes_on_after_them(client: redis.Redis) -> None:
+    now = time.time()
+    job = record(client)
+    cid = register(client, job, at=now - 1000)
+    tried(client, job, cid, now - 900, now - 800)
+    client.hdel(FIELDS.key(job.id), FIELDS.sent(cid))  # given back: its re-queueing was refused
+
+    assert run(client, claim_unsent_call(FIELDS, job.id, repr(now))) == [(cid, 3)]

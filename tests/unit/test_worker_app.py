@@ -168,8 +168,8 @@ def test_deliveries_go_to_the_webhook_queue_not_the_inference_queue(
     queued: list[tuple[str, Any]] = []
     monkeypatch.setattr(app, "send_task", lambda name, **kw: queued.append((name, kw["queue"])))
 
-    def dispatch(context: object, job_id: str, send: Callable[[str, str, str], None]) -> int:
-        send(job_id, "cid-1", "1.5")
+    def dispatch(context: object, job_id: str, send: Callable[[str, str, str, int], None]) -> int:
+        send(job_id, "cid-1", "1.5", 1)
         return 1
 
     assert dispatching(monkeypatch, app, dispatch).successful()
