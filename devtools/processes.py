@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -91,6 +91,7 @@ class ManagedProcess:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = log_path.stat().st_size  # what earlier runs under this name wrote
         self.process = subprocess.Popen(
             list(argv),
             stdout=self._log,
@@ -106,7 +107,24 @@ class ManagedProcess:
         return self.process.poll() is None
 
     def log_text(self) -> str:
+        """The whole log file, earlier runs under the same log path included."""
         return self.log_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        """What this run wrote to the log (the file is appended to by each start)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the process group for the ``with`` block, SIGCONT it after: a test's moment
+        in which the process (a worker and its pool) changes nothing."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no chance to clean up."""
@@ -166,7 +184,8 @@ def start_on_free_port(
 
 
 def wait_until_worker_ready(worker: ManagedProcess, timeout: float = 60.0) -> None:
-    """A Celery worker logs `` ready.`` once it consumes its queues."""
+    """A Celery worker logs `` ready.`` once it consumes its queues (in this run's output: an
+    earlier run under the same log path said so too)."""
     wait_until(
-        lambda: " ready." in worker.log_text(), timeout, worker.name, alive=lambda: worker.alive
+        lambda: " ready." in worker.output(), timeout, worker.name, alive=lambda: worker.alive
     )

@@ -27,6 +27,8 @@ from tests.support.deployment import Deployment, Ids, PacsData, start_worker
 QUEUE = "events-tests"
 SLOW = "5e0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"  # the segmentation model, answering after 1.5 s
 LONG = "6f1d2b3c-4d5e-4f60-9bac-1d2e3f4a5b6c"  # the segmentation model, answering after 10 s
+# answering after 6 s: time enough to reconnect twice while it thinks, on a busy machine too
+THINKING = "8b3f4d5e-6f70-4b81-9cde-3f4a5b6c7d8e"
 SLOW_PACS = "7a2e3c4d-5e6f-4a70-8bcd-2e3f4a5b6c7d"  # the PACS through a proxy that slows it
 STREAM_CAP = 200
 # the PACS's answers relayed 2 KiB every 0.05 s (40 KB/s): the series (6 instances of about
@@ -85,6 +87,7 @@ def stack(
     models[SLOW] = {**models[Ids.SEGMENTATION], "uri": f"{deployment.model_url}/segmentation"
                     "?delay=1.5"}  # fmt: skip
     models[LONG] = {**models[SLOW], "uri": f"{deployment.model_url}/segmentation?delay=10"}
+    models[THINKING] = {**models[SLOW], "uri": f"{deployment.model_url}/segmentation?delay=6"}
     (folder / "models.json").write_text(json.dumps(models))
     environ = {
         **deployment.environ,
@@ -195,13 +198,13 @@ def test_a_client_reconnecting_mid_job_gets_the_current_state_at_once(
     stack: Stack, pacs: PacsData
 ) -> None:
     stack.start_worker()
-    job_id = _submit(stack.first, SLOW, pacs)
+    job_id = _submit(stack.first, THINKING, pacs)
     stream = _Stream(stack.second, job_id)
     first, job = stream.next()
     event, total = first, len(pacs.series_a)
     while job["state"] != "inferring" or job["progress"]["instancesFetched"] < total:
         event, job = stream.next()
-    stream.close()  # the model has the whole series and thinks for 1.5 s
+    stream.close()  # the model has the whole series and thinks for 6 s
     stale = _Stream(stack.first, job_id, last_event_id=first.id)
     resumed, now = stale.next()
     assert (resumed.kind, now["state"], resumed.id) == ("state", "inferring", event.id)
@@ -276,10 +279,11 @@ def _viewer_stream(api: str, series: DicomFile) -> requests.Response:
 def test_streams_up_to_the_cap_stay_open_and_all_receive_the_end(
     stack: Stack, pacs: PacsData
 ) -> None:
-    """The CI form of ``bench/event_streams.py``: the cap's worth of streams of a long job
-    stay open 5 s (heartbeats every second), one more is 503 ``busy`` (on a viewer route,
-    before it makes a job), and a cancel reaches
-    every one as its ``end`` event."""
+    """The CI form of ``bench/event_streams.py``: the cap's worth of streams of a job that
+    waits for a worker stay open 5 s (heartbeats every second), one more is 503 ``busy`` (on a
+    viewer route, before it makes a job), and a cancel reaches every one as its ``end``
+    event."""
+    stack.stop_worker()  # the job stays queued, however long the streams take to open
     job_id = _submit(stack.first, LONG, pacs)
 
     async def scenario() -> None:

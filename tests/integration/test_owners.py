@@ -236,20 +236,26 @@ def test_a_cached_answer_is_listed_by_the_named_caller_it_answered(
     assert site.job("admin", job_id)["requestedBy"] == [site.names["a"]]  # it did not ask
 
 
-def _hang_up_while_waiting(base_url: str, path: str, headers: dict[str, str]) -> None:
-    """A viewer's synchronous GET whose client goes away before the answer."""
+def _hang_up_while_waiting(site: Site, base_url: str, path: str, who: str) -> str:
+    """A viewer's synchronous GET whose client goes away before the answer, once the job it
+    asked for is listed as ``who``'s; that job's id."""
+    before = set(site.listed(who))
     host, port = base_url.removeprefix("http://").split(":")
+    headers = site.headers[who]
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
     with socket.create_connection((host, int(port))) as connection:
         connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        time.sleep(1.0)  # the request is in, and waits
+        deadline = time.monotonic() + 30
+        while not (made := [job for job in site.listed(who) if job not in before]):
+            assert time.monotonic() < deadline, "the request never made its job"
+            time.sleep(0.05)
+    return made[0]
 
 
 def test_a_waiting_viewer_that_goes_away_leaves_its_job_running(site: Site, pacs: PacsData) -> None:
     request = parked(pacs.series_b[0])
     with serve(create_app(site.settings, environ=site.environ), "owners-api") as base_url:
-        _hang_up_while_waiting(base_url, request, site.headers["a"])
-        job_id = site.listed("a")[0]  # the latest it asked for
+        job_id = _hang_up_while_waiting(site, base_url, request, "a")
         time.sleep(2.5)  # the API has seen the client go (it checks every second)
 
         # a dropped connection is not a cancel: the job still waits for a worker, for a,

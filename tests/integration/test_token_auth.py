@@ -283,9 +283,10 @@ def test_an_access_token_about_to_expire_is_refreshed_ahead_of_time(
     stack: Stack, token_server: TokenServer, pacs: PacsData, fresh: None
 ) -> None:
     stack.forget_tokens(ZHIVA)
-    token_server.configure(access_ttl=3.0)
+    # 3.5 s before the margin: time for the first job's PACS calls, on a busy machine too
+    token_server.configure(access_ttl=5.0)
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
-    time.sleep(2.2)  # now less than the 1.5 s margin is left
+    time.sleep(3.6)  # issued before that answer: now less than the 1.5 s margin is left
 
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
 
@@ -317,8 +318,8 @@ def test_an_expired_refresh_token_makes_zhiva_auth_sign_in_again(
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
     time.sleep(2.5)
     token_server.reset()
-    # the tokens kept have expired; the new ones must outlive this request: a 1-second token
-    # signed in whole seconds (as jsonwebtoken does) may expire a moment after it is issued
+    # the tokens kept have expired; the new ones must outlive this request (a 1-second access
+    # token is inside the refresh margin from the start)
     token_server.configure(access_ttl=60.0, refresh_ttl=120.0)
 
     assert_masks(stack.get(series_path(pacs), server=ZHIVA), pacs)
@@ -331,9 +332,11 @@ def test_an_expired_refresh_token_makes_zhiva_auth_sign_in_again(
 def test_an_expired_refresh_token_with_an_external_token_is_a_clear_error(
     stack: Stack, token_server: TokenServer, pacs: PacsData, fresh: None
 ) -> None:
-    token_server.configure(access_ttl=1.0, refresh_ttl=2.0)
+    # an access token inside the margin is refreshed before each PACS call: the refresh token
+    # lasts the first job's calls, on a busy machine too
+    token_server.configure(access_ttl=1.0, refresh_ttl=4.0)
     assert_masks(stack.get(series_path(pacs), server=TOKEN_EXPIRING), pacs)
-    time.sleep(2.5)
+    time.sleep(4.1)  # issued before that answer: now expired
 
     response = stack.get(series_path(pacs), server=TOKEN_EXPIRING)
 

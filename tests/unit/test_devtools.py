@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from devtools.processes import (
     free_port,
     require_binary,
     wait_until,
+    wait_until_worker_ready,
 )
 
 
@@ -72,6 +74,35 @@ def test_a_process_that_never_gets_ready_is_stopped(tmp_path: Path) -> None:
     with pytest.raises(NotReadyError, match=r"not ready after 0\.3 s"):
         process.wait_ready(lambda: False, 0.3, "sleeper")
     assert not process.alive
+
+
+def test_a_second_start_under_the_same_log_waits_for_its_own_ready_line(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    earlier = ManagedProcess("worker", [sys.executable, "-c", "print(' ready.')"], log)
+    earlier.process.wait()
+    earlier.stop()
+    silent = ManagedProcess("worker", [sys.executable, "-c", "import time; time.sleep(60)"], log)
+    try:
+        with pytest.raises(NotReadyError, match=r"not ready after 0\.3 s"):
+            wait_until_worker_ready(silent, timeout=0.3)
+        assert " ready." in silent.log_text() and silent.output() == ""
+    finally:
+        silent.stop()
+
+
+def test_a_paused_process_writes_nothing_until_it_is_resumed(tmp_path: Path) -> None:
+    ticker = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.01)"
+    process = ManagedProcess("ticker", [sys.executable, "-c", ticker], tmp_path / "tick.log")
+    try:
+        wait_until(lambda: "tick" in process.output(), 10, "ticker")
+        with process.paused():
+            time.sleep(0.05)  # a tick written just before the stop reaches the file
+            frozen = process.output()
+            time.sleep(0.2)
+            assert process.output() == frozen
+        wait_until(lambda: process.output() != frozen, 10, "ticker resumed")
+    finally:
+        process.stop()
 
 
 def test_wait_until_returns_once_the_check_holds() -> None:

@@ -346,6 +346,13 @@ def test_lifetimes_follow_the_runtime_config(client: TestClient) -> None:
         assert claims(token)["exp"] - claims(token)["iat"] == ttl
 
 
+def test_a_token_of_a_few_seconds_lives_all_of_them(client: TestClient) -> None:
+    set_config(client, access_ttl=2)
+    issued = time.time()
+    access_token, _ = exchange(client, sign_in(client))
+    assert claims(access_token)["exp"] >= issued + 2
+
+
 @pytest.mark.parametrize("bearer_prefix", [True, False])
 def test_answer_in_the_authentication_header(client: TestClient, bearer_prefix: bool) -> None:
     set_config(client, header_name="Authentication", bearer_prefix=bearer_prefix)
