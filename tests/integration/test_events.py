@@ -197,10 +197,12 @@ def test_two_api_processes_stream_a_job_from_queued_to_succeeded_with_its_progre
 def test_a_client_reconnecting_mid_job_gets_the_current_state_at_once(
     stack: Stack, pacs: PacsData
 ) -> None:
-    stack.start_worker()
+    stack.stop_worker()  # the job waits in the queue until the stream has seen it there
     job_id = _submit(stack.first, THINKING, pacs)
     stream = _Stream(stack.second, job_id)
     first, job = stream.next()
+    assert job["state"] == "queued"  # so the first event's id is stale once the job runs
+    stack.start_worker()
     event, total = first, len(pacs.series_a)
     while job["state"] != "inferring" or job["progress"]["instancesFetched"] < total:
         event, job = stream.next()
