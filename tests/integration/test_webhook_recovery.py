@@ -9,9 +9,6 @@ queued the delivery, and a delivery claimed by a worker killed before it queued 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +20,11 @@ from fastapi.testclient import TestClient
 from redis.client import Pipeline
 
 from model_proxy.shared.jobs import JobKeys
-from model_proxy.shared.settings import Settings
+from model_proxy.shared.queue import create_celery, deliveries_with_messages, queue_keys
+from model_proxy.shared.tasks import DELIVER_WEBHOOKS, RUN_INFERENCE
 from model_proxy.shared.webhooks.records import CallbackFields, claim_unsent_call, register_call
 from tests.support.deployment import Deployment, Ids, PacsData, own_api_and_worker
-from tests.support.webhook_receiver import Received, WebhookReceiver
+from tests.support.webhook_receiver import Received, WebhookReceiver, signed_body
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +37,9 @@ VALUES = {
     "webhook_timeout_seconds": "2",  # a delivery still for 1 + 1 + 2 * 2 s has stalled
     "reaper_interval_seconds": "0.5",
     "webhook_queue": "recovery-deliveries",  # delivered by this module's worker only
+    # keys of its own: the session's worker, whose reaper looks with a 600 s recovery, never
+    # looks at this module's jobs
+    "redis_prefix": "webhook-recovery-test",
 }
 
 
@@ -52,15 +53,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 def api(
     deployment: Deployment, receiver: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestClient]:
-    values = {**VALUES, "callback_origins": receiver.origin}
-    parsed = Settings(**values)
-    local = Deployment(
-        deployment.settings.model_copy(update={name: getattr(parsed, name) for name in values}),
-        {**deployment.environ, **{f"MODEL_PROXY_{name.upper()}": v for name, v in values.items()}},
-        deployment.workdir,
-        deployment.model_url,
-        deployment.redis,
-    )
+    local = deployment.with_settings({**VALUES, "callback_origins": receiver.origin})
     here: Path = tmp_path_factory.mktemp("webhook-recovery")
     with own_api_and_worker(local, here, "webhook-recovery") as client:
         yield client
@@ -74,20 +67,12 @@ def client(deployment: Deployment) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def prefix(deployment: Deployment) -> str:
-    return deployment.settings.redis_prefix
+def prefix() -> str:
+    return VALUES["redis_prefix"]
 
 
 def verified(received: Received) -> dict[str, Any]:
-    """The body of a POST whose Standard Webhooks signature is right (the specification's
-    algorithm, written here)."""
-    message_id = received.headers["webhook-id"]
-    timestamp = received.headers["webhook-timestamp"]
-    signed = f"{message_id}.{timestamp}.{received.body.decode()}".encode()
-    expected = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
-    assert f"v1,{expected}" in received.headers["webhook-signature"].split()
-    body: dict[str, Any] = json.loads(received.body)
-    return body
+    return signed_body(received, KEY)
 
 
 def finished_job(api: TestClient, pacs: PacsData, number: int) -> str:
@@ -156,3 +141,26 @@ def test_a_delivery_claimed_by_a_worker_killed_before_queuing_it_is_posted(
 
     assert verified(post)["id"] == job_id
     assert [attempt["status"] for attempt in delivered(api, job_id)["attempts"]] == [200]
+
+
+def test_what_task_messages_wait_for_is_read_from_the_real_broker(
+    deployment: Deployment, client: redis.Redis
+) -> None:
+    """The recovery's view of the broker, from messages Celery itself wrote: a delivery names its
+    job and callback, any other task its job."""
+    celery = create_celery(deployment.settings, deployment.redis.url)
+    options = celery.conf.broker_transport_options
+    queue = "recovery-nobody-reads-this"
+    try:
+        celery.send_task(
+            DELIVER_WEBHOOKS, args=["job-a", "cid-1", "1.5"], kwargs={"attempt": 2}, queue=queue
+        )
+        celery.send_task(DELIVER_WEBHOOKS, args=["job-a", "cid-2"], queue=queue)  # no claim
+        celery.send_task(RUN_INFERENCE, args=["job-b"], queue=queue)
+
+        jobs, deliveries = deliveries_with_messages(client, [queue], options)
+
+        assert "job-b" in jobs and "job-a" not in jobs
+        assert {("job-a", "cid-1"), ("job-a", "cid-2")} <= deliveries
+    finally:
+        client.delete(*queue_keys(queue, options))
