@@ -26,6 +26,7 @@ from tests.support.deployment import (
     PACS_PASSWORD_ENV,
     STUDY_UID,
     BlackHole,
+    ClosedPort,
     Deployment,
     PacsData,
     start_worker,
@@ -83,14 +84,22 @@ def black_hole() -> Iterator[BlackHole]:
 
 
 @pytest.fixture(scope="session")
+def closed_port() -> Iterator[ClosedPort]:
+    closed = ClosedPort()
+    yield closed
+    closed.close()
+
+
+@pytest.fixture(scope="session")
 def deployment(
     workdir: Path,
     pacs: PacsData,
     redis_server: RedisServer,
     example_model: str,
     black_hole: BlackHole,
+    closed_port: ClosedPort,
 ) -> Deployment:
-    write_configs(workdir, pacs, example_model, black_hole)
+    write_configs(workdir, pacs, example_model, black_hole, closed_port)
     environ = {
         **os.environ,
         PACS_PASSWORD_ENV: pacs.orthanc.password,

@@ -9,9 +9,6 @@ specification, not with our signer.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +18,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from model_proxy.shared.settings import Settings
 from tests.support.deployment import Deployment, Ids, PacsData, own_api_and_worker
-from tests.support.webhook_receiver import Received, WebhookReceiver
+from tests.support.webhook_receiver import Received, WebhookReceiver, signed_body
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +47,7 @@ def api(
         "public_url": PUBLIC_URL,
         "webhook_queue": "webhooks-deliveries",  # not the queue the worker is told to consume
     }
-    parsed = Settings(**values)
-    local = Deployment(
-        deployment.settings.model_copy(update={name: getattr(parsed, name) for name in values}),
-        {**deployment.environ, **{f"MODEL_PROXY_{name.upper()}": v for name, v in values.items()}},
-        deployment.workdir,
-        deployment.model_url,
-        deployment.redis,
-    )
+    local = deployment.with_settings(values)
     here: Path = tmp_path_factory.mktemp("webhooks")
     # started like a deployment's `--queues gpu` worker: it consumes the webhook queue too
     with own_api_and_worker(local, here, "webhooks", worker_queues="webhooks") as client:
@@ -66,21 +55,7 @@ def api(
 
 
 def verify(received: Received) -> dict[str, Any]:
-    """The Standard Webhooks check, from the specification: base64(HMAC-SHA256(key,
-    "{id}.{timestamp}.{body}")) equals a ``v1,`` signature of the header; the body as JSON."""
-    message_id = received.headers["webhook-id"]
-    timestamp = received.headers["webhook-timestamp"]
-    assert abs(time.time() - int(timestamp)) < 300
-    signed = f"{message_id}.{timestamp}.{received.body.decode()}".encode()
-    expected = base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
-    signatures = [
-        part.split(",", 1)[1]
-        for part in received.headers["webhook-signature"].split()
-        if part.startswith("v1,")
-    ]
-    assert any(hmac.compare_digest(expected, signature) for signature in signatures)
-    body: dict[str, Any] = json.loads(received.body)
-    return body
+    return signed_body(received, KEY)
 
 
 def series_url(model: str, pacs: PacsData) -> str:

@@ -21,7 +21,6 @@ from devtools.dicom import DicomFile
 from devtools.orthanc import OrthancServer
 from devtools.processes import (
     ManagedProcess,
-    free_port,
     start_on_free_port,
     wait_until_worker_ready,
 )
@@ -117,6 +116,16 @@ class Deployment:
         settings = self.settings.model_copy(update={"models_file": models_file})
         return Deployment(settings, environ, workdir, self.model_url, self.redis)
 
+    def with_settings(self, values: Mapping[str, str]) -> Deployment:
+        """The same deployment with the settings ``values`` (by field name, as the environment
+        gives them) in its settings and in its processes' environment."""
+        parsed = Settings(**values)
+        settings = self.settings.model_copy(update={name: getattr(parsed, name) for name in values})
+        named = {f"MODEL_PROXY_{name.upper()}": value for name, value in values.items()}
+        return Deployment(
+            settings, {**self.environ, **named}, self.workdir, self.model_url, self.redis
+        )
+
 
 class BlackHole:
     """A TCP server that accepts connections and never answers: a PACS that hangs."""
@@ -144,14 +153,30 @@ class BlackHole:
             conn.close()
 
 
+class ClosedPort:
+    """A loopback port bound and never listened on, held until :meth:`close`: connecting is
+    refused, and no server of the run can be given the port meanwhile (a port found free and
+    let go could be handed to one, which would then answer)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._sock.close()
+
+
 def _model(uri: str, task: str, supports: list[str], **extra: object) -> dict[str, object]:
     """One models.json entry."""
     return {"uri": uri, "task": task, "supports": supports, **extra}
 
 
-def write_configs(workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole) -> None:
+def write_configs(
+    workdir: Path, pacs: PacsData, model_url: str, hole: BlackHole, closed: ClosedPort
+) -> None:
     """servers.json and models.json with every server and model that ``Ids`` names."""
-    closed_port = free_port()
+    closed_port = closed.port
     basic = {"authType": "basicAuth", "login": pacs.orthanc.user}
     servers = {
         Ids.PACS: {
