@@ -11,7 +11,9 @@ revocation, call counters and the list of every token issued (to look for leaks 
 Differences from the real stack, on purpose: the signing key lives only in memory; tokens carry a
 random ``jti`` so that no two are equal; ``/pacs`` accepts access tokens only (the real plugin also
 takes the user's current AuthToken) and refuses a request without ``Authorization`` with 401
-(real nginx lets it through to Orthanc); no CORS origin list.
+(real nginx lets it through to Orthanc); no CORS origin list; ``iat`` and ``exp`` are
+signed to the fraction of a second (jsonwebtoken writes whole seconds), so a token of a few
+seconds lives all of them.
 
 Run: ``python -m tests.support.token_server --port P --upstream http://127.0.0.1:8042
 --upstream-user U --upstream-password PW`` (binds 127.0.0.1, logs to stderr, never logs tokens
