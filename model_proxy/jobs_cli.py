@@ -1,48 +1,39 @@
 """``model-proxy infer`` and ``model-proxy jobs``: a client of a running model-proxy API.
 
 These commands only talk HTTP to the API (``--api``, else ``MODEL_PROXY_API_URL``, else
-http://127.0.0.1:8002); they need neither Redis nor the configuration files.
+http://127.0.0.1:8002); they need neither Redis nor the configuration files. ``infer`` runs in
+:mod:`model_proxy.infer_command`; ``jobs`` lists, shows, watches and cancels jobs here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
-from model_proxy.api_client import (
-    TASK_ROUTES,
-    ApiClient,
-    ApiError,
-    JobResource,
+from model_proxy.api_client import TASK_ROUTES, ApiClient, ApiError, JobResource
+from model_proxy.command_support import (
+    EXIT_INTERRUPTED,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    add_poll,
+    api_session,
+    json_array,
+    non_negative_float,
+    positive_int,
+    report,
+    say,
 )
-from model_proxy.dicom_out import DicomOutError, prepare_directory, write_job_objects
 from model_proxy.following import follow_events
-from model_proxy.progress_view import ProgressView, progress_line, progress_text
-from model_proxy.shared.http import new_session
-from model_proxy.shared.jobs import JOB_STATES, JobError
+from model_proxy.infer_command import run_infer
+from model_proxy.progress_view import progress_line, progress_text
+from model_proxy.shared.jobs import JOB_STATES
 from model_proxy.shared.settings import Settings
 
 __all__ = ["register_job_commands"]
-
-
-_N = TypeVar("_N", int, float)
-
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_API_ERROR = 2
-EXIT_TIMEOUT = 124  # as timeout(1): gave up waiting, the job goes on
-EXIT_INTERRUPTED = 130
-
-_HTTP_TIMEOUT = (10.0, 60.0)  # connect, read: per request, not for the whole job
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})  # while polling: wait and ask again
-_MAX_RETRIES = 10  # in a row
 
 _EPILOG = (
     "exit status: 0 the result was written; 1 the job failed or was cancelled; 2 a usage or API "
@@ -75,7 +66,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     infer.add_argument(
         "--data-filters",
         metavar="JSON",
-        type=_json_array,
+        type=json_array,
         help='a JSON array, e.g. \'[{"dataKey": "series-one", "uuid": "1.2.3"}]\'',
     )
     infer.add_argument(
@@ -90,14 +81,14 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         type=Path,
         help="also write the DICOM objects the job made (SEG, SR) as DIR/<SOPInstanceUID>.dcm",
     )
-    _add_poll(infer)
+    add_poll(infer)
     infer.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="stop waiting after this long (default: wait until the job finishes)",
     )
-    infer.set_defaults(run=_submit_inference)
+    infer.set_defaults(run=run_infer)
 
     jobs = commands.add_parser(
         "jobs",
@@ -110,7 +101,7 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
     jobs.add_argument(
         "--limit",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=20,
         help="at most this many (default %(default)s)",
     )
@@ -132,256 +123,11 @@ def register_job_commands(commands: argparse._SubParsersAction[argparse.Argument
         "API error (such as an unknown job)",
     )
     watch.add_argument("job_id", metavar="ID")
-    _add_poll(watch)
+    add_poll(watch)
     watch.set_defaults(run=_watch_job)
     cancel = actions.add_parser("cancel", parents=[sub_api], help="cancel a job")
     cancel.add_argument("job_id", metavar="ID")
     cancel.set_defaults(run=_cancel_job)
-
-
-def _add_poll(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--poll",
-        metavar="SECONDS",
-        type=_positive_float,
-        default=0.5,
-        help="how often to ask for the job's state when its events cannot be streamed "
-        "(default %(default)s)",
-    )
-
-
-# --- argument types ----------------------------------------------------------------------------
-
-
-def _json_array(text: str) -> list[object]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not JSON") from None
-    if not isinstance(value, list):
-        raise argparse.ArgumentTypeError("must be a JSON array")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _converted(text, float, "a number")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _converted(text, int, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _converted(text: str, convert: Callable[[str], _N], what: str) -> _N:
-    try:
-        return convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-
-
-# --- model-proxy infer -------------------------------------------------------------------------
-
-
-class _JobDidNotSucceed(Exception):
-    def __init__(self, error: JobError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
-class _GaveUpWaiting(Exception):
-    def __init__(self, job: JobResource) -> None:
-        super().__init__(job.id)
-        self.job = job
-
-
-def _submit_inference(args: argparse.Namespace, settings: Settings) -> int:
-    view = ProgressView(sys.stderr, tty=sys.stderr.isatty())
-    job_id: str | None = None
-    if args.dicom_out is not None:
-        try:
-            prepare_directory(args.dicom_out)
-        except DicomOutError as exc:
-            _say(str(exc))
-            return EXIT_API_ERROR
-    with _api_client(args, settings) as client:
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        try:
-            submitted = client.submit(
-                args.task,
-                args.model,
-                args.study,
-                args.series,
-                args.instance,
-                server=args.server,
-                data_filters=args.data_filters,
-                fresh=args.no_cache,
-            )
-            if isinstance(submitted, bytes):
-                _say("answered from the cache")
-                result = submitted
-                job_id = getattr(submitted, "job_id", None)
-            else:
-                job_id = submitted.id
-                _say(f"job {job_id} submitted")
-                result = _follow(client, submitted, view, args.poll, deadline)
-            if args.dicom_out is not None:
-                _write_objects(client, job_id, args.dicom_out)
-        except KeyboardInterrupt:
-            view.end()
-            if job_id is None:
-                _say("interrupted")
-            else:
-                _say(
-                    f"interrupted; job {job_id} goes on. To cancel it: {_cancel_hint(args, job_id)}"
-                )
-            return EXIT_INTERRUPTED
-        except _JobDidNotSucceed as failure:
-            view.end()
-            _say(f"{failure.error.code}: {failure.error.message}")
-            return EXIT_JOB_FAILED
-        except _GaveUpWaiting as gave_up:
-            view.end()
-            job = gave_up.job
-            _say(
-                f"timeout: job {job.id} is still {job.state} after {args.timeout:g} s and goes "
-                f"on. To cancel it: {_cancel_hint(args, job.id)}"
-            )
-            return EXIT_TIMEOUT
-        except ApiError as exc:
-            view.end()
-            _say(f"{exc.code}: {exc.message}{_retry_hint(exc)}")
-            if job_id is not None:
-                _say(f"job {job_id} may go on; see: model-proxy jobs show {job_id}")
-            return EXIT_API_ERROR
-        except DicomOutError as exc:
-            view.end()
-            _say(str(exc))
-            return EXIT_API_ERROR
-    view.end()
-    return _write_result(result, args.output)
-
-
-def _write_objects(client: ApiClient, job_id: str | None, directory: Path) -> None:
-    """``--dicom-out``: the job's DICOM objects as files in ``directory``, each named on stderr."""
-    if job_id is None:
-        raise DicomOutError("the API did not name the job of its answer: no DICOM objects to fetch")
-    written = write_job_objects(client, job_id, directory)
-    for path in written:
-        _say(f"wrote {path}")
-    if not written:
-        _say(f"job {job_id} made no DICOM object")
-
-
-def _follow(
-    client: ApiClient,
-    job: JobResource,
-    view: ProgressView,
-    poll: float,
-    deadline: float | None,
-) -> bytes:
-    """Wait for the job (following its events, else polling) and fetch its result;
-    _JobDidNotSucceed or _GaveUpWaiting otherwise."""
-    followed = follow_events(client, job, lambda _, current: view.show(current), deadline)
-    job = followed or job
-    while True:
-        job = _wait_until_finished(client, job, view, poll, deadline)
-        if job.state != "succeeded":
-            default = f"job {job.id} was cancelled" if job.state == "cancelled" else "no reason"
-            code = "job_cancelled" if job.state == "cancelled" else "job_failed"
-            raise _JobDidNotSucceed(job.error or JobError(code=code, message=default))
-        try:
-            answer = client.result(job.id)
-        except ApiError as exc:
-            if exc.job_id is not None or exc.status == 410:  # it failed after all
-                raise _JobDidNotSucceed(JobError(code=exc.code, message=exc.message)) from None
-            raise
-        if isinstance(answer, bytes):
-            return answer
-        job = answer  # no result yet after all: wait on
-        _pause_within(poll, deadline, job)
-
-
-def _wait_until_finished(
-    client: ApiClient,
-    job: JobResource,
-    view: ProgressView,
-    poll: float,
-    deadline: float | None,
-) -> JobResource:
-    delay, retries = poll, 0
-    while True:
-        view.show(job)
-        if job.finished:
-            return job
-        _pause_within(delay, deadline, job)
-        try:
-            job = client.job(job.id)
-        except ApiError as exc:
-            retries += 1
-            if exc.status not in _RETRY_STATUSES or retries > _MAX_RETRIES:
-                raise
-            delay = max(poll, exc.retry_after or 0.0)
-        else:
-            delay, retries = poll, 0
-
-
-def _pause_within(seconds: float, deadline: float | None, job: JobResource) -> None:
-    if deadline is not None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _GaveUpWaiting(job)
-        seconds = min(seconds, remaining)
-    _pause(seconds)
-
-
-def _pause(seconds: float) -> None:
-    time.sleep(seconds)
-
-
-def _write_result(result: bytes, output: Path | None) -> int:
-    if output is not None and str(output) != "-":
-        try:
-            output.write_bytes(result)
-        except OSError as exc:
-            _say(f"cannot write {output}: {exc.strerror or exc}")
-            return EXIT_API_ERROR
-        return EXIT_OK
-    sys.stdout.flush()
-    binary = getattr(sys.stdout, "buffer", None)
-    if binary is None:  # a text-only stdout, as some embedding tools set
-        sys.stdout.write(result.decode("utf-8", errors="replace"))
-    else:
-        binary.write(result)
-        if sys.stdout.isatty() and not result.endswith(b"\n"):
-            binary.write(b"\n")
-        binary.flush()
-    return EXIT_OK
-
-
-def _cancel_hint(args: argparse.Namespace, job_id: str) -> str:
-    api = f" --api {args.api}" if args.api else ""
-    return f"model-proxy jobs cancel {job_id}{api}"
-
-
-def _retry_hint(exc: ApiError) -> str:
-    if exc.retry_after is None:
-        return ""
-    return f" (the API asks to try again in {exc.retry_after:g} s)"
-
-
-# --- progress ----------------------------------------------------------------------------------
 
 
 # --- model-proxy jobs --------------------------------------------------------------------------
@@ -389,12 +135,12 @@ def _retry_hint(exc: ApiError) -> str:
 
 def _list_jobs(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        with _api_client(args, settings) as client:
+        with api_session(args, settings) as client:
             jobs = client.jobs(args.state, args.limit)
     except ApiError as exc:
-        return _report(exc)
+        return report(exc)
     if not jobs:
-        _say("no jobs" if args.state is None else f"no {args.state} jobs")
+        say("no jobs" if args.state is None else f"no {args.state} jobs")
         return EXIT_OK
     header = ("ID", "STATE", "TASK", "MODEL", "LEVEL", "PROGRESS", "CREATED")
     rows = [
@@ -428,7 +174,7 @@ def _watch_job(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{kind:<8} {progress_line(job)}", flush=True)
 
     try:
-        with _api_client(args, settings) as client:
+        with api_session(args, settings) as client:
             job = client.job(args.job_id)
             followed = follow_events(client, job, show)
             if followed is None or not followed.finished:
@@ -436,7 +182,7 @@ def _watch_job(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 job = followed
     except ApiError as exc:
-        return _report(exc)
+        return report(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_OK if job.state == "succeeded" else EXIT_JOB_FAILED
@@ -454,7 +200,7 @@ def _poll_lines(
             shown = line
         if job.finished:
             return job
-        _pause(poll)
+        time.sleep(poll)
         job = client.job(job.id)
 
 
@@ -466,10 +212,10 @@ def _on_one_job(
 ) -> int:
     """Ask the API about one job and show the answer, or report the API's error."""
     try:
-        with _api_client(args, settings) as client:
+        with api_session(args, settings) as client:
             job = ask(client)
     except ApiError as exc:
-        return _report(exc)
+        return report(exc)
     show(job)
     return EXIT_OK
 
@@ -480,15 +226,6 @@ def _print_document(job: JobResource) -> None:
 
 def _print_state(job: JobResource) -> None:
     print(f"job {job.id} {job.state}")
-
-
-@contextmanager
-def _api_client(args: argparse.Namespace, settings: Settings) -> Iterator[ApiClient]:
-    """A client of the API for one command, on a session of its own."""
-    with new_session(pool_size=1, user_agent="model-proxy-cli") as session:
-        if settings.api_key is not None:
-            session.headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        yield ApiClient(_api_url(args, settings), session, _HTTP_TIMEOUT)
 
 
 def _format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -509,21 +246,3 @@ def _timestamp(value: str) -> str:
     if when.tzinfo is not None:
         when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-# --- shared by the commands --------------------------------------------------------------------
-
-
-def _api_url(args: argparse.Namespace, settings: Settings) -> str:
-    """--api, else the setting MODEL_PROXY_API_URL (default http://127.0.0.1:8002)."""
-    url: str = args.api or settings.api_url
-    return url
-
-
-def _report(exc: ApiError) -> int:
-    _say(f"{exc.code}: {exc.message}{_retry_hint(exc)}")
-    return EXIT_API_ERROR
-
-
-def _say(message: str) -> None:
-    print(f"model-proxy: {message}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from model_proxy import jobs_cli
+from model_proxy import infer_command
 from model_proxy.api_client import ApiClient, ApiError, JobResource
 from model_proxy.cli import main
 from model_proxy.progress_view import ProgressView, progress_line
@@ -475,7 +475,7 @@ def test_ctrl_c_names_the_job_and_how_to_cancel_it(
     def interrupt(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jobs_cli, "_pause", interrupt)
+    monkeypatch.setattr(infer_command, "_pause", interrupt)
     monkeypatch.setenv("MODEL_PROXY_API_URL", api.base_url)
 
     code, out, err = run(capsys, "infer", "slow", STUDY)
