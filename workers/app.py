@@ -178,7 +178,7 @@ def create_worker_app(settings: Settings, redis_url: str) -> Celery:
 
     @app.task(name=DELIVER_WEBHOOKS, bind=True, acks_late=True, max_retries=None)
     def deliver_webhooks(
-        self: Task, job_id: str, callback_id: str, claim: str = "", attempt: int = 1
+        self: Task, job_id: str, callback_id: str, claim: str, attempt: int = 1
     ) -> None:
         """Thin: one try of one callback of an ended job; the next try comes back as a new
         message after its backoff (no thread waits), until it is delivered or given up."""

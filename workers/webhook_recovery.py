@@ -57,7 +57,6 @@ Waiting = Callable[[], tuple[set[str], set[tuple[str, str]]]]
 of other tasks, and the (job id, callback id) of webhook deliveries."""
 
 SCAN_LIMIT = 500  # jobs looked at in one round; the others wait for the next
-UNTIMED_SENT = "1"  # what `sent:<cid>` held before it held the time of the claim
 
 
 def stalls_at(callback: Callback, settings: Settings) -> float:
@@ -103,12 +102,14 @@ class WebhookRecovery:
         if not due:
             return 0
         busy, delivering = self.waiting()
+        carried: dict[str, set[str]] = {}
+        for job_id, cid in delivering:
+            carried.setdefault(job_id, set()).add(cid)
         queued = 0
         for raw in due:
             job_id = text(raw)
             try:
-                carried = {cid for job, cid in delivering if job == job_id}
-                queued += self._look_at(job_id, job_id in busy, carried, now)
+                queued += self._look_at(job_id, job_id in busy, carried.get(job_id, set()), now)
             except Exception as exc:  # one unreadable job: the others are still looked at
                 log.warning("job=%s stage=webhook recovery failed (%s)", job_id, type(exc).__name__)
                 with redis_errors():
@@ -137,12 +138,6 @@ class WebhookRecovery:
             if callback.outcome is not None or callback.id in carried:
                 continue
             seen = found.get(self.fields.sent(callback.id), "")
-            if seen == UNTIMED_SENT:  # its time unknown: its clock starts now
-                attempt = len(callback.attempts) + 1
-                restart = reclaim_call(self.fields, job_id, callback.id, seen, attempt, repr(now))
-                self.store.run(restart)
-                look_again = now  # looked at again next round, with its time
-                continue
             stall = stalls_at(callback, self.settings)
             if stall > now:
                 look_again = min(look_again, stall)

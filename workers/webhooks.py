@@ -88,13 +88,12 @@ def dispatch_callbacks(context: WorkerContext, job_id: str, send: Send) -> int:
 
 
 def deliver_webhook(
-    context: WorkerContext, job_id: str, cid: str, attempt: int, claim: str = ""
+    context: WorkerContext, job_id: str, cid: str, attempt: int, claim: str
 ) -> float | None:
     """Make try ``attempt`` of callback ``cid`` of job ``job_id`` (unless it is recorded
     already) and record it; the seconds to wait before the next try, or None when it is over
     (delivered, refused, given up, or gone) or when the message's ``claim`` is no longer the
-    callback's (the reaper queued its delivery again: that message goes on instead). A message
-    queued before claims were carried has none and is taken as it is."""
+    callback's (the reaper queued its delivery again: that message goes on instead)."""
     client, settings = context.redis, context.settings
     fields = CallbackFields(settings.redis_prefix)
     key = fields.key(job_id)
@@ -102,7 +101,7 @@ def deliver_webhook(
         callback = _find(callbacks_from_fields(client.hgetall(key)), cid)
     if callback is None or callback.outcome is not None:
         return None
-    if claim and not callback.claimed_by(claim):
+    if not callback.claimed_by(claim):
         log.info("job=%s stage=webhook callback=%s try=%d superseded", job_id, cid, attempt)
         return None
     now = time.time()

@@ -27,6 +27,7 @@ from model_proxy.shared.webhooks.records import (
     CallbackFields,
     Registration,
     callbacks_from_fields,
+    claim_unsent_call,
     register_call,
 )
 from model_proxy.workers.context import WorkerContext
@@ -36,6 +37,7 @@ from tests.unit.jobs.support import make_job
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
 TTL = 3600
+CLAIM = "1000.5"  # the claim the tries' messages carry
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,17 @@ def register(client: redis.Redis, job: Job, url: str) -> str:
     return callback.id
 
 
+def queued(client: redis.Redis, job: Job, url: str) -> str:
+    """Register ``url`` and claim its delivery as ``CLAIM``, as the dispatcher does before it
+    queues the first try; the callback's id."""
+    cid = register(client, job, url)
+    call = claim_unsent_call(CallbackFields("model-proxy"), job.id, CLAIM)
+    assert call.reply(client.register_script(call.script)(keys=call.keys, args=call.args)) == [
+        (cid, 1)
+    ]
+    return cid
+
+
 def callbacks_of(client: redis.Redis, job: Job) -> list[Any]:
     return callbacks_from_fields(client.hgetall(CallbackFields("model-proxy").key(job.id)))
 
@@ -90,16 +103,16 @@ def test_a_try_delivered_again_after_a_worker_died_is_not_posted_again(
     client: redis.Redis, receiver: WebhookReceiver
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{receiver.origin}/again")
+    cid = queued(client, job, f"{receiver.origin}/again")
     ctx = context(client, settings_for(receiver.origin))
     receiver.answer("/again", 503)
 
-    first = deliver_webhook(ctx, job.id, cid, 1)
-    redelivered = deliver_webhook(ctx, job.id, cid, 1)  # the same message, once more
+    first = deliver_webhook(ctx, job.id, cid, 1, CLAIM)
+    redelivered = deliver_webhook(ctx, job.id, cid, 1, CLAIM)  # the same message, once more
 
     assert first == redelivered == 1.0
     assert len(receiver.posts("/again")) == 1
-    assert deliver_webhook(ctx, job.id, cid, 2) is None  # 200: over
+    assert deliver_webhook(ctx, job.id, cid, 2, CLAIM) is None  # 200: over
     [callback] = callbacks_of(client, job)
     assert [a.status for a in callback.attempts] == [503, 200]
     assert callback.delivered
@@ -110,10 +123,10 @@ def test_a_callback_the_settings_no_longer_allow_is_not_posted(
     client: redis.Redis, receiver: WebhookReceiver
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{receiver.origin}/moved")
+    cid = queued(client, job, f"{receiver.origin}/moved")
     ctx = context(client, settings_for("https://elsewhere.example.org"))
 
-    assert deliver_webhook(ctx, job.id, cid, 1) is None
+    assert deliver_webhook(ctx, job.id, cid, 1, CLAIM) is None
 
     assert receiver.posts("/moved") == []
     [callback] = callbacks_of(client, job)
@@ -125,10 +138,13 @@ def test_a_redirect_is_not_followed_and_ends_the_tries(
     client: redis.Redis, receiver: WebhookReceiver
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{receiver.origin}/redirecting")
+    cid = queued(client, job, f"{receiver.origin}/redirecting")
     receiver.answer("/redirecting", 307)
 
-    assert deliver_webhook(context(client, settings_for(receiver.origin)), job.id, cid, 1) is None
+    assert (
+        deliver_webhook(context(client, settings_for(receiver.origin)), job.id, cid, 1, CLAIM)
+        is None
+    )
 
     assert receiver.posts("/redirected") == []
     [callback] = callbacks_of(client, job)
@@ -141,12 +157,12 @@ def test_an_unreachable_receiver_is_retried_until_the_total_time(
 ) -> None:
     job = record(client)
     closed = "http://127.0.0.1:9"  # discard: nothing listens
-    cid = register(client, job, f"{closed}/x")
+    cid = queued(client, job, f"{closed}/x")
     ctx = context(client, settings_for(closed))
 
-    assert deliver_webhook(ctx, job.id, cid, 1) == 1.0
+    assert deliver_webhook(ctx, job.id, cid, 1, CLAIM) == 1.0
     client.hset(CallbackFields("model-proxy").key(job.id), f"first:{cid}", repr(time.time() - 58))
-    assert deliver_webhook(ctx, job.id, cid, 2) is None  # 58 s + 2 s would pass the 60 s
+    assert deliver_webhook(ctx, job.id, cid, 2, CLAIM) is None  # 58 s + 2 s would pass the 60 s
 
     [callback] = callbacks_of(client, job)
     assert [a.error for a in callback.attempts] == ["unreachable", "unreachable"]
@@ -165,7 +181,7 @@ def test_a_url_the_http_client_cannot_send_to_fails_at_once(
     client: redis.Redis, receiver: WebhookReceiver, error: type[Exception]
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{receiver.origin}/bad")
+    cid = queued(client, job, f"{receiver.origin}/bad")
     ctx = context(client, settings_for(receiver.origin))
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -173,7 +189,7 @@ def test_a_url_the_http_client_cannot_send_to_fails_at_once(
 
     cast(Any, ctx).webhook_session = SimpleNamespace(post=refuse)
 
-    assert deliver_webhook(ctx, job.id, cid, 1) is None  # no retry
+    assert deliver_webhook(ctx, job.id, cid, 1, CLAIM) is None  # no retry
 
     [callback] = callbacks_of(client, job)
     assert [a.error for a in callback.attempts] == ["invalid_url"]
@@ -284,11 +300,11 @@ def test_a_try_ends_within_the_webhook_timeout_in_all_however_the_answer_trickle
     client: redis.Redis, trickling: str
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{trickling}/slow")
+    cid = queued(client, job, f"{trickling}/slow")
     settings = settings_for(trickling).model_copy(update={"webhook_timeout_seconds": 0.5})
     started = time.monotonic()
 
-    assert deliver_webhook(context(client, settings), job.id, cid, 1) is None
+    assert deliver_webhook(context(client, settings), job.id, cid, 1, CLAIM) is None
 
     assert time.monotonic() - started < 1.5  # not 5 s: no read took 0.5 s, the total did
     [callback] = callbacks_of(client, job)
@@ -299,7 +315,7 @@ def test_webhook_posts_connect_within_their_own_short_timeout(
     client: redis.Redis, receiver: WebhookReceiver
 ) -> None:
     job = record(client)
-    cid = register(client, job, f"{receiver.origin}/timeouts")
+    cid = queued(client, job, f"{receiver.origin}/timeouts")
     seen: list[Any] = []
 
     def post(*args: object, **kwargs: Any) -> None:
@@ -309,6 +325,6 @@ def test_webhook_posts_connect_within_their_own_short_timeout(
     ctx = context(client, settings_for(receiver.origin))
     cast(Any, ctx).webhook_session = SimpleNamespace(post=post)
 
-    assert deliver_webhook(ctx, job.id, cid, 1) == 1.0
+    assert deliver_webhook(ctx, job.id, cid, 1, CLAIM) == 1.0
 
     assert seen == [(3.0, 10.0)]  # connect, read: the defaults

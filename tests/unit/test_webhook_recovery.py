@@ -238,21 +238,6 @@ def test_a_try_the_broker_refuses_is_given_back_and_queued_on_the_next_round(
     assert send.numbers() == [(job.id, cid, 1)]
 
 
-def test_a_sent_mark_written_without_a_time_starts_its_clock_when_first_seen(
-    client: redis.Redis,
-) -> None:
-    now = time.time()
-    job = record(client)
-    cid = register(client, job, at=now - 1000)
-    client.hset(FIELDS.key(job.id), FIELDS.sent(cid), "1")  # written before times were kept
-    send = Sent()
-
-    assert recover(client, send, now) == 0  # its message may have been queued a moment ago
-    assert recover(client, send, now + 1) == 0
-    assert recover(client, send, now + QUIET + 1) == 1
-    assert send.numbers() == [(job.id, cid, 1)]
-
-
 def test_one_unreadable_job_does_not_stop_the_others(client: redis.Redis) -> None:
     now = time.time()
     broken, job = record(client), record(client)
